@@ -1,0 +1,100 @@
+//! The three things the loop drives: a store, a tool executor and an event sink.
+//!
+//! Methods return boxed futures rather than `async fn` so the traits stay
+//! object-safe and every future is `Send`: the loop runs on tokio's worker threads
+//! and uses these traits as `dyn`.
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+
+use crate::error::{ExecutorError, StoreError, ToolError};
+use crate::events::LoopEvent;
+use crate::types::{
+    ChainStep, NextAction, RecordedStep, RequestContext, StepDescriptor, ToolSchema,
+};
+
+/// Persists steps and decides what comes next.
+pub trait MultiStepStore: Send + Sync {
+    /// Runs the transition function for one scope of a request.
+    fn next_action_for<'a>(
+        &'a self,
+        request_id: &'a str,
+        scope_parent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<NextAction, StoreError>>;
+
+    /// Inserts a step after `prev_step`, allocating its sequence atomically.
+    fn record_step<'a>(
+        &'a self,
+        request_id: &'a str,
+        scope_parent: Option<&'a str>,
+        prev_step: Option<&'a str>,
+        descriptor: &'a StepDescriptor,
+    ) -> BoxFuture<'a, Result<RecordedStep, StoreError>>;
+
+    /// Moves a step from `pending` to `processing`.
+    fn mark_step_processing<'a>(
+        &'a self,
+        step_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Stores a step's result and marks it `completed`.
+    fn complete_step<'a>(
+        &'a self,
+        step_id: &'a str,
+        payload: &'a Value,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Stores a step's error and marks it `failed`.
+    fn fail_step<'a>(
+        &'a self,
+        step_id: &'a str,
+        error: &'a Value,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The steps of one scope, ordered by sequence.
+    fn list_chain<'a>(
+        &'a self,
+        request_id: &'a str,
+        scope_parent: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<ChainStep>, StoreError>>;
+}
+
+/// Serves tools to the loop.
+pub trait ToolExecutor: Send + Sync {
+    /// The tools this executor serves, with their kinds.
+    fn tools<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Vec<ToolSchema>, ExecutorError>>;
+
+    /// Runs an `http`-kind tool.
+    fn execute<'a>(
+        &'a self,
+        tool_name: &'a str,
+        tool_call_id: &'a str,
+        arguments: &'a Value,
+        ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Value, ToolError>>;
+}
+
+/// Receives the live events of a response.
+///
+/// An error from the sink is reported to the caller of `emit_many` but never stops
+/// the loop: the loop swallows it (see [`try_emit`]).
+pub trait EventSink: Send + Sync {
+    /// Delivers a batch of events, in order.
+    fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// A sink failed to take events. Informational only.
+#[derive(Debug, thiserror::Error)]
+#[error("event sink failed: {0}")]
+pub struct SinkError(pub String);
+
+/// Emits one event and ignores a failing sink: a slow or broken client must not
+/// change what the response computes.
+pub async fn try_emit(sink: Option<&dyn EventSink>, event: LoopEvent) {
+    if let Some(sink) = sink {
+        let _ = sink.emit_many(vec![event]).await;
+    }
+}
