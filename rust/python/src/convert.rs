@@ -1,0 +1,196 @@
+//! Conversions between the Python face's types and the core's.
+//!
+//! JSON payloads cross as `serde_json::Value` (via pythonize). The Python data
+//! classes live in `stepwell.types` and `stepwell.errors`; they are imported once
+//! per process and read by attribute, so any object of the right shape works.
+
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use serde_json::Value;
+use stepwell_core::{
+    ChainStep, NextAction, RecordedStep, StepDescriptor, StepKind, ToolKind, ToolSchema,
+};
+
+/// The Python classes the shims build and recognise.
+pub struct PyTypes {
+    pub step_descriptor: Py<PyAny>,
+    pub step_kind: Py<PyAny>,
+    pub append_steps: Py<PyAny>,
+    pub complete: Py<PyAny>,
+    pub fail: Py<PyAny>,
+}
+
+static TYPES: PyOnceLock<PyTypes> = PyOnceLock::new();
+
+impl PyTypes {
+    /// The classes of `stepwell.types`, imported on first use.
+    pub fn get(py: Python<'_>) -> PyResult<&PyTypes> {
+        TYPES.get_or_try_init(py, || {
+            let types = py.import("stepwell.types")?;
+            let class = |name: &str| types.getattr(name).map(Bound::unbind);
+            Ok(PyTypes {
+                step_descriptor: class("StepDescriptor")?,
+                step_kind: class("StepKind")?,
+                append_steps: class("AppendSteps")?,
+                complete: class("Complete")?,
+                fail: class("Fail")?,
+            })
+        })
+    }
+}
+
+/// JSON value → Python object.
+pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    pythonize::pythonize(py, value).map_err(PyErr::from)
+}
+
+/// Python object → JSON value; `what` names it in the error.
+pub fn from_py(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
+    pythonize::depythonize::<Value>(obj)
+        .map_err(|e| PyTypeError::new_err(format!("{what} is not JSON-serialisable: {e}")))
+}
+
+fn attr<'py>(obj: &Bound<'py, PyAny>, name: &str, what: &str) -> PyResult<Bound<'py, PyAny>> {
+    obj.getattr(name).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{what} has no attribute {name:?} (got {})",
+            type_name(obj)
+        ))
+    })
+}
+
+fn extract<'py, T: for<'a> FromPyObject<'a, 'py>>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+    what: &str,
+) -> PyResult<T> {
+    attr(obj, name, what)?
+        .extract::<T>()
+        .map_err(|_| PyTypeError::new_err(format!("{what}.{name} has the wrong type")))
+}
+
+/// The type name of `obj`, for error messages.
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "<unknown>".into())
+}
+
+/// A string-valued enum member (`StepKind.MODEL_CALL`) or a plain string → `str`.
+fn enum_str(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    match value.getattr("value") {
+        Ok(inner) => inner.extract(),
+        Err(_) => value.extract(),
+    }
+}
+
+/// A Python `StepDescriptor` → the core's.
+pub fn step_descriptor(obj: &Bound<'_, PyAny>) -> PyResult<StepDescriptor> {
+    let what = "StepDescriptor";
+    let kind_name = enum_str(&attr(obj, "kind", what)?)
+        .map_err(|_| PyTypeError::new_err("StepDescriptor.kind must be a StepKind"))?;
+    let kind = StepKind::parse(&kind_name).ok_or_else(|| {
+        PyTypeError::new_err(format!(
+            "StepDescriptor.kind must be 'model_call' or 'tool_call', got {kind_name:?}"
+        ))
+    })?;
+    let request_payload = from_py(
+        &attr(obj, "request_payload", what)?,
+        "StepDescriptor.request_payload",
+    )?;
+    Ok(StepDescriptor {
+        kind,
+        request_payload,
+    })
+}
+
+/// The core's `StepDescriptor` → a Python `StepDescriptor`.
+pub fn py_step_descriptor<'py>(
+    py: Python<'py>,
+    descriptor: &StepDescriptor,
+) -> PyResult<Bound<'py, PyAny>> {
+    let types = PyTypes::get(py)?;
+    let kind = types
+        .step_kind
+        .bind(py)
+        .call1((descriptor.kind.as_str(),))?;
+    let payload = to_py(py, &descriptor.request_payload)?;
+    types.step_descriptor.bind(py).call1((kind, payload))
+}
+
+/// A Python `NextAction` (`AppendSteps`, `Complete` or `Fail`) → the core's.
+pub fn next_action(obj: &Bound<'_, PyAny>) -> PyResult<NextAction> {
+    let py = obj.py();
+    let types = PyTypes::get(py)?;
+    if obj.is_instance(types.append_steps.bind(py))? {
+        let steps = attr(obj, "steps", "AppendSteps")?;
+        let descriptors = steps
+            .try_iter()?
+            .map(|step| step.and_then(|s| step_descriptor(&s)))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(NextAction::AppendSteps(descriptors))
+    } else if obj.is_instance(types.complete.bind(py))? {
+        Ok(NextAction::Complete(from_py(
+            &attr(obj, "payload", "Complete")?,
+            "Complete.payload",
+        )?))
+    } else if obj.is_instance(types.fail.bind(py))? {
+        Ok(NextAction::Fail(from_py(
+            &attr(obj, "payload", "Fail")?,
+            "Fail.payload",
+        )?))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "next_action_for must return AppendSteps, Complete or Fail, got {}",
+            type_name(obj)
+        )))
+    }
+}
+
+/// A Python `RecordedStep` → the core's.
+pub fn recorded_step(obj: &Bound<'_, PyAny>) -> PyResult<RecordedStep> {
+    let what = "RecordedStep";
+    Ok(RecordedStep {
+        id: extract(obj, "id", what)?,
+        sequence: extract(obj, "sequence", what)?,
+        sub_request_id: extract(obj, "sub_request_id", what)?,
+    })
+}
+
+/// A Python list of `ChainStep` → the core's (only `id` and `sequence` matter to the loop).
+pub fn chain(obj: &Bound<'_, PyAny>) -> PyResult<Vec<ChainStep>> {
+    obj.try_iter()?
+        .map(|step| {
+            let step = step?;
+            Ok(ChainStep {
+                id: extract(&step, "id", "ChainStep")?,
+                sequence: extract(&step, "sequence", "ChainStep")?,
+            })
+        })
+        .collect()
+}
+
+/// A Python list of `ToolSchema` → the core's.
+pub fn tool_schemas(obj: &Bound<'_, PyAny>) -> PyResult<Vec<ToolSchema>> {
+    obj.try_iter()?
+        .map(|schema| {
+            let schema = schema?;
+            let kind_name = enum_str(&attr(&schema, "kind", "ToolSchema")?)?;
+            let kind = match kind_name.as_str() {
+                "http" => ToolKind::Http,
+                "agent" => ToolKind::Agent,
+                other => {
+                    return Err(PyTypeError::new_err(format!(
+                        "ToolSchema.kind must be 'http' or 'agent', got {other:?}"
+                    )));
+                }
+            };
+            Ok(ToolSchema {
+                name: extract(&schema, "name", "ToolSchema")?,
+                kind,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,27 @@
+//! `stepwell._core`: the native module behind the `stepwell` package.
+//!
+//! It exposes `run_response_loop`, `HttpClient` and `LoopEvent`, and adapts the
+//! caller's Python store, tool executor and sink to the core's traits. All
+//! behaviour lives in `stepwell-core`; this crate only adapts.
+
+mod aio;
+mod callee;
+mod client;
+mod convert;
+mod errors;
+mod event;
+mod executor;
+mod run;
+mod sink;
+mod store;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<client::PyHttpClient>()?;
+    m.add_class::<event::PyLoopEvent>()?;
+    m.add_function(wrap_pyfunction!(run::run_response_loop, m)?)?;
+    m.add_function(wrap_pyfunction!(run::_panic_probe, m)?)?;
+    Ok(())
+}
