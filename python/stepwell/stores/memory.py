@@ -1,0 +1,184 @@
+"""``MemoryStore``: a complete, concurrency-safe store that lives in memory.
+
+It keeps every step of every request, allocates sequences atomically per
+request, keeps one chain per scope (the top level, and one per sub-agent step),
+and enforces the step life cycle. What happens next is decided by a transition
+function you pass in, so the same store serves any protocol.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, replace
+from typing import Callable, Optional, Union
+
+from ..types import (
+    JSON,
+    AppendSteps,
+    ChainStep,
+    Complete,
+    Fail,
+    NextAction,
+    RecordedStep,
+    StepDescriptor,
+    StepKind,
+    StepState,
+)
+
+Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
+"""A transition function: ``decide(chain, request_id, scope_parent) -> NextAction``.
+
+``chain`` is the scope's steps ordered by sequence. It may be sync or async.
+"""
+
+
+class IllegalTransition(ValueError):
+    """A step was moved to a state its current state does not allow."""
+
+
+_ALLOWED: dict[StepState, tuple[StepState, ...]] = {
+    StepState.PENDING: (StepState.PROCESSING, StepState.FAILED),
+    StepState.PROCESSING: (StepState.COMPLETED, StepState.FAILED),
+    StepState.COMPLETED: (),
+    StepState.FAILED: (),
+}
+
+_Scope = tuple[str, Optional[str]]
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: str
+    payload: JSON
+
+
+class MemoryStore:
+    """An in-memory ``MultiStepStore`` whose transition is ``decide``.
+
+    Safe to share between concurrent loops on one event loop and across
+    threads: every state change happens under one lock.
+    """
+
+    def __init__(self, decide: Decide) -> None:
+        self._decide = decide
+        self._lock = threading.Lock()
+        self._steps: dict[str, ChainStep] = {}
+        self._scopes: dict[_Scope, list[str]] = {}
+        self._last_sequence: dict[str, int] = {}
+        self._outcomes: dict[str, _Outcome] = {}
+
+    async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
+        chain = self._chain(request_id, scope_parent)
+        action = self._decide(chain, request_id, scope_parent)
+        if inspect.isawaitable(action):
+            action = await action
+        if not isinstance(action, (AppendSteps, Complete, Fail)):
+            raise TypeError(
+                f"the transition returned {type(action).__name__}; "
+                "expected AppendSteps, Complete or Fail"
+            )
+        if scope_parent is None and isinstance(action, (Complete, Fail)):
+            status = "completed" if isinstance(action, Complete) else "failed"
+            with self._lock:
+                self._outcomes[request_id] = _Outcome(status, action.payload)
+        return action
+
+    async def record_step(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptor: StepDescriptor,
+    ) -> RecordedStep:
+        kind = StepKind(descriptor.kind)
+        with self._lock:
+            if prev_step is not None and prev_step not in self._steps:
+                raise KeyError(f"prev_step {prev_step!r} does not exist")
+            if scope_parent is not None and scope_parent not in self._steps:
+                raise KeyError(f"scope_parent {scope_parent!r} does not exist")
+            sequence = self._last_sequence.get(request_id, 0) + 1
+            self._last_sequence[request_id] = sequence
+            step = ChainStep(
+                id=f"step_{uuid.uuid4().hex}",
+                sequence=sequence,
+                kind=kind,
+                state=StepState.PENDING,
+                request_payload=descriptor.request_payload,
+                prev_step_id=prev_step,
+                scope_parent=scope_parent,
+                sub_request_id=str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None,
+            )
+            self._steps[step.id] = step
+            self._scopes.setdefault((request_id, scope_parent), []).append(step.id)
+        return RecordedStep(step.id, step.sequence, step.sub_request_id)
+
+    async def mark_step_processing(self, step_id: str) -> None:
+        self._move(step_id, StepState.PROCESSING)
+
+    async def complete_step(self, step_id: str, payload: JSON) -> None:
+        self._move(step_id, StepState.COMPLETED, response_payload=payload)
+
+    async def fail_step(self, step_id: str, error: JSON) -> None:
+        self._move(step_id, StepState.FAILED, error=error)
+
+    async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+        return self._chain(request_id, scope_parent)
+
+    async def assemble_response(self, request_id: str) -> JSON:
+        """The response as stored: its status, final payload and every step."""
+        with self._lock:
+            outcome = self._outcomes.get(request_id)
+            steps = self._all_steps(request_id)
+        return {
+            "id": f"resp_{request_id}",
+            "object": "response",
+            "status": outcome.status if outcome else "in_progress",
+            "output": outcome.payload if outcome else None,
+            "steps": [
+                {
+                    "id": s.id,
+                    "sequence": s.sequence,
+                    "kind": s.kind.value,
+                    "state": s.state.value,
+                    "scope_parent": s.scope_parent,
+                    "prev_step_id": s.prev_step_id,
+                    "request_payload": s.request_payload,
+                    "response_payload": s.response_payload,
+                    "error": s.error,
+                }
+                for s in steps
+            ],
+        }
+
+    def steps(self, request_id: str) -> list[ChainStep]:
+        """Every step of a request, in all scopes, ordered by sequence."""
+        with self._lock:
+            return self._all_steps(request_id)
+
+    def step(self, step_id: str) -> ChainStep:
+        """One step by id."""
+        with self._lock:
+            return self._steps[step_id]
+
+    def _all_steps(self, request_id: str) -> list[ChainStep]:
+        ids = [i for (rid, _), ids in self._scopes.items() if rid == request_id for i in ids]
+        return sorted((self._steps[i] for i in ids), key=lambda s: s.sequence)
+
+    def _chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+        with self._lock:
+            ids = self._scopes.get((request_id, scope_parent), [])
+            return sorted((self._steps[i] for i in ids), key=lambda s: s.sequence)
+
+    def _move(self, step_id: str, to: StepState, **changes: JSON) -> None:
+        with self._lock:
+            step = self._steps.get(step_id)
+            if step is None:
+                raise KeyError(f"no step {step_id!r}")
+            if to not in _ALLOWED[step.state]:
+                raise IllegalTransition(
+                    f"step {step_id} cannot go from {step.state.value} to {to.value}"
+                )
+            self._steps[step_id] = replace(step, state=to, **changes)

@@ -1,0 +1,26 @@
+"""Helpers for testing code built on stepwell: a recording sink, a scripted
+transition, and a scripted chat-completions upstream on loopback."""
+
+from .sink import RecordingSink
+from .transition import ScriptedTransition
+from .upstream import (
+    JsonReply,
+    ScriptedUpstream,
+    StreamReply,
+    UpstreamRequest,
+    chat_completion,
+    text_chunks,
+    tool_call_chunks,
+)
+
+__all__ = [
+    "JsonReply",
+    "RecordingSink",
+    "ScriptedTransition",
+    "ScriptedUpstream",
+    "StreamReply",
+    "UpstreamRequest",
+    "chat_completion",
+    "text_chunks",
+    "tool_call_chunks",
+]

@@ -1,0 +1,169 @@
+"""The data the loop and its stores exchange.
+
+Everything here is a plain, immutable value. Payloads are JSON-shaped
+(``dict``/``list``/``str``/numbers/``bool``/``None``): they cross into the Rust
+core as JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+JSON = Any
+"""A JSON-shaped value."""
+
+
+class StepKind(str, enum.Enum):
+    """What a step does when it runs."""
+
+    MODEL_CALL = "model_call"
+    """POST ``request_payload`` to the upstream chat-completions endpoint."""
+    TOOL_CALL = "tool_call"
+    """Run the tool named by ``request_payload["name"]`` with ``request_payload["args"]``."""
+
+
+class StepState(str, enum.Enum):
+    """Where a step is in its life: pending → processing → completed | failed."""
+
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ToolKind(str, enum.Enum):
+    """How the loop dispatches a call to a tool."""
+
+    HTTP = "http"
+    """Handed to ``ToolExecutor.execute``."""
+    AGENT = "agent"
+    """Runs a sub-loop scoped under the calling step."""
+
+
+@dataclass(frozen=True)
+class StepDescriptor:
+    """A step the transition function wants appended to the chain."""
+
+    kind: StepKind
+    request_payload: dict[str, JSON]
+
+    @classmethod
+    def model_call(cls, request_payload: dict[str, JSON]) -> StepDescriptor:
+        """A model call sending ``request_payload`` as the chat-completions body."""
+        return cls(StepKind.MODEL_CALL, request_payload)
+
+    @classmethod
+    def tool_call(cls, name: str, args: dict[str, JSON] | None = None) -> StepDescriptor:
+        """A call of the tool ``name`` with ``args``."""
+        payload: dict[str, JSON] = {"name": name}
+        if args is not None:
+            payload["args"] = args
+        return cls(StepKind.TOOL_CALL, payload)
+
+
+@dataclass(frozen=True)
+class AppendSteps:
+    """Record these steps in order, chained, and run them concurrently."""
+
+    steps: list[StepDescriptor]
+
+
+@dataclass(frozen=True)
+class Complete:
+    """The scope is done; ``payload`` is its result."""
+
+    payload: JSON
+
+
+@dataclass(frozen=True)
+class Fail:
+    """The scope failed; ``payload`` says why."""
+
+    payload: JSON
+
+
+NextAction = Union[AppendSteps, Complete, Fail]
+"""What a store's transition function decides should happen next."""
+
+
+@dataclass(frozen=True)
+class RecordedStep:
+    """A store's answer to ``record_step``."""
+
+    id: str
+    sequence: int
+    sub_request_id: str | None = None
+    """Stamped on the outgoing model request; stores must set it for model calls."""
+
+
+@dataclass(frozen=True)
+class ChainStep:
+    """One persisted step, as ``list_chain`` returns it."""
+
+    id: str
+    sequence: int
+    kind: StepKind
+    state: StepState
+    request_payload: dict[str, JSON]
+    response_payload: JSON = None
+    error: JSON = None
+    prev_step_id: str | None = None
+    scope_parent: str | None = None
+    sub_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSchema:
+    """A tool an executor serves."""
+
+    name: str
+    kind: ToolKind = ToolKind.HTTP
+    description: str = ""
+    parameters: dict[str, JSON] = field(default_factory=lambda: {"type": "object"})
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Per-request context handed to every ``ToolExecutor`` call.
+
+    ``extensions`` is free for the application: it reaches Python tools as it
+    is (it need not be JSON).
+    """
+
+    model: str | None = None
+    extensions: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Safety caps of the loop, and the size of its live-event bridge."""
+
+    max_response_step_depth: int = 8
+    """Deepest sub-agent recursion; deeper fails with ``MaxDepthExceeded``."""
+    max_response_iterations: int = 10
+    """Most transition rounds per loop level; more fails with ``MaxIterationsExceeded``."""
+    bridge_capacity: int = 1024
+    """Live events buffered for a slow sink; the newest are dropped past this."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_response_step_depth", "max_response_iterations", "bridge_capacity"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"LoopConfig.{name} must be a non-negative int, got {value!r}")
+        if self.bridge_capacity == 0:
+            raise ValueError("LoopConfig.bridge_capacity must be at least 1")
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """Where model calls go: ``endpoint + path``, with an optional Bearer key.
+
+    ``endpoint`` and ``path`` stay apart because the client decides whether a
+    request streams by its path. The key never appears in ``repr``.
+    """
+
+    endpoint: str
+    path: str = "/v1/chat/completions"
+    api_key: str | None = field(default=None, repr=False)

@@ -1,0 +1,59 @@
+"""The public types: defaults, validation, and keys kept out of sight."""
+
+from __future__ import annotations
+
+import pytest
+import stepwell
+from stepwell import HttpClient, LoopConfig, LoopEvent, UpstreamTarget
+
+
+def test_everything_named_by_the_design_is_importable_from_stepwell() -> None:
+    names = """StepKind StepState StepDescriptor NextAction AppendSteps Complete Fail
+    RecordedStep ChainStep ToolSchema ToolKind RequestContext LoopConfig UpstreamTarget
+    LoopEvent MultiStepStore ToolExecutor EventSink LoopError LoopFailed MaxIterationsExceeded
+    MaxDepthExceeded EmptyAction StoreError ExecutorError ToolError ToolNotFound
+    ToolExecutionError InvalidToolArguments ToolTimeout run_response_loop HttpClient""".split()
+    missing = [n for n in names if not hasattr(stepwell, n)]
+    assert missing == []
+    assert issubclass(stepwell.StoreError, stepwell.LoopError)
+    assert issubclass(stepwell.ToolTimeout, stepwell.ToolError)
+
+
+def test_loop_config_defaults_and_validation() -> None:
+    config = LoopConfig()
+    assert (config.max_response_step_depth, config.max_response_iterations) == (8, 10)
+    assert config.bridge_capacity == 1024
+    for bad in (
+        {"max_response_iterations": -1},
+        {"bridge_capacity": 0},
+        {"max_response_step_depth": "8"},
+    ):
+        with pytest.raises(ValueError):
+            LoopConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_api_key_is_not_in_repr() -> None:
+    target = UpstreamTarget("http://127.0.0.1:1", api_key="sk-hidden")
+    assert "sk-hidden" not in repr(target)
+    assert target.path == "/v1/chat/completions"
+
+
+def test_loop_event_renders_sse_in_rust() -> None:
+    event = LoopEvent(7, "response.output_text.delta", {"delta": "a\nb"})
+    assert (event.sequence, event.kind, event.data) == (
+        7,
+        "response.output_text.delta",
+        {"delta": "a\nb"},
+    )
+    assert event.sse() == ('id: 7\nevent: response.output_text.delta\ndata: {"delta":"a\\nb"}\n\n')
+    assert event == LoopEvent(7, "response.output_text.delta", {"delta": "a\nb"})
+    with pytest.raises(ValueError):
+        LoopEvent(0, "response.nonsense", {})
+
+
+def test_http_client_rejects_bad_headers() -> None:
+    assert HttpClient().request_id_header == "X-Request-Id"
+    with pytest.raises(ValueError):
+        HttpClient(request_id_header="not a header")
+    with pytest.raises(ValueError):
+        HttpClient(headers={"X-Bad": "line\nbreak"})
