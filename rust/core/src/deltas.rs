@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use crate::events::{LoopEvent, LoopEventKind};
+use crate::reassemble::index_or_position;
 
 /// Per-stream state of delta extraction.
 #[derive(Debug, Default)]
@@ -44,10 +45,7 @@ impl DeltaExtractor {
             return;
         };
         for (position, call) in calls.iter().enumerate() {
-            let index = call
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(position as u64);
+            let index = index_or_position(call, position);
             if let Some(id) = call.get("id").and_then(Value::as_str) {
                 self.call_ids.insert(index, id.to_owned());
             }

@@ -55,6 +55,14 @@ fn keep_first(slot: &mut Option<Value>, value: Option<&Value>) {
     }
 }
 
+/// The `index` of a choice or tool-call delta, or its position in the array
+/// when an upstream leaves `index` out.
+pub(crate) fn index_or_position(item: &Value, position: usize) -> u64 {
+    item.get("index")
+        .and_then(Value::as_u64)
+        .unwrap_or(position as u64)
+}
+
 impl Reassembler {
     /// Folds one parsed chunk in. Chunks that are not objects are ignored.
     pub fn push(&mut self, chunk: &Value) {
@@ -78,10 +86,7 @@ impl Reassembler {
             return;
         };
         for (position, choice) in choices.iter().enumerate() {
-            let index = choice
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(position as u64);
+            let index = index_or_position(choice, position);
             let acc = self.choices.entry(index).or_default();
             if let Some(text) = choice.get("text").and_then(Value::as_str) {
                 self.legacy = true;
@@ -148,10 +153,7 @@ impl ChoiceAcc {
             return;
         };
         for (position, call) in calls.iter().enumerate() {
-            let index = call
-                .get("index")
-                .and_then(Value::as_u64)
-                .unwrap_or(position as u64);
+            let index = index_or_position(call, position);
             let acc = self.tool_calls.entry(index).or_default();
             if let Some(id) = call.get("id").and_then(Value::as_str) {
                 acc.id = Some(id.to_owned());

@@ -1,222 +1,363 @@
-//! Awaiting Python callables from Rust futures, on the caller's asyncio loop.
+//! Running Python work from Rust futures without ever entering Python on a
+//! tokio thread.
 //!
-//! Every call into user code (store, tool executor, sink) is scheduled onto the
-//! event loop that awaited `run_response_loop`, inside the context captured
-//! when the call began: user code runs on the thread it expects, so an
-//! `asyncio.Lock` or a sync method behaves as in plain asyncio code. A method may
-//! return a value or an awaitable; an awaitable is run as a task.
+//! Every piece of Python work the core needs (calling a store method, starting
+//! its coroutine, converting its answer, completing the awaitable handed back to
+//! the caller, cancelling a task) is a [`Job`] posted to the [`LoopWaker`] of the
+//! caller's event loop. The waker queues the job and writes one byte to a
+//! socket pair whose reading end the event loop watches (`loop.add_reader`); the
+//! loop thread then runs every queued job with the GIL. A tokio thread never
+//! takes the GIL, so it can never be caught inside Python when the interpreter
+//! finalizes (pyo3-async-runtimes' own completion path does exactly that and
+//! crashes the process at exit now and then), never blocks the event loop, and
+//! never contends for the GIL with it.
 //!
-//! pyo3-async-runtimes cancels the Rust future when the awaiting task is
-//! cancelled, but does not cancel the Python coroutines that future was
-//! awaiting. [`PyCall`] does: dropping it before it resolves cancels its task.
+//! pyo3-async-runtimes cancels Rust work when the awaiting task is cancelled but
+//! leaves the Python coroutines that work awaited running. [`PyCall`] cancels
+//! them: dropping it before it resolves posts a job that cancels its task.
 
-use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use pyo3::exceptions::{PyRuntimeError, asyncio::CancelledError};
+use pyo3::exceptions::asyncio::CancelledError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple};
-use pyo3_async_runtimes::TaskLocals;
+use pyo3::types::PyTuple;
 use tokio::sync::oneshot;
 
-type CallResult = PyResult<Py<PyAny>>;
+/// Python work to run on the event loop thread, with the GIL.
+pub type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
 
+/// The queue of jobs for one event loop, and the socket pair that wakes it.
+pub struct LoopWaker {
+    jobs: Mutex<Vec<Job>>,
+    writer: UnixStream,
+    reader: UnixStream,
+}
+
+impl LoopWaker {
+    fn new() -> std::io::Result<Self> {
+        let (writer, reader) = UnixStream::pair()?;
+        writer.set_nonblocking(true)?;
+        reader.set_nonblocking(true)?;
+        Ok(Self {
+            jobs: Mutex::new(Vec::new()),
+            writer,
+            reader,
+        })
+    }
+
+    /// Queues a job for the loop thread. Takes no GIL; safe from any thread.
+    pub fn post(&self, job: Job) {
+        let was_empty = match self.jobs.lock() {
+            Ok(mut jobs) => {
+                let was_empty = jobs.is_empty();
+                jobs.push(job);
+                was_empty
+            }
+            // A poisoned queue means a job panicked mid-push; nothing can run.
+            Err(_) => return,
+        };
+        // One byte wakes the loop for the whole batch. A full socket buffer
+        // means a wake-up is already pending, so the error is harmless.
+        if was_empty {
+            let _ = (&self.writer).write(&[1]);
+        }
+    }
+
+    /// Runs every queued job. Called on the loop thread by [`Drain`].
+    fn run_jobs(&self, py: Python<'_>) {
+        // Empty the socket before taking the queue: a job posted after the take
+        // then always finds the queue empty and writes a fresh byte.
+        let mut buf = [0u8; 256];
+        loop {
+            match (&self.reader).read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let jobs = match self.jobs.lock() {
+            Ok(mut jobs) => std::mem::take(&mut *jobs),
+            Err(_) => return,
+        };
+        for job in jobs {
+            // A panicking job loses only itself: its waiter sees the loop gone.
+            let _ = catch_unwind(AssertUnwindSafe(|| job(py)));
+        }
+    }
+}
+
+/// The `add_reader` callback: runs the queued jobs.
+#[pyclass(frozen)]
+struct Drain {
+    waker: Arc<LoopWaker>,
+}
+
+#[pymethods]
+impl Drain {
+    fn __call__(&self, py: Python<'_>) {
+        self.waker.run_jobs(py);
+    }
+}
+
+/// Keeps a loop's waker alive for as long as the loop is.
+#[pyclass(frozen)]
+struct WakerHandle {
+    waker: Arc<LoopWaker>,
+}
+
+static WAKERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static IS_AWAITABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn ensure_future(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    ENSURE_FUTURE
+fn cached<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<&'py Bound<'py, PyAny>> {
+    cell.get_or_try_init(py, || {
+        Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind())
+    })
+    .map(|f| f.bind(py))
+}
+
+/// The waker of `event_loop`, created and registered with `add_reader` on first
+/// use. Must be called on the loop's thread.
+pub fn waker_for(event_loop: &Bound<'_, PyAny>) -> PyResult<Arc<LoopWaker>> {
+    let py = event_loop.py();
+    // One waker per loop, dropped with it: keyed weakly by the loop.
+    let wakers = WAKERS
         .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("asyncio")?.getattr("ensure_future")?.unbind())
+            Ok::<_, PyErr>(
+                py.import("weakref")?
+                    .getattr("WeakKeyDictionary")?
+                    .call0()?
+                    .unbind(),
+            )
+        })?
+        .bind(py);
+    let existing = wakers.call_method1("get", (event_loop,))?;
+    if let Ok(handle) = existing.cast::<WakerHandle>() {
+        return Ok(handle.get().waker.clone());
+    }
+    let waker = Arc::new(LoopWaker::new()?);
+    let fd = waker.reader.as_raw_fd();
+    event_loop.call_method1(
+        "add_reader",
+        (
+            fd,
+            Drain {
+                waker: waker.clone(),
+            },
+        ),
+    )?;
+    wakers.set_item(
+        event_loop,
+        WakerHandle {
+            waker: waker.clone(),
+        },
+    )?;
+    Ok(waker)
+}
+
+/// The caller's event loop and the context captured when the call began.
+#[derive(Clone)]
+pub struct LoopHandle {
+    waker: Arc<LoopWaker>,
+    context: Arc<Py<PyAny>>,
+}
+
+/// The loop stopped answering: it was closed with the call still queued.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the event loop went away before the call completed")]
+pub struct LoopGone;
+
+/// How one Python outcome is turned into the Rust result, on the loop thread.
+type Finish<T> = Box<dyn for<'py> FnOnce(PyResult<Bound<'py, PyAny>>) -> T + Send>;
+
+impl LoopHandle {
+    /// Captures the running loop's waker and the current context. Call it on
+    /// the loop thread.
+    pub fn new(event_loop: &Bound<'_, PyAny>, context: Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Self {
+            waker: waker_for(event_loop)?,
+            context: Arc::new(context.unbind()),
         })
-        .map(|f| f.bind(py))
-}
-
-fn is_awaitable(py: Python<'_>) -> PyResult<&Bound<'_, PyAny>> {
-    IS_AWAITABLE
-        .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("inspect")?.getattr("isawaitable")?.unbind())
-        })
-        .map(|f| f.bind(py))
-}
-
-/// The caller's event loop and context, captured once per `run_response_loop`.
-pub struct PyLoop {
-    event_loop: Py<PyAny>,
-    context: Py<PyAny>,
-}
-
-impl PyLoop {
-    /// Captures the loop and context from pyo3-async-runtimes' task locals.
-    pub fn new(py: Python<'_>, locals: &TaskLocals) -> Self {
-        Self {
-            event_loop: locals.event_loop(py).unbind(),
-            context: locals.context(py).unbind(),
-        }
     }
 
-    /// Schedules `func(*args)` on the event loop; the returned future resolves
-    /// with its result, awaited if it is awaitable.
-    pub fn call(&self, py: Python<'_>, func: Bound<'_, PyAny>, args: Bound<'_, PyTuple>) -> PyCall {
+    /// Posts a job to the loop thread.
+    pub fn post(&self, job: Job) {
+        self.waker.post(job);
+    }
+
+    /// Calls `obj.method(*args)` on the loop thread in the captured context,
+    /// awaits its result if it is awaitable, and hands the outcome to `finish`
+    /// there. `args` and `finish` run on the loop thread with the GIL.
+    pub fn call<T: Send + 'static>(
+        &self,
+        obj: Arc<Py<PyAny>>,
+        method: &'static str,
+        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
+        finish: impl for<'py> FnOnce(PyResult<Bound<'py, PyAny>>) -> T + Send + 'static,
+    ) -> PyCall<T> {
         let (tx, rx) = oneshot::channel();
         let state = Arc::new(Mutex::new(CallState::default()));
-        let start = StartCall {
-            func: func.unbind(),
-            args: args.unbind(),
-            tx: Some(tx),
-            state: state.clone(),
-        };
-        let scheduled = self.call_soon_threadsafe(py, start);
-        let mut call = PyCall {
+        let job_state = state.clone();
+        let context = self.context.clone();
+        let finish: Finish<T> = Box::new(finish);
+        self.waker.post(Box::new(move |py| {
+            start_call(py, &obj, method, args, &context, &job_state, tx, finish);
+        }));
+        PyCall {
             rx,
             state,
-            event_loop: self.event_loop.clone_ref(py),
+            waker: self.waker.clone(),
             done: false,
-            early: None,
-        };
-        if let Err(error) = scheduled {
-            call.early = Some(Err(error));
         }
-        call
-    }
-
-    fn call_soon_threadsafe(&self, py: Python<'_>, start: StartCall) -> PyResult<()> {
-        let kwargs = PyDict::new(py);
-        kwargs.set_item("context", self.context.bind(py))?;
-        self.event_loop
-            .bind(py)
-            .call_method("call_soon_threadsafe", (start,), Some(&kwargs))?;
-        Ok(())
     }
 }
 
 #[derive(Default)]
 struct CallState {
-    /// The task running the awaitable, once started.
+    /// The task running the call's awaitable, once started.
     task: Option<Py<PyAny>>,
     /// The Rust side gave up: do not start, or cancel what was started.
     abandoned: bool,
 }
 
-/// Runs on the event loop thread: calls the function and, for an awaitable
-/// result, starts a task and waits for it through [`FinishCall`].
-#[pyclass]
-struct StartCall {
-    func: Py<PyAny>,
-    args: Py<PyTuple>,
-    tx: Option<oneshot::Sender<CallResult>>,
-    state: Arc<Mutex<CallState>>,
-}
-
-#[pymethods]
-impl StartCall {
-    fn __call__(&mut self, py: Python<'_>) -> PyResult<()> {
-        let Some(tx) = self.tx.take() else {
-            return Ok(());
-        };
-        if self.state.lock().map_or(true, |state| state.abandoned) {
-            return Ok(());
+/// Runs on the loop thread: calls the method, and for an awaitable result starts
+/// a task whose done-callback finishes the call.
+#[allow(clippy::too_many_arguments)]
+fn start_call<T: Send + 'static>(
+    py: Python<'_>,
+    obj: &Py<PyAny>,
+    method: &str,
+    args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
+    context: &Py<PyAny>,
+    state: &Mutex<CallState>,
+    tx: oneshot::Sender<T>,
+    finish: Finish<T>,
+) {
+    if state.lock().map_or(true, |s| s.abandoned) {
+        return;
+    }
+    let context = context.bind(py);
+    // The user's code and the task it starts both run in the caller's context.
+    let value = args(py).and_then(|args| {
+        let mut call = vec![obj.bind(py).getattr(method)?];
+        call.extend(args.iter());
+        context.call_method1("run", PyTuple::new(py, call)?)
+    });
+    let value = match value {
+        Ok(value) => value,
+        Err(error) => {
+            let _ = tx.send(finish(Err(error)));
+            return;
         }
-        // The lock is not held while user code runs: a Rust thread dropping the
-        // call must never wait on Python.
-        let value = match self.func.bind(py).call1(self.args.bind(py)) {
-            Ok(value) => value,
-            Err(error) => {
-                let _ = tx.send(Err(error));
-                return Ok(());
+    };
+    let task = cached(py, &IS_AWAITABLE, "inspect", "isawaitable")
+        .and_then(|is_awaitable| is_awaitable.call1((&value,))?.is_truthy())
+        .and_then(|awaitable| {
+            if !awaitable {
+                return Ok(None);
             }
-        };
-        let awaitable = match is_awaitable(py).and_then(|f| f.call1((&value,))?.is_truthy()) {
-            Ok(awaitable) => awaitable,
-            Err(error) => {
-                let _ = tx.send(Err(error));
-                return Ok(());
-            }
-        };
-        if !awaitable {
-            let _ = tx.send(Ok(value.unbind()));
-            return Ok(());
+            let ensure_future = cached(py, &ENSURE_FUTURE, "asyncio", "ensure_future")?;
+            context
+                .call_method1("run", (ensure_future, &value))
+                .map(Some)
+        });
+    let task = match task {
+        Ok(Some(task)) => task,
+        Ok(None) => {
+            let _ = tx.send(finish(Ok(value)));
+            return;
         }
-        // If this fails, `tx` is dropped with the callback and the waiting future
-        // reports a closed channel; the error itself goes to the loop's handler.
-        let task = ensure_future(py)?.call1((&value,))?;
-        task.call_method1("add_done_callback", (FinishCall { tx: Some(tx) },))?;
-        let abandoned = match self.state.lock() {
-            Ok(mut state) if !state.abandoned => {
-                state.task = Some(task.clone().unbind());
-                false
-            }
-            _ => true,
-        };
-        if abandoned {
-            task.call_method0("cancel")?;
+        Err(error) => {
+            let _ = tx.send(finish(Err(error)));
+            return;
         }
-        Ok(())
+    };
+    let complete: Complete = Box::new(move |outcome| {
+        let _ = tx.send(finish(outcome));
+    });
+    let on_done = FinishCall {
+        complete: Mutex::new(Some(complete)),
+    };
+    if task.call_method1("add_done_callback", (on_done,)).is_err() {
+        let _ = task.call_method0("cancel");
+        return;
+    }
+    let abandoned = match state.lock() {
+        Ok(mut s) if !s.abandoned => {
+            s.task = Some(task.clone().unbind());
+            false
+        }
+        _ => true,
+    };
+    if abandoned {
+        let _ = task.call_method0("cancel");
     }
 }
 
-/// Done-callback of the task: hands its result to the waiting Rust future.
-#[pyclass]
+type Complete = Box<dyn for<'py> FnOnce(PyResult<Bound<'py, PyAny>>) + Send>;
+
+/// Done-callback of a call's task: finishes the call with the task's outcome.
+#[pyclass(frozen)]
 struct FinishCall {
-    tx: Option<oneshot::Sender<CallResult>>,
+    complete: Mutex<Option<Complete>>,
 }
 
 #[pymethods]
 impl FinishCall {
-    fn __call__(&mut self, task: &Bound<'_, PyAny>) -> PyResult<()> {
-        let Some(tx) = self.tx.take() else {
+    fn __call__(&self, task: &Bound<'_, PyAny>) -> PyResult<()> {
+        let Some(complete) = self.complete.lock().ok().and_then(|mut c| c.take()) else {
             return Ok(());
         };
-        let result = if task.call_method0("cancelled")?.is_truthy()? {
+        let outcome = if task.call_method0("cancelled")?.is_truthy()? {
             Err(CancelledError::new_err(
                 "the awaited coroutine was cancelled",
             ))
         } else {
-            task.call_method0("result").map(Bound::unbind)
+            task.call_method0("result")
         };
-        let _ = tx.send(result);
+        complete(outcome);
         Ok(())
     }
 }
 
-/// A Python call in flight. Resolves with the call's result; dropping it first
-/// cancels the call.
-pub struct PyCall {
-    rx: oneshot::Receiver<CallResult>,
+/// A Python call in flight. Resolves with what its `finish` made of the outcome;
+/// dropping it first cancels the call.
+pub struct PyCall<T> {
+    rx: oneshot::Receiver<T>,
     state: Arc<Mutex<CallState>>,
-    event_loop: Py<PyAny>,
+    waker: Arc<LoopWaker>,
     done: bool,
-    /// Set when scheduling itself failed (closed loop).
-    early: Option<CallResult>,
 }
 
-impl Future for PyCall {
-    type Output = CallResult;
+impl<T> Future for PyCall<T> {
+    type Output = Result<T, LoopGone>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CallResult> {
-        if let Some(result) = self.early.take() {
-            self.done = true;
-            return Poll::Ready(result);
-        }
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let polled = Pin::new(&mut self.rx).poll(cx);
         match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 self.done = true;
-                Poll::Ready(result.unwrap_or_else(|_| {
-                    Err(PyRuntimeError::new_err(
-                        "the event loop dropped a stepwell callback before it completed",
-                    ))
-                }))
+                Poll::Ready(result.map_err(|_| LoopGone))
             }
         }
     }
 }
 
-impl Drop for PyCall {
+impl<T> Drop for PyCall<T> {
     fn drop(&mut self) {
         if self.done {
             return;
@@ -228,18 +369,10 @@ impl Drop for PyCall {
             }
             Err(_) => None,
         };
-        let Some(task) = task else {
-            return;
-        };
-        // The interpreter may be finalizing; then there is nothing left to cancel.
-        let _ = Python::try_attach(|py| {
-            if let Ok(cancel) = task.bind(py).getattr("cancel") {
-                // Fails only if the loop is closed, when the task cannot run anyway.
-                let _ = self
-                    .event_loop
-                    .bind(py)
-                    .call_method1("call_soon_threadsafe", (cancel,));
-            }
-        });
+        if let Some(task) = task {
+            self.waker.post(Box::new(move |py| {
+                let _ = task.bind(py).call_method0("cancel");
+            }));
+        }
     }
 }

@@ -5,18 +5,21 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::aio::PyLoop;
+use crate::aio::{LoopHandle, PyCall};
 
 /// A user object (store, executor, sink) plus the loop its methods run on.
 pub struct Callee {
-    obj: Py<PyAny>,
-    event_loop: Arc<PyLoop>,
+    obj: Arc<Py<PyAny>>,
+    handle: LoopHandle,
 }
 
 impl Callee {
-    /// Wraps `obj`, whose methods will run on `event_loop`.
-    pub fn new(obj: Py<PyAny>, event_loop: Arc<PyLoop>) -> Self {
-        Self { obj, event_loop }
+    /// Wraps `obj`, whose methods will run on the loop of `handle`.
+    pub fn new(obj: Py<PyAny>, handle: LoopHandle) -> Self {
+        Self {
+            obj: Arc::new(obj),
+            handle,
+        }
     }
 
     /// Whether the object has a callable attribute `name`.
@@ -27,20 +30,14 @@ impl Callee {
             .is_ok_and(|m| m.is_callable())
     }
 
-    /// Calls `method(*args)` on the event loop, awaits it, and converts the result
-    /// under the GIL. No GIL is held while waiting.
-    pub async fn invoke<T>(
+    /// Calls `method(*args)` on the event loop and hands its outcome, awaited if
+    /// awaitable, to `finish` there. No GIL is taken on the calling thread.
+    pub fn call<T: Send + 'static>(
         &self,
-        method: &str,
-        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>>,
-        convert: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<T>,
-    ) -> PyResult<T> {
-        let call = Python::attach(|py| {
-            let func = self.obj.bind(py).getattr(method)?;
-            let args = args(py)?;
-            Ok::<_, PyErr>(self.event_loop.call(py, func, args))
-        })?;
-        let result = call.await?;
-        Python::attach(|py| convert(result.bind(py)))
+        method: &'static str,
+        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
+        finish: impl for<'py> FnOnce(PyResult<Bound<'py, PyAny>>) -> T + Send + 'static,
+    ) -> PyCall<T> {
+        self.handle.call(self.obj.clone(), method, args, finish)
     }
 }

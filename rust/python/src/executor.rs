@@ -1,5 +1,7 @@
 //! A Python `ToolExecutor` as the core's executor.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use serde_json::Value;
@@ -13,22 +15,19 @@ use crate::errors::PyErrors;
 /// is handed to it unchanged; the core's copy is not used.
 pub struct PyToolExecutor {
     pub callee: Callee,
-    pub ctx: Py<PyAny>,
+    pub ctx: Arc<Py<PyAny>>,
 }
 
 /// Maps the `stepwell.ToolError` family onto the core's; any other exception is
 /// an execution error, so a buggy tool fails its step and the loop goes on.
-fn tool_error(error: PyErr) -> ToolError {
-    let message = Python::attach(|py| {
-        let text = error.value(py).to_string();
-        let kind = PyErrors::get(py).map(|e| e.classify_tool_error(py, &error));
-        (text, kind)
-    });
-    match message {
-        (text, Ok(Some("not_found"))) => ToolError::NotFound(text),
-        (text, Ok(Some("invalid_arguments"))) => ToolError::InvalidArguments(text),
-        (text, Ok(Some("timeout"))) => ToolError::Timeout(text),
-        (text, Ok(Some(_))) => ToolError::ExecutionError(text),
+/// Runs on the loop thread.
+fn tool_error(py: Python<'_>, error: PyErr) -> ToolError {
+    let text = error.value(py).to_string();
+    match PyErrors::get(py).map(|errors| errors.classify_tool_error(py, &error)) {
+        Ok(Some("not_found")) => ToolError::NotFound(text),
+        Ok(Some("invalid_arguments")) => ToolError::InvalidArguments(text),
+        Ok(Some("timeout")) => ToolError::Timeout(text),
+        Ok(Some(_)) => ToolError::ExecutionError(text),
         _ => ToolError::ExecutionError(error.to_string()),
     }
 }
@@ -38,18 +37,26 @@ impl ToolExecutor for PyToolExecutor {
         &'a self,
         _ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Vec<ToolSchema>, ExecutorError>> {
+        let ctx = self.ctx.clone();
+        let call = self.callee.call(
+            "tools",
+            move |py| (ctx.bind(py),).into_pyobject(py),
+            |outcome| {
+                outcome
+                    .and_then(|schemas| convert::tool_schemas(&schemas))
+                    .map_err(|error| ExecutorError::Executor {
+                        message: format!("tool_executor.tools raised {error}"),
+                        source: Some(Box::new(error)),
+                    })
+            },
+        );
         Box::pin(async move {
-            self.callee
-                .invoke(
-                    "tools",
-                    |py| (self.ctx.bind(py),).into_pyobject(py),
-                    convert::tool_schemas,
-                )
-                .await
-                .map_err(|error| ExecutorError::Executor {
-                    message: format!("tool_executor.tools raised {error}"),
-                    source: Some(Box::new(error)),
+            call.await.unwrap_or_else(|gone| {
+                Err(ExecutorError::Executor {
+                    message: format!("tool_executor.tools: {gone}"),
+                    source: None,
                 })
+            })
         })
     }
 
@@ -60,18 +67,27 @@ impl ToolExecutor for PyToolExecutor {
         arguments: &'a Value,
         _ctx: &'a RequestContext,
     ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        let (name, call_id, arguments) = (
+            tool_name.to_owned(),
+            tool_call_id.to_owned(),
+            arguments.clone(),
+        );
+        let ctx = self.ctx.clone();
+        let call = self.callee.call(
+            "execute",
+            move |py| {
+                let arguments = convert::to_py(py, &arguments)?;
+                (name, call_id, arguments, ctx.bind(py)).into_pyobject(py)
+            },
+            |outcome| {
+                outcome
+                    .and_then(|result| convert::from_py(&result, "the tool's result"))
+                    .map_err(|error| Python::attach(|py| tool_error(py, error)))
+            },
+        );
         Box::pin(async move {
-            self.callee
-                .invoke(
-                    "execute",
-                    |py| {
-                        let args = convert::to_py(py, arguments)?;
-                        (tool_name, tool_call_id, args, self.ctx.bind(py)).into_pyobject(py)
-                    },
-                    |result| convert::from_py(result, "the tool's result"),
-                )
-                .await
-                .map_err(tool_error)
+            call.await
+                .unwrap_or_else(|gone| Err(ToolError::ExecutionError(gone.to_string())))
         })
     }
 }

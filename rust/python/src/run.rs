@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use pyo3::exceptions::PyValueError;
@@ -12,8 +12,9 @@ use pyo3::prelude::*;
 use serde_json::Value;
 use stepwell_core::response_loop::LoopRun;
 use stepwell_core::{EventSink, LoopConfig, LoopError, RequestContext, UpstreamTarget};
+use tokio::sync::oneshot;
 
-use crate::aio::PyLoop;
+use crate::aio::LoopHandle;
 use crate::callee::Callee;
 use crate::client::{PyHttpClient, default_client};
 use crate::convert;
@@ -85,13 +86,14 @@ pub fn run_response_loop<'py>(
     convert::PyTypes::get(py)?;
 
     let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    let event_loop = Arc::new(PyLoop::new(py, &locals));
-    let store = PyStore(Callee::new(store, event_loop.clone()));
+    let event_loop = locals.event_loop(py);
+    let handle = LoopHandle::new(&event_loop, locals.context(py))?;
+    let store = PyStore(Callee::new(store, handle.clone()));
     let executor = PyToolExecutor {
-        callee: Callee::new(tool_executor, event_loop.clone()),
-        ctx,
+        callee: Callee::new(tool_executor, handle.clone()),
+        ctx: Arc::new(ctx),
     };
-    let sink = sink.map(|sink| PySink::new(py, Callee::new(sink, event_loop)));
+    let sink = sink.map(|sink| PySink::new(py, Callee::new(sink, handle.clone())));
 
     let work = async move {
         let run = LoopRun {
@@ -106,7 +108,7 @@ pub fn run_response_loop<'py>(
         let sink = sink.as_ref().map(|s| s as &dyn EventSink);
         stepwell_core::run_response_loop(&run, sink, scope_parent.as_deref()).await
     };
-    guarded(py, locals, work)
+    spawn_guarded(&event_loop, handle, work)
 }
 
 /// Test hook: an awaitable whose Rust future panics, to prove a panic surfaces
@@ -114,7 +116,9 @@ pub fn run_response_loop<'py>(
 #[pyfunction]
 pub fn _panic_probe(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
-    guarded(py, locals, async { deliberate_panic() })
+    let event_loop = locals.event_loop(py);
+    let handle = LoopHandle::new(&event_loop, locals.context(py))?;
+    spawn_guarded(&event_loop, handle, async { deliberate_panic() })
 }
 
 #[allow(clippy::panic)]
@@ -122,27 +126,80 @@ fn deliberate_panic() -> Result<Value, LoopError> {
     panic!("deliberate panic from _panic_probe")
 }
 
-/// Runs the loop future on tokio as an asyncio awaitable, turning its errors and
-/// any panic into `stepwell.errors` exceptions.
-fn guarded<'py>(
-    py: Python<'py>,
-    locals: pyo3_async_runtimes::TaskLocals,
+/// Runs `work` on tokio and returns an asyncio future for its outcome.
+///
+/// Errors become `stepwell.errors` exceptions and a panic becomes a
+/// `LoopError`. Cancelling the future drops `work` on tokio, which aborts its
+/// upstream requests and cancels the Python calls it was awaiting. The future
+/// is completed by a job on the loop thread: no tokio thread enters Python.
+fn spawn_guarded<'py>(
+    event_loop: &Bound<'py, PyAny>,
+    handle: LoopHandle,
     work: impl Future<Output = Result<Value, LoopError>> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let fut =
-        async move {
-            let outcome = AssertUnwindSafe(work).catch_unwind().await;
-            Python::attach(|py| {
-                let errors = PyErrors::get(py)?;
-                match outcome {
-                    Ok(Ok(payload)) => Ok(convert::to_py(py, &payload)?.unbind()),
-                    Ok(Err(error)) => Err(errors.loop_error(py, &error)),
-                    Err(panic) => Err(errors
-                        .internal(py, format!("stepwell panicked: {}", panic_message(&panic)))),
-                }
-            })
+    let future = event_loop.call_method0("create_future")?;
+    let (cancel_tx, mut cancel_rx) = oneshot::channel();
+    future.call_method1(
+        "add_done_callback",
+        (CancelOnDone {
+            tx: Mutex::new(Some(cancel_tx)),
+        },),
+    )?;
+    let completer = Arc::new(future.clone().unbind());
+    pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
+        let work = AssertUnwindSafe(work).catch_unwind();
+        let outcome = tokio::select! {
+            outcome = work => outcome,
+            // Returning drops `work`, and with it every request and Python call.
+            Ok(()) = &mut cancel_rx => return,
         };
-    pyo3_async_runtimes::tokio::future_into_py_with_locals(py, locals, fut)
+        handle.post(Box::new(move |py| {
+            complete(py, completer.bind(py), outcome)
+        }));
+    });
+    Ok(future)
+}
+
+type Outcome = Result<Result<Value, LoopError>, Box<dyn Any + Send>>;
+
+/// Sets the awaitable's result or exception, unless it was cancelled meanwhile.
+fn complete(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Outcome) {
+    if future
+        .call_method0("done")
+        .and_then(|done| done.is_truthy())
+        .unwrap_or(true)
+    {
+        return;
+    }
+    let result = PyErrors::get(py).and_then(|errors| match outcome {
+        Ok(Ok(payload)) => Ok(convert::to_py(py, &payload)?),
+        Ok(Err(error)) => Err(errors.loop_error(py, &error)),
+        Err(panic) => {
+            Err(errors.internal(py, format!("stepwell panicked: {}", panic_message(&panic))))
+        }
+    });
+    let _ = match result {
+        Ok(value) => future.call_method1("set_result", (value,)),
+        Err(error) => future.call_method1("set_exception", (error.value(py),)),
+    };
+}
+
+/// Done-callback of the awaitable: tells the tokio side when it was cancelled.
+#[pyclass(frozen)]
+struct CancelOnDone {
+    tx: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+#[pymethods]
+impl CancelOnDone {
+    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        if future.call_method0("cancelled")?.is_truthy()?
+            && let Some(tx) = self.tx.lock().ok().and_then(|mut tx| tx.take())
+        {
+            let _ = tx.send(());
+        }
+        Ok(())
+    }
 }
 
 fn panic_message(panic: &Box<dyn Any + Send>) -> &str {

@@ -1,10 +1,11 @@
 //! A Python `EventSink` as the core's sink.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
-use pyo3::types::PyList;
+use pyo3::types::{PyList, PyTuple};
 use stepwell_core::LoopEvent;
 use stepwell_core::traits::{EventSink, SinkError};
 
@@ -16,7 +17,7 @@ use crate::event::PyLoopEvent;
 pub struct PySink {
     callee: Callee,
     batched: bool,
-    warned: AtomicBool,
+    warned: Arc<AtomicBool>,
 }
 
 impl PySink {
@@ -26,66 +27,71 @@ impl PySink {
         Self {
             callee,
             batched,
-            warned: AtomicBool::new(false),
+            warned: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    async fn deliver(&self, events: Vec<LoopEvent>) -> PyResult<()> {
-        if self.batched {
-            return self
-                .callee
-                .invoke(
-                    "emit_many",
-                    |py| {
-                        let list = PyList::new(py, events.into_iter().map(PyLoopEvent::from))?;
-                        (list,).into_pyobject(py)
-                    },
-                    |_| Ok(()),
-                )
-                .await;
+    async fn send(
+        &self,
+        method: &'static str,
+        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
+    ) -> Result<(), SinkError> {
+        let warned = self.warned.clone();
+        let finish = move |outcome: PyResult<Bound<'_, PyAny>>| {
+            outcome.map(drop).map_err(|error| {
+                if !warned.swap(true, Ordering::Relaxed) {
+                    warn(&error);
+                }
+                SinkError(error.to_string())
+            })
+        };
+        match self.callee.call(method, args, finish).await {
+            Ok(result) => result,
+            Err(gone) => Err(SinkError(gone.to_string())),
         }
-        let mut first_error = None;
-        for event in events {
-            let sent = self
-                .callee
-                .invoke(
-                    "emit",
-                    |py| (PyLoopEvent::from(event),).into_pyobject(py),
-                    |_| Ok(()),
-                )
-                .await;
-            if let Err(error) = sent {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
     }
+}
 
-    fn warn_once(&self, error: &PyErr) {
-        if self.warned.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        Python::attach(|py| {
-            let logged = py.import("logging").and_then(|logging| {
-                let logger = logging.call_method1("getLogger", ("stepwell",))?;
-                logger.call_method1(
-                    "warning",
-                    ("event sink raised %s; the response goes on and later sink errors are not logged", error.value(py)),
-                )
-            });
-            // Logging is best effort: nothing may stop the loop here.
-            drop(logged);
+/// Logs a sink failure on the `stepwell` logger (on the loop thread).
+fn warn(error: &PyErr) {
+    Python::attach(|py| {
+        let logged = py.import("logging").and_then(|logging| {
+            logging.call_method1("getLogger", ("stepwell",))?.call_method1(
+                "warning",
+                (
+                    "event sink raised %r; the response goes on and later sink errors are not logged",
+                    error.value(py),
+                ),
+            )
         });
-    }
+        // Logging is best effort: nothing may stop the loop here.
+        drop(logged);
+    });
 }
 
 impl EventSink for PySink {
     fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            self.deliver(events).await.map_err(|error| {
-                self.warn_once(&error);
-                SinkError(error.to_string())
-            })
+            if self.batched {
+                return self
+                    .send("emit_many", move |py| {
+                        (PyList::new(py, events.into_iter().map(PyLoopEvent::from))?,)
+                            .into_pyobject(py)
+                    })
+                    .await;
+            }
+            let mut first_error = Ok(());
+            for event in events {
+                let sent = self
+                    .send("emit", move |py| {
+                        (PyLoopEvent::from(event),).into_pyobject(py)
+                    })
+                    .await;
+                if first_error.is_ok() {
+                    first_error = sent;
+                }
+            }
+            first_error
         })
     }
 }

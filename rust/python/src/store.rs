@@ -2,6 +2,7 @@
 
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 use serde_json::Value;
 use stepwell_core::{
     ChainStep, MultiStepStore, NextAction, RecordedStep, StepDescriptor, StoreError,
@@ -14,31 +15,47 @@ use crate::convert;
 /// becomes a [`StoreError`] that keeps the Python exception as its cause.
 pub struct PyStore(pub Callee);
 
-fn store_error(method: &str) -> impl FnOnce(PyErr) -> StoreError + '_ {
-    move |error| StoreError::with_source(format!("store.{method} raised {error}"), error)
+impl PyStore {
+    /// Awaits `method` on the Python store and converts its answer on the loop
+    /// thread.
+    async fn call<T: Send + 'static>(
+        &self,
+        method: &'static str,
+        args: impl for<'py> FnOnce(Python<'py>) -> PyResult<Bound<'py, PyTuple>> + Send + 'static,
+        convert: impl for<'py> FnOnce(&Bound<'py, PyAny>) -> PyResult<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let finish = move |outcome: PyResult<Bound<'_, PyAny>>| {
+            outcome
+                .and_then(|answer| convert(&answer))
+                .map_err(|error| {
+                    StoreError::with_source(format!("store.{method} raised {error}"), error)
+                })
+        };
+        match self.0.call(method, args, finish).await {
+            Ok(result) => result,
+            Err(gone) => Err(StoreError::new(format!("store.{method}: {gone}"))),
+        }
+    }
 }
 
 fn ignore(_: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
+// Arguments are copied into owned values: the call runs later, on the loop
+// thread, and must not borrow from a future that may be dropped first.
 impl MultiStepStore for PyStore {
     fn next_action_for<'a>(
         &'a self,
         request_id: &'a str,
         scope_parent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<NextAction, StoreError>> {
-        let method = "next_action_for";
-        Box::pin(async move {
-            self.0
-                .invoke(
-                    method,
-                    |py| (request_id, scope_parent).into_pyobject(py),
-                    convert::next_action,
-                )
-                .await
-                .map_err(store_error(method))
-        })
+        let args = (request_id.to_owned(), scope_parent.map(str::to_owned));
+        Box::pin(self.call(
+            "next_action_for",
+            move |py| args.into_pyobject(py),
+            convert::next_action,
+        ))
     }
 
     fn record_step<'a>(
@@ -48,33 +65,32 @@ impl MultiStepStore for PyStore {
         prev_step: Option<&'a str>,
         descriptor: &'a StepDescriptor,
     ) -> BoxFuture<'a, Result<RecordedStep, StoreError>> {
-        let method = "record_step";
-        Box::pin(async move {
-            self.0
-                .invoke(
-                    method,
-                    |py| {
-                        let descriptor = convert::py_step_descriptor(py, descriptor)?;
-                        (request_id, scope_parent, prev_step, descriptor).into_pyobject(py)
-                    },
-                    convert::recorded_step,
-                )
-                .await
-                .map_err(store_error(method))
-        })
+        let ids = (
+            request_id.to_owned(),
+            scope_parent.map(str::to_owned),
+            prev_step.map(str::to_owned),
+        );
+        let descriptor = descriptor.clone();
+        Box::pin(self.call(
+            "record_step",
+            move |py| {
+                let descriptor = convert::py_step_descriptor(py, &descriptor)?;
+                (ids.0, ids.1, ids.2, descriptor).into_pyobject(py)
+            },
+            convert::recorded_step,
+        ))
     }
 
     fn mark_step_processing<'a>(
         &'a self,
         step_id: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let method = "mark_step_processing";
-        Box::pin(async move {
-            self.0
-                .invoke(method, |py| (step_id,).into_pyobject(py), ignore)
-                .await
-                .map_err(store_error(method))
-        })
+        let step_id = step_id.to_owned();
+        Box::pin(self.call(
+            "mark_step_processing",
+            move |py| (step_id,).into_pyobject(py),
+            ignore,
+        ))
     }
 
     fn complete_step<'a>(
@@ -82,17 +98,12 @@ impl MultiStepStore for PyStore {
         step_id: &'a str,
         payload: &'a Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let method = "complete_step";
-        Box::pin(async move {
-            self.0
-                .invoke(
-                    method,
-                    |py| (step_id, convert::to_py(py, payload)?).into_pyobject(py),
-                    ignore,
-                )
-                .await
-                .map_err(store_error(method))
-        })
+        let (step_id, payload) = (step_id.to_owned(), payload.clone());
+        Box::pin(self.call(
+            "complete_step",
+            move |py| (step_id, convert::to_py(py, &payload)?).into_pyobject(py),
+            ignore,
+        ))
     }
 
     fn fail_step<'a>(
@@ -100,17 +111,12 @@ impl MultiStepStore for PyStore {
         step_id: &'a str,
         error: &'a Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let method = "fail_step";
-        Box::pin(async move {
-            self.0
-                .invoke(
-                    method,
-                    |py| (step_id, convert::to_py(py, error)?).into_pyobject(py),
-                    ignore,
-                )
-                .await
-                .map_err(store_error(method))
-        })
+        let (step_id, error) = (step_id.to_owned(), error.clone());
+        Box::pin(self.call(
+            "fail_step",
+            move |py| (step_id, convert::to_py(py, &error)?).into_pyobject(py),
+            ignore,
+        ))
     }
 
     fn list_chain<'a>(
@@ -118,16 +124,11 @@ impl MultiStepStore for PyStore {
         request_id: &'a str,
         scope_parent: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<ChainStep>, StoreError>> {
-        let method = "list_chain";
-        Box::pin(async move {
-            self.0
-                .invoke(
-                    method,
-                    |py| (request_id, scope_parent).into_pyobject(py),
-                    convert::chain,
-                )
-                .await
-                .map_err(store_error(method))
-        })
+        let args = (request_id.to_owned(), scope_parent.map(str::to_owned));
+        Box::pin(self.call(
+            "list_chain",
+            move |py| args.into_pyobject(py),
+            convert::chain,
+        ))
     }
 }
