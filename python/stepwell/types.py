@@ -145,7 +145,10 @@ class LoopConfig:
     max_response_iterations: int = 10
     """Most transition rounds per loop level; more fails with ``MaxIterationsExceeded``."""
     bridge_capacity: int = 1024
-    """Live events buffered for a slow sink; the newest are dropped past this."""
+    """Live events buffered for a slow sink."""
+    bridge_overflow: str = "drop_newest"
+    """When that buffer is full: ``"drop_newest"`` drops the event (the upstream read
+    never waits for a client), ``"block"`` waits (a slow sink slows the read)."""
 
     def __post_init__(self) -> None:
         for name in ("max_response_step_depth", "max_response_iterations", "bridge_capacity"):
@@ -154,6 +157,11 @@ class LoopConfig:
                 raise ValueError(f"LoopConfig.{name} must be a non-negative int, got {value!r}")
         if self.bridge_capacity == 0:
             raise ValueError("LoopConfig.bridge_capacity must be at least 1")
+        if self.bridge_overflow not in ("drop_newest", "block"):
+            raise ValueError(
+                f"LoopConfig.bridge_overflow must be 'drop_newest' or 'block', "
+                f"got {self.bridge_overflow!r}"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Helpers for testing code built on stepwell: a recording sink, a scripted
 transition, and a scripted chat-completions upstream on loopback."""
 
+from .._core import CountingSink
 from .sink import RecordingSink
 from .transition import ScriptedTransition
 from .upstream import (
@@ -14,6 +15,7 @@ from .upstream import (
 )
 
 __all__ = [
+    "CountingSink",
     "JsonReply",
     "RecordingSink",
     "ScriptedTransition",

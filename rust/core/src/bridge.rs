@@ -1,9 +1,11 @@
 //! The bounded bridge between the upstream read and a sink.
 //!
-//! The upstream read must never wait for a client: a stalled sink would stall
-//! the read and trip the upstream's idle timeout. So the sending side never
-//! blocks; when the channel is full it drops the newest event and counts it. The
-//! reassembled step result does not pass through here and is never affected.
+//! By default the upstream read never waits for a client: a stalled sink would
+//! stall the read and trip the upstream's idle timeout. So when the channel is
+//! full the sender drops the newest event and counts it ([`Overflow::DropNewest`],
+//! onwards' behaviour). A caller that wants every event and accepts that a slow
+//! sink slows the upstream read chooses [`Overflow::Block`]. The reassembled step
+//! result does not pass through here and is never affected.
 //!
 //! The receiving side delivers everything queued at each wake-up as one batch, so
 //! a fast stream costs one sink call per batch rather than one per event.
@@ -16,9 +18,31 @@ use tokio::sync::mpsc;
 use crate::events::LoopEvent;
 use crate::traits::EventSink;
 
+/// What the sender does when the channel is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop the event that does not fit.
+    #[default]
+    DropNewest,
+    /// Wait for room: back-pressure from the sink to the upstream read.
+    Block,
+}
+
+impl Overflow {
+    /// Parses `drop_newest` or `block`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "drop_newest" => Some(Overflow::DropNewest),
+            "block" => Some(Overflow::Block),
+            _ => None,
+        }
+    }
+}
+
 /// The sending half, held by the upstream read.
 pub struct BridgeSender {
     tx: mpsc::Sender<LoopEvent>,
+    overflow: Overflow,
     dropped: Arc<AtomicU64>,
 }
 
@@ -29,12 +53,13 @@ pub struct BridgeReceiver {
 }
 
 /// Creates a bridge holding at most `capacity` undelivered events (at least 1).
-pub fn bounded(capacity: usize) -> (BridgeSender, BridgeReceiver) {
+pub fn bounded(capacity: usize, overflow: Overflow) -> (BridgeSender, BridgeReceiver) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     (
         BridgeSender {
             tx,
+            overflow,
             dropped: dropped.clone(),
         },
         BridgeReceiver { rx, dropped },
@@ -42,9 +67,14 @@ pub fn bounded(capacity: usize) -> (BridgeSender, BridgeReceiver) {
 }
 
 impl BridgeSender {
-    /// Queues an event, or drops it if the channel is full or the sink is gone.
-    pub fn send(&self, event: LoopEvent) {
-        if self.tx.try_send(event).is_err() {
+    /// Queues an event. When the channel is full it drops the event or waits,
+    /// as the overflow policy says; with the sink gone it drops it.
+    pub async fn send(&self, event: LoopEvent) {
+        let sent = match self.overflow {
+            Overflow::DropNewest => self.tx.try_send(event).is_ok(),
+            Overflow::Block => self.tx.send(event).await.is_ok(),
+        };
+        if !sent {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -103,9 +133,9 @@ mod tests {
 
     #[tokio::test]
     async fn drops_newest_when_full_and_batches_the_rest() {
-        let (tx, rx) = bounded(2);
+        let (tx, rx) = bounded(2, Overflow::DropNewest);
         for sequence in 0..5 {
-            tx.send(event(sequence));
+            tx.send(event(sequence)).await;
         }
         drop(tx);
         let sink = Collect::default();
@@ -114,5 +144,20 @@ mod tests {
         let batches = sink.0.lock().map(|b| b.clone()).unwrap_or_default();
         // The oldest two survive, delivered in one batch despite the failing sink.
         assert_eq!(batches, vec![vec![0, 1]]);
+    }
+
+    #[tokio::test]
+    async fn block_keeps_every_event() {
+        let (tx, rx) = bounded(2, Overflow::Block);
+        let sink = Collect::default();
+        let produce = async move {
+            for sequence in 0..50 {
+                tx.send(event(sequence)).await;
+            }
+        };
+        let ((), dropped) = tokio::join!(produce, rx.drain_into(&sink));
+        assert_eq!(dropped, 0);
+        let delivered: Vec<i64> = sink.0.lock().unwrap().iter().flatten().copied().collect();
+        assert_eq!(delivered, (0..50).collect::<Vec<_>>());
     }
 }

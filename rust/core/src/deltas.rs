@@ -1,5 +1,5 @@
-//! Turns upstream chunks into live events: assistant text deltas and tool-call
-//! argument deltas.
+//! Turns upstream chunks into live events: assistant text, reasoning and
+//! tool-call argument deltas.
 //!
 //! Upstreams send a tool call's `id` only on the first chunk of each call index;
 //! the extractor remembers it by index so every argument delta of one call
@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
+use crate::chunk::{Chunk, index_or};
 use crate::events::{LoopEvent, LoopEventKind};
-use crate::reassemble::index_or_position;
 
 /// Per-stream state of delta extraction.
 #[derive(Debug, Default)]
@@ -22,37 +22,37 @@ pub struct DeltaExtractor {
 const UNKNOWN_CALL_ID: &str = "call_unknown";
 
 impl DeltaExtractor {
-    /// Appends the events carried by one parsed chunk of the first choice.
-    pub fn extract(&mut self, chunk: &Value, sequence: i64, out: &mut Vec<LoopEvent>) {
-        let Some(delta) = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|choices| choices.first())
-            .and_then(|choice| choice.get("delta"))
-        else {
+    /// Appends the events carried by the first choice of one chunk.
+    pub fn extract(&mut self, chunk: &Chunk<'_>, sequence: i64, out: &mut Vec<LoopEvent>) {
+        let Some(delta) = chunk.choices().first().and_then(|c| c.delta.as_ref()) else {
             return;
         };
-        if let Some(text) = delta.get("content").and_then(Value::as_str)
-            && !text.is_empty()
-        {
-            out.push(LoopEvent {
-                sequence,
-                kind: LoopEventKind::OutputTextDelta,
-                data: json!({ "delta": text }),
-            });
+        let event = |kind, data| LoopEvent {
+            sequence,
+            kind,
+            data,
+        };
+        if let Some(text) = delta.reasoning_piece().filter(|t| !t.is_empty()) {
+            out.push(event(
+                LoopEventKind::ReasoningDelta,
+                json!({ "delta": text }),
+            ));
         }
-        let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) else {
-            return;
-        };
-        for (position, call) in calls.iter().enumerate() {
-            let index = index_or_position(call, position);
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
+        if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+            out.push(event(
+                LoopEventKind::OutputTextDelta,
+                json!({ "delta": text }),
+            ));
+        }
+        for (position, call) in delta.tool_calls.iter().flatten().enumerate() {
+            let index = index_or(call.index, position);
+            if let Some(id) = call.id.as_deref() {
                 self.call_ids.insert(index, id.to_owned());
             }
             let Some(arguments) = call
-                .get("function")
-                .and_then(|f| f.get("arguments"))
-                .and_then(Value::as_str)
+                .function
+                .as_ref()
+                .and_then(|f| f.arguments.as_deref())
                 .filter(|a| !a.is_empty())
             else {
                 continue;
@@ -61,11 +61,10 @@ impl DeltaExtractor {
                 .call_ids
                 .get(&index)
                 .map_or(UNKNOWN_CALL_ID, String::as_str);
-            out.push(LoopEvent {
-                sequence,
-                kind: LoopEventKind::FunctionCallArgumentsDelta,
-                data: json!({ "call_id": call_id, "delta": arguments }),
-            });
+            out.push(event(
+                LoopEventKind::FunctionCallArgumentsDelta,
+                json!({ "call_id": call_id, "delta": arguments }),
+            ));
         }
     }
 }
@@ -73,6 +72,7 @@ impl DeltaExtractor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn call_id_is_kept_across_chunks_by_index() {
@@ -82,25 +82,31 @@ mod tests {
             json!({"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","function":{"name":"f","arguments":"{"}}]}}]}),
             json!({"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_b","function":{"arguments":"["}}]}}]}),
             json!({"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"}"}}]}}]}),
-            json!({"choices":[{"delta":{"content":"hi"}}]}),
+            json!({"choices":[{"delta":{"content":"hi","reasoning_content":"why"}}]}),
             json!({"choices":[]}),
         ] {
-            extractor.extract(&chunk, 4, &mut out);
+            let text = chunk.to_string();
+            extractor.extract(&Chunk::parse(&text).unwrap(), 4, &mut out);
         }
-        let ids: Vec<_> = out.iter().map(|e| e.data.get("call_id").cloned()).collect();
+        let ids: Vec<Option<Value>> = out.iter().map(|e| e.data.get("call_id").cloned()).collect();
         assert_eq!(
             ids,
             vec![
                 Some(json!("call_a")),
                 Some(json!("call_b")),
                 Some(json!("call_a")),
+                None,
                 None
             ]
         );
         assert!(out.iter().all(|e| e.sequence == 4));
+        let kinds: Vec<_> = out.iter().rev().take(2).map(|e| e.kind).collect();
         assert_eq!(
-            out.last().map(|e| e.kind),
-            Some(LoopEventKind::OutputTextDelta)
+            kinds,
+            [
+                LoopEventKind::OutputTextDelta,
+                LoopEventKind::ReasoningDelta
+            ]
         );
     }
 }

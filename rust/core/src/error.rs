@@ -2,6 +2,7 @@
 //! execution, and the loop's own.
 
 use std::error::Error as StdError;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -58,6 +59,52 @@ pub enum ToolError {
     Timeout(String),
 }
 
+/// Which limit of a model call ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutPhase {
+    /// No first chunk (connect, upload, headers, first event) in time.
+    FirstChunk(Duration),
+    /// Too long a silence between two chunks.
+    Chunk(Duration),
+    /// The whole request took too long.
+    Body(Duration),
+    /// The upstream stopped taking the request body.
+    UploadStall(Duration),
+}
+
+impl TimeoutPhase {
+    /// The stable code naming this limit in error payloads.
+    pub fn code(self) -> &'static str {
+        match self {
+            TimeoutPhase::FirstChunk(_) => "first_chunk_timeout",
+            TimeoutPhase::Chunk(_) => "chunk_timeout",
+            TimeoutPhase::Body(_) => "body_timeout",
+            TimeoutPhase::UploadStall(_) => "upload_stall_timeout",
+        }
+    }
+
+    fn limit(self) -> Duration {
+        match self {
+            TimeoutPhase::FirstChunk(d)
+            | TimeoutPhase::Chunk(d)
+            | TimeoutPhase::Body(d)
+            | TimeoutPhase::UploadStall(d) => d,
+        }
+    }
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self {
+            TimeoutPhase::FirstChunk(_) => "no first chunk",
+            TimeoutPhase::Chunk(_) => "no chunk",
+            TimeoutPhase::Body(_) => "response not complete",
+            TimeoutPhase::UploadStall(_) => "request body upload stalled",
+        };
+        write!(f, "{what} within {:?}", self.limit())
+    }
+}
+
 /// A step could not be executed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
@@ -78,6 +125,15 @@ pub enum ExecutorError {
     /// The request never got a complete answer (connect, reset, read failure).
     #[error("model call transport error: {0}")]
     Transport(String),
+    /// A limit of the model call ran out.
+    #[error("model call timed out: {0}")]
+    Timeout(TimeoutPhase),
+    /// The stream ended before `[DONE]` with a choice still unfinished.
+    #[error("model call stream ended before [DONE] with no finish_reason")]
+    StreamTruncated,
+    /// The stream could not be read as SSE (invalid UTF-8, an oversized event).
+    #[error("model call stream is invalid: {0}")]
+    InvalidStream(String),
     /// The executor itself failed while listing its tools.
     #[error("{message}")]
     Executor {
@@ -90,6 +146,20 @@ pub enum ExecutorError {
 }
 
 impl ExecutorError {
+    /// The stable code naming what went wrong, carried in error payloads.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ExecutorError::NotFound(_) => "tool_not_found",
+            ExecutorError::Execution(_) => "execution_error",
+            ExecutorError::Upstream { .. } => "upstream_error",
+            ExecutorError::Transport(_) => "transport_error",
+            ExecutorError::Timeout(phase) => phase.code(),
+            ExecutorError::StreamTruncated => "stream_truncated",
+            ExecutorError::InvalidStream(_) => "invalid_stream",
+            ExecutorError::Executor { .. } => "executor_failed",
+        }
+    }
+
     /// The HTTP status this error carries, when the upstream gave one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -145,21 +215,23 @@ impl LoopError {
     }
 
     /// The JSON persisted with `fail_step` and carried by exceptions:
-    /// `{"type", "message"}`, plus `status` when the upstream gave one. A
-    /// `Failed` error's payload is the transition's own.
+    /// `{"type", "message"}`; executor errors add a `code` naming the failure and,
+    /// when the upstream gave one, its `status`. A `Failed` error's payload is
+    /// the transition's own.
     pub fn to_payload(&self) -> Value {
-        match self {
-            LoopError::Failed(payload) => payload.clone(),
-            LoopError::Executor(e) => match e.status() {
-                Some(status) => json!({
-                    "type": self.type_tag(),
-                    "message": self.to_string(),
-                    "status": status,
-                }),
-                None => json!({"type": self.type_tag(), "message": self.to_string()}),
-            },
-            _ => json!({"type": self.type_tag(), "message": self.to_string()}),
+        if let LoopError::Failed(failed) = self {
+            return failed.clone();
         }
+        let mut payload = serde_json::Map::new();
+        payload.insert("type".into(), json!(self.type_tag()));
+        payload.insert("message".into(), json!(self.to_string()));
+        if let LoopError::Executor(e) = self {
+            payload.insert("code".into(), json!(e.code()));
+            if let Some(status) = e.status() {
+                payload.insert("status".into(), json!(status));
+            }
+        }
+        Value::Object(payload)
     }
 }
 
@@ -194,6 +266,7 @@ mod tests {
         });
         let payload = error.to_payload();
         assert_eq!(payload["status"], 503);
+        assert_eq!(payload["code"], "upstream_error");
         assert!(
             payload["message"]
                 .as_str()

@@ -10,6 +10,8 @@ pub enum LoopEventKind {
     Created,
     /// `response.output_text.delta`: a piece of assistant text.
     OutputTextDelta,
+    /// `response.reasoning.delta`: a piece of the model's reasoning.
+    ReasoningDelta,
     /// `response.function_call_arguments.delta`: a piece of a tool call's arguments.
     FunctionCallArgumentsDelta,
     /// `response.output_item.done`: a tool step finished.
@@ -21,11 +23,28 @@ pub enum LoopEventKind {
 }
 
 impl LoopEventKind {
+    /// Every kind, in stream order of first appearance.
+    pub const ALL: [LoopEventKind; 7] = [
+        LoopEventKind::Created,
+        LoopEventKind::ReasoningDelta,
+        LoopEventKind::OutputTextDelta,
+        LoopEventKind::FunctionCallArgumentsDelta,
+        LoopEventKind::OutputItemDone,
+        LoopEventKind::Completed,
+        LoopEventKind::Failed,
+    ];
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The Open Responses event name.
     pub fn as_str(self) -> &'static str {
         match self {
             LoopEventKind::Created => "response.created",
             LoopEventKind::OutputTextDelta => "response.output_text.delta",
+            LoopEventKind::ReasoningDelta => "response.reasoning.delta",
             LoopEventKind::FunctionCallArgumentsDelta => "response.function_call_arguments.delta",
             LoopEventKind::OutputItemDone => "response.output_item.done",
             LoopEventKind::Completed => "response.completed",

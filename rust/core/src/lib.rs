@@ -8,6 +8,7 @@
 //! adapts Python objects to these traits.
 
 pub mod bridge;
+pub mod chunk;
 pub mod deltas;
 pub mod error;
 pub mod events;
@@ -19,7 +20,7 @@ pub mod sse;
 pub mod traits;
 pub mod types;
 
-pub use error::{ExecutorError, LoopError, StoreError, ToolError};
+pub use error::{ExecutorError, LoopError, StoreError, TimeoutPhase, ToolError};
 pub use events::{LoopEvent, LoopEventKind};
 pub use http::{HttpClient, HttpClientConfig};
 pub use response_loop::run_response_loop;

@@ -1,16 +1,18 @@
-//! Fires one model call: POST the step's request, and for a streaming request
+//! Fires one model call: POST the step's request, and for a streaming answer
 //! parse the SSE as it arrives, forward live deltas to the bridge and reassemble
-//! the final completion in the same pass.
+//! the final completion in the same pass, under the client's timeouts.
 
-use futures::StreamExt;
+use bytes::Bytes;
+use futures::{FutureExt, Stream, StreamExt};
 use serde_json::Value;
 
 use crate::bridge::BridgeSender;
+use crate::chunk::Chunk;
 use crate::deltas::DeltaExtractor;
 use crate::error::ExecutorError;
-use crate::http::{HttpClient, describe};
+use crate::http::{Deadlines, HttpClient, PostRequest, describe};
 use crate::reassemble::Reassembler;
-use crate::sse::SseParser;
+use crate::sse::{SseError, SseParser};
 use crate::types::UpstreamTarget;
 
 /// One model call to make.
@@ -31,104 +33,145 @@ pub async fn fire_model_call(
     call: &ModelCall<'_>,
     live: Option<&BridgeSender>,
 ) -> Result<Value, ExecutorError> {
-    let wants_stream = call
+    let stream_flag = call
         .request_payload
         .get("stream")
         .and_then(Value::as_bool)
         .unwrap_or(false);
+    let streaming = client.is_streaming(&call.target.path, stream_flag);
     let body = serde_json::to_vec(call.request_payload)
         .map_err(|e| ExecutorError::Execution(format!("model call body serialize: {e}")))?;
-    let response = client
-        .post_json(
-            &call.target.url(),
-            body,
-            call.target.bearer(),
-            call.sub_request_id,
-            wants_stream,
-        )
-        .await?;
+    let url = call.target.url();
+    let request = PostRequest {
+        url: &url,
+        body,
+        bearer: call.target.bearer(),
+        request_id: call.sub_request_id,
+        streaming,
+    };
+    let mut deadlines = Deadlines::start(client.config());
+    let response = client.post_json(request, &deadlines).await?;
 
     let status = response.status();
-    if !status.is_success() {
-        let body = response
-            .text()
-            .await
-            .map_err(|e| ExecutorError::Transport(describe(&e)))?;
-        return Err(ExecutorError::Upstream {
-            status: status.as_u16(),
-            body,
-        });
-    }
     let is_sse = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
-    if wants_stream && is_sse {
-        read_stream(response, call.sequence, live).await
-    } else {
-        // An upstream may ignore `stream: true` and answer with one JSON body.
-        let body = response
-            .text()
-            .await
-            .map_err(|e| ExecutorError::Transport(describe(&e)))?;
-        serde_json::from_str(&body)
-            .map_err(|e| ExecutorError::Execution(format!("model call body parse: {e}")))
+    let mut bytes = response.bytes_stream();
+    if !status.is_success() {
+        let body = read_to_end(&mut bytes, &mut deadlines).await?;
+        return Err(ExecutorError::Upstream {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    if streaming && is_sse {
+        let mut reader = StreamReader {
+            parser: SseParser::new(client.config().max_event_bytes),
+            reassembler: Reassembler::default(),
+            extractor: DeltaExtractor::default(),
+            sequence: call.sequence,
+            live,
+        };
+        return reader.read(&mut bytes, &mut deadlines).await;
+    }
+    // Buffered, or an upstream that ignored `stream: true` and sent one body.
+    let body = read_to_end(&mut bytes, &mut deadlines).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ExecutorError::Execution(format!("model call body parse: {e}")))
+}
+
+/// The next body chunk, or the limit that ran out first.
+async fn next_chunk(
+    bytes: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
+    deadlines: &Deadlines,
+) -> Result<Option<Bytes>, ExecutorError> {
+    tokio::select! {
+        chunk = bytes.next() => chunk.transpose().map_err(|e| ExecutorError::Transport(describe(&e))),
+        phase = deadlines.next_chunk() => Err(ExecutorError::Timeout(phase)),
     }
 }
 
-async fn read_stream(
-    response: reqwest::Response,
+async fn read_to_end(
+    bytes: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
+    deadlines: &mut Deadlines,
+) -> Result<Vec<u8>, ExecutorError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = next_chunk(bytes, deadlines).await? {
+        deadlines.first_chunk_seen();
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The state of one streamed answer being read.
+struct StreamReader<'a> {
+    parser: SseParser,
+    reassembler: Reassembler,
+    extractor: DeltaExtractor,
     sequence: i64,
-    live: Option<&BridgeSender>,
-) -> Result<Value, ExecutorError> {
-    let mut parser = SseParser::default();
-    let mut reassembler = Reassembler::default();
-    let mut extractor = DeltaExtractor::default();
-    let mut events = Vec::new();
-    let mut deltas = Vec::new();
-    let mut bytes = response.bytes_stream();
-    let mut finished = false;
-    while !finished {
-        let chunk = match bytes.next().await {
-            Some(chunk) => chunk.map_err(|e| ExecutorError::Transport(describe(&e)))?,
-            None => {
-                parser.finish(&mut events).map_err(sse_error)?;
-                finished = true;
-                bytes::Bytes::new()
+    live: Option<&'a BridgeSender>,
+}
+
+impl StreamReader<'_> {
+    async fn read(
+        &mut self,
+        bytes: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
+        deadlines: &mut Deadlines,
+    ) -> Result<Value, ExecutorError> {
+        let mut events = Vec::new();
+        let mut deltas = Vec::new();
+        loop {
+            let chunk = next_chunk(bytes, deadlines).await?;
+            match &chunk {
+                Some(chunk) => self.parser.feed(chunk, &mut events),
+                None => self.parser.finish(&mut events),
             }
-        };
-        parser.feed(&chunk, &mut events).map_err(sse_error)?;
-        for event in events.drain(..) {
-            if event.data == "[DONE]" {
-                finished = true;
-                break;
+            .map_err(sse_error)?;
+            if !events.is_empty() {
+                deadlines.first_chunk_seen();
             }
-            // A malformed chunk carries no deltas; it must not end the stream.
-            let Ok(parsed) = serde_json::from_str::<Value>(&event.data) else {
-                continue;
-            };
-            if let Some(error) = embedded_error(&parsed, &event.data) {
-                return Err(error);
-            }
-            reassembler.push(&parsed);
-            if let Some(live) = live {
-                extractor.extract(&parsed, sequence, &mut deltas);
-                for delta in deltas.drain(..) {
-                    live.send(delta);
+            for event in events.drain(..) {
+                if event.data == "[DONE]" {
+                    // Let the connection go back to the pool if its end is already here.
+                    let _ = bytes.next().now_or_never();
+                    return Ok(std::mem::take(&mut self.reassembler).finish());
                 }
+                // A malformed chunk carries nothing usable; it must not end the stream.
+                let Some(parsed) = Chunk::parse(&event.data) else {
+                    continue;
+                };
+                if let Some(error) = parsed.error {
+                    return Err(embedded_error(error.get(), &event.data));
+                }
+                self.reassembler.push(&parsed);
+                if let Some(live) = self.live {
+                    self.extractor.extract(&parsed, self.sequence, &mut deltas);
+                    for delta in deltas.drain(..) {
+                        live.send(delta).await;
+                    }
+                }
+            }
+            if chunk.is_none() {
+                // No `[DONE]`: complete only if every choice said it was finished.
+                return if self.reassembler.all_choices_finished() {
+                    Ok(std::mem::take(&mut self.reassembler).finish())
+                } else {
+                    Err(ExecutorError::StreamTruncated)
+                };
             }
         }
     }
-    Ok(reassembler.finish())
 }
 
 /// An error object inside the stream turns the answer into an error status: its
-/// `code` when that is an HTTP error status, else 500.
-fn embedded_error(parsed: &Value, raw: &str) -> Option<ExecutorError> {
-    let error = parsed.get("error").filter(|e| e.is_object())?;
-    let status = error
-        .get("code")
+/// `code` when that is an HTTP error status, else 500. The body is the event.
+fn embedded_error(error: &str, raw: &str) -> ExecutorError {
+    let code = serde_json::from_str::<Value>(error)
+        .ok()
+        .and_then(|e| e.get("code").cloned());
+    let status = code
         .and_then(|c| {
             c.as_u64()
                 .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
@@ -136,28 +179,27 @@ fn embedded_error(parsed: &Value, raw: &str) -> Option<ExecutorError> {
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| (400..=599).contains(c))
         .unwrap_or(500);
-    Some(ExecutorError::Upstream {
+    ExecutorError::Upstream {
         status,
         body: raw.to_owned(),
-    })
+    }
 }
 
-fn sse_error(e: crate::sse::SseError) -> ExecutorError {
-    ExecutorError::Execution(format!("model call stream: {e}"))
+fn sse_error(e: SseError) -> ExecutorError {
+    ExecutorError::InvalidStream(e.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn embedded_error_status_comes_from_its_code() {
-        let status = |v: Value| embedded_error(&v, "").and_then(|e| e.status());
-        assert_eq!(status(json!({"error": {"code": 429}})), Some(429));
-        assert_eq!(status(json!({"error": {"code": "503"}})), Some(503));
-        assert_eq!(status(json!({"error": {"code": 42}})), Some(500));
-        assert_eq!(status(json!({"error": {"message": "x"}})), Some(500));
-        assert_eq!(status(json!({"choices": []})), None);
+        let status = |error: &str| embedded_error(error, "").status();
+        assert_eq!(status(r#"{"code": 429}"#), Some(429));
+        assert_eq!(status(r#"{"code": "503"}"#), Some(503));
+        assert_eq!(status(r#"{"code": 42}"#), Some(500));
+        assert_eq!(status(r#"{"message": "x"}"#), Some(500));
+        assert_eq!(status("\"a string\""), Some(500));
     }
 }

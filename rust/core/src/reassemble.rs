@@ -1,14 +1,17 @@
-//! Incremental reassembly of a streamed chat completion.
+//! Incremental reassembly of a streamed completion.
 //!
-//! Each `chat.completion.chunk` is folded in as it is read, so memory grows with
-//! the content, not with the number of chunks. [`Reassembler::finish`] yields the
-//! `chat.completion` a non-streaming call would have returned: content and
-//! refusal concatenated, tool calls merged by index, the last finish reason, and
-//! usage from the usage chunk. Legacy completions (`text`) are reassembled too.
+//! Each chunk is folded in as it is read, so memory grows with the content, not
+//! with the number of chunks. [`Reassembler::finish`] yields the body a
+//! non-streaming call would have returned: content, refusal and reasoning
+//! concatenated, tool calls merged by index, the last finish reason, usage from
+//! the usage chunk, several choices by index, and legacy completions (`text`).
 
 use std::collections::BTreeMap;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
+
+use crate::chunk::{Chunk, Delta, index_or};
 
 /// Folds chunks into one completion.
 #[derive(Debug, Default)]
@@ -30,7 +33,7 @@ struct ChoiceAcc {
     reasoning_content: Option<String>,
     text: Option<String>,
     tool_calls: BTreeMap<u64, ToolCallAcc>,
-    finish_reason: Option<Value>,
+    finish_reason: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -47,58 +50,54 @@ fn append(slot: &mut Option<String>, piece: Option<&str>) {
     }
 }
 
-fn keep_first(slot: &mut Option<Value>, value: Option<&Value>) {
+/// Keeps the first non-null value of a metadata field.
+fn keep_first(slot: &mut Option<Value>, raw: Option<&RawValue>) {
     if slot.is_none()
-        && let Some(value) = value.filter(|v| !v.is_null())
+        && let Some(value) = raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
+        && !value.is_null()
     {
-        *slot = Some(value.clone());
+        *slot = Some(value);
     }
 }
 
-/// The `index` of a choice or tool-call delta, or its position in the array
-/// when an upstream leaves `index` out.
-pub(crate) fn index_or_position(item: &Value, position: usize) -> u64 {
-    item.get("index")
-        .and_then(Value::as_u64)
-        .unwrap_or(position as u64)
-}
-
 impl Reassembler {
-    /// Folds one parsed chunk in. Chunks that are not objects are ignored.
-    pub fn push(&mut self, chunk: &Value) {
-        let Some(chunk) = chunk.as_object() else {
-            return;
-        };
-        keep_first(&mut self.id, chunk.get("id"));
-        keep_first(&mut self.created, chunk.get("created"));
-        keep_first(&mut self.model, chunk.get("model"));
-        keep_first(
-            &mut self.system_fingerprint,
-            chunk.get("system_fingerprint"),
-        );
-        if let Some(usage) = chunk.get("usage").filter(|u| u.is_object()) {
-            self.usage = Some(usage.clone());
+    /// Folds one chunk in.
+    pub fn push(&mut self, chunk: &Chunk<'_>) {
+        keep_first(&mut self.id, chunk.id);
+        keep_first(&mut self.created, chunk.created);
+        keep_first(&mut self.model, chunk.model);
+        keep_first(&mut self.system_fingerprint, chunk.system_fingerprint);
+        if let Some(usage) = chunk
+            .usage
+            .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            .filter(Value::is_object)
+        {
+            self.usage = Some(usage);
         }
-        if chunk.get("object").and_then(Value::as_str) == Some("text_completion") {
+        if chunk.object.as_deref() == Some("text_completion") {
             self.legacy = true;
         }
-        let Some(choices) = chunk.get("choices").and_then(Value::as_array) else {
-            return;
-        };
-        for (position, choice) in choices.iter().enumerate() {
-            let index = index_or_position(choice, position);
-            let acc = self.choices.entry(index).or_default();
-            if let Some(text) = choice.get("text").and_then(Value::as_str) {
+        for (position, choice) in chunk.choices().iter().enumerate() {
+            let acc = self
+                .choices
+                .entry(index_or(choice.index, position))
+                .or_default();
+            if let Some(text) = choice.text.as_deref() {
                 self.legacy = true;
                 append(&mut acc.text, Some(text));
             }
-            if let Some(reason) = choice.get("finish_reason").filter(|r| !r.is_null()) {
-                acc.finish_reason = Some(reason.clone());
+            if let Some(reason) = choice.finish_reason.as_deref() {
+                acc.finish_reason = Some(reason.to_owned());
             }
-            if let Some(delta) = choice.get("delta") {
+            if let Some(delta) = &choice.delta {
                 acc.push_delta(delta);
             }
         }
+    }
+
+    /// Whether every choice seen so far has its finish reason (and there is one).
+    pub fn all_choices_finished(&self) -> bool {
+        !self.choices.is_empty() && self.choices.values().all(|c| c.finish_reason.is_some())
     }
 
     /// The reassembled completion.
@@ -133,52 +132,39 @@ impl Reassembler {
 }
 
 impl ChoiceAcc {
-    fn push_delta(&mut self, delta: &Value) {
-        if let Some(role) = delta.get("role").and_then(Value::as_str) {
+    fn push_delta(&mut self, delta: &Delta<'_>) {
+        if let Some(role) = delta.role.as_deref() {
             self.role = Some(role.to_owned());
         }
-        append(
-            &mut self.content,
-            delta.get("content").and_then(Value::as_str),
-        );
-        append(
-            &mut self.refusal,
-            delta.get("refusal").and_then(Value::as_str),
-        );
-        append(
-            &mut self.reasoning_content,
-            delta.get("reasoning_content").and_then(Value::as_str),
-        );
-        let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) else {
-            return;
-        };
-        for (position, call) in calls.iter().enumerate() {
-            let index = index_or_position(call, position);
-            let acc = self.tool_calls.entry(index).or_default();
-            if let Some(id) = call.get("id").and_then(Value::as_str) {
+        append(&mut self.content, delta.content.as_deref());
+        append(&mut self.refusal, delta.refusal.as_deref());
+        append(&mut self.reasoning_content, delta.reasoning_piece());
+        for (position, call) in delta.tool_calls.iter().flatten().enumerate() {
+            let acc = self
+                .tool_calls
+                .entry(index_or(call.index, position))
+                .or_default();
+            if let Some(id) = call.id.as_deref() {
                 acc.id = Some(id.to_owned());
             }
-            if let Some(kind) = call.get("type").and_then(Value::as_str) {
+            if let Some(kind) = call.kind.as_deref() {
                 acc.kind = Some(kind.to_owned());
             }
-            if let Some(function) = call.get("function") {
-                if let Some(name) = function.get("name").and_then(Value::as_str) {
-                    acc.name.push_str(name);
-                }
-                if let Some(arguments) = function.get("arguments").and_then(Value::as_str) {
-                    acc.arguments.push_str(arguments);
-                }
+            if let Some(function) = &call.function {
+                acc.name
+                    .push_str(function.name.as_deref().unwrap_or_default());
+                acc.arguments
+                    .push_str(function.arguments.as_deref().unwrap_or_default());
             }
         }
     }
 
     fn finish(self, index: u64, legacy: bool) -> Value {
-        let finish_reason = self.finish_reason.unwrap_or(Value::Null);
         if legacy {
             return json!({
                 "index": index,
                 "text": self.text.unwrap_or_default(),
-                "finish_reason": finish_reason,
+                "finish_reason": self.finish_reason,
             });
         }
         let mut message = Map::new();
@@ -207,7 +193,7 @@ impl ChoiceAcc {
                 .collect();
             message.insert("tool_calls".into(), Value::Array(calls));
         }
-        json!({"index": index, "message": message, "finish_reason": finish_reason})
+        json!({"index": index, "message": message, "finish_reason": self.finish_reason})
     }
 }
 
@@ -217,8 +203,9 @@ mod tests {
 
     fn fold(chunks: &[Value]) -> Value {
         let mut r = Reassembler::default();
-        for chunk in chunks {
-            r.push(chunk);
+        let texts: Vec<String> = chunks.iter().map(Value::to_string).collect();
+        for text in &texts {
+            r.push(&Chunk::parse(text).unwrap());
         }
         r.finish()
     }
@@ -254,6 +241,19 @@ mod tests {
         assert_eq!(calls[1]["function"]["name"], "g");
         assert_eq!(calls[1]["function"]["arguments"], "{\"y\":2}");
         assert_eq!(out["choices"][0]["message"]["content"], Value::Null);
+    }
+
+    #[test]
+    fn several_choices_reasoning_and_refusal() {
+        let out = fold(&[
+            json!({"choices":[{"index":1,"delta":{"content":"B"}},{"index":0,"delta":{"reasoning_content":"hm"}}]}),
+            json!({"choices":[{"index":0,"delta":{"reasoning":"m","content":"A"},"finish_reason":"stop"},
+                              {"index":1,"delta":{"refusal":"no"},"finish_reason":"stop"}]}),
+        ]);
+        assert_eq!(out["choices"][0]["message"]["reasoning_content"], "hmm");
+        assert_eq!(out["choices"][0]["message"]["content"], "A");
+        assert_eq!(out["choices"][1]["message"]["content"], "B");
+        assert_eq!(out["choices"][1]["message"]["refusal"], "no");
     }
 
     #[test]

@@ -244,7 +244,8 @@ impl LoopRun<'_> {
         let result = match sink {
             None => fire_model_call(self.client, call, None).await,
             Some(sink) => {
-                let (tx, rx) = bridge::bounded(self.config.bridge_capacity);
+                let (tx, rx) =
+                    bridge::bounded(self.config.bridge_capacity, self.config.bridge_overflow);
                 let fire = async move {
                     let result = fire_model_call(self.client, call, Some(&tx)).await;
                     // Closing the channel lets the drain finish once it is empty.

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::bridge::Overflow;
+
 /// What a step does when it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind {
@@ -115,6 +117,8 @@ pub struct LoopConfig {
     pub max_response_iterations: u32,
     /// Capacity of the bounded channel between the upstream read and the sink.
     pub bridge_capacity: usize,
+    /// What happens to live events when that channel is full.
+    pub bridge_overflow: Overflow,
 }
 
 impl Default for LoopConfig {
@@ -123,6 +127,7 @@ impl Default for LoopConfig {
             max_response_step_depth: 8,
             max_response_iterations: 10,
             bridge_capacity: 1024,
+            bridge_overflow: Overflow::DropNewest,
         }
     }
 }

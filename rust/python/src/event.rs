@@ -6,15 +6,6 @@ use stepwell_core::{LoopEvent, LoopEventKind};
 
 use crate::convert;
 
-const KINDS: [LoopEventKind; 6] = [
-    LoopEventKind::Created,
-    LoopEventKind::OutputTextDelta,
-    LoopEventKind::FunctionCallArgumentsDelta,
-    LoopEventKind::OutputItemDone,
-    LoopEventKind::Completed,
-    LoopEventKind::Failed,
-];
-
 /// One event of a response's live stream.
 #[pyclass(frozen, name = "LoopEvent", module = "stepwell._core")]
 pub struct PyLoopEvent {
@@ -31,9 +22,7 @@ impl From<LoopEvent> for PyLoopEvent {
 impl PyLoopEvent {
     #[new]
     fn new(sequence: i64, kind: &str, data: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let kind = KINDS
-            .into_iter()
-            .find(|k| k.as_str() == kind)
+        let kind = LoopEventKind::parse(kind)
             .ok_or_else(|| PyValueError::new_err(format!("unknown event kind {kind:?}")))?;
         let data = convert::from_py(data, "LoopEvent.data")?;
         Ok(LoopEvent {

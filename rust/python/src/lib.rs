@@ -1,6 +1,6 @@
 //! `stepwell._core`: the native module behind the `stepwell` package.
 //!
-//! It exposes `run_response_loop`, `HttpClient` and `LoopEvent`, and adapts the
+//! It exposes `run_response_loop`, `HttpClient`, `LoopEvent` and `CountingSink`, and adapts the
 //! caller's Python store, tool executor and sink to the core's traits. All
 //! behaviour lives in `stepwell-core`; this crate only adapts.
 
@@ -8,6 +8,7 @@ mod aio;
 mod callee;
 mod client;
 mod convert;
+mod counting_sink;
 mod errors;
 mod event;
 mod executor;
@@ -21,6 +22,7 @@ use pyo3::prelude::*;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyHttpClient>()?;
     m.add_class::<event::PyLoopEvent>()?;
+    m.add_class::<counting_sink::PyCountingSink>()?;
     m.add_function(wrap_pyfunction!(run::run_response_loop, m)?)?;
     m.add_function(wrap_pyfunction!(run::_panic_probe, m)?)?;
     Ok(())

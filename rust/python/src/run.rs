@@ -10,6 +10,7 @@ use futures::FutureExt;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde_json::Value;
+use stepwell_core::bridge::Overflow;
 use stepwell_core::response_loop::LoopRun;
 use stepwell_core::{EventSink, LoopConfig, LoopError, RequestContext, UpstreamTarget};
 use tokio::sync::oneshot;
@@ -18,6 +19,7 @@ use crate::aio::LoopHandle;
 use crate::callee::Callee;
 use crate::client::{PyHttpClient, default_client};
 use crate::convert;
+use crate::counting_sink::PyCountingSink;
 use crate::errors::PyErrors;
 use crate::executor::PyToolExecutor;
 use crate::sink::PySink;
@@ -46,6 +48,14 @@ fn config_from(config: &Bound<'_, PyAny>) -> PyResult<LoopConfig> {
         max_response_iterations: small("max_response_iterations")?,
         bridge_capacity: usize::try_from(field("bridge_capacity")?)
             .map_err(|_| PyValueError::new_err("LoopConfig.bridge_capacity is too large"))?,
+        bridge_overflow: config
+            .getattr("bridge_overflow")?
+            .extract::<String>()
+            .ok()
+            .and_then(|name| Overflow::parse(&name))
+            .ok_or_else(|| {
+                PyValueError::new_err("LoopConfig.bridge_overflow must be 'drop_newest' or 'block'")
+            })?,
     })
 }
 
@@ -93,7 +103,13 @@ pub fn run_response_loop<'py>(
         callee: Callee::new(tool_executor, handle.clone()),
         ctx: Arc::new(ctx),
     };
-    let sink = sink.map(|sink| PySink::new(py, Callee::new(sink, handle.clone())));
+    let sink: Option<Arc<dyn EventSink>> = match sink {
+        None => None,
+        Some(sink) => Some(match sink.bind(py).cast::<PyCountingSink>() {
+            Ok(counting) => counting.get().counts.clone(),
+            Err(_) => Arc::new(PySink::new(py, Callee::new(sink, handle.clone()))),
+        }),
+    };
 
     let work = async move {
         let run = LoopRun {
@@ -105,7 +121,7 @@ pub fn run_response_loop<'py>(
             config,
             request_id: &request_id,
         };
-        let sink = sink.as_ref().map(|s| s as &dyn EventSink);
+        let sink = sink.as_deref();
         stepwell_core::run_response_loop(&run, sink, scope_parent.as_deref()).await
     };
     spawn_guarded(&event_loop, handle, work)
