@@ -158,7 +158,7 @@ async def test_cancel_mid_stream_closes_the_upstream_and_cancels_store_coroutine
     upstream: ScriptedUpstream, ctx: RequestContext, target: UpstreamTarget
 ) -> None:
     upstream.handler = lambda request: StreamReply(
-        text_chunks(["first"])[:2], done=False, hold_open=True
+        text_chunks(["first"])[:2], done=False, after="hold"
     )
     blocked = asyncio.Event()
     store_cancelled = asyncio.Event()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import socket
+import struct
 import threading
 import time
 from collections.abc import Awaitable, Sequence
@@ -44,15 +46,19 @@ class JsonReply:
 class StreamReply:
     """Answer with an SSE stream: one ``data:`` event per item.
 
-    Dicts and lists are sent as JSON, strings as they are. ``done`` ends the
-    stream with ``data: [DONE]``. ``hold_open`` keeps the response open after the
-    events until the client closes the connection, which ``wait_disconnect``
-    then reports.
+    Dicts and lists are sent as JSON, strings as they are, bytes raw (to send
+    what is not UTF-8). ``done`` ends the stream with ``data: [DONE]``.
+    ``interval`` waits that many seconds before each event, like a slow model.
+    ``after`` says how the response ends once the events are sent: ``"end"``
+    closes the body properly; ``"hold"`` keeps it open until the client closes
+    the connection (which ``wait_disconnect`` then reports); ``"close"`` closes
+    the connection mid-body; ``"reset"`` aborts it with a TCP reset.
     """
 
     events: Sequence[Any]
     done: bool = True
-    hold_open: bool = False
+    interval: float = 0.0
+    after: str = "end"
     status: int = 200
 
 
@@ -157,6 +163,14 @@ def tool_call_chunks(
     return chunks
 
 
+def _frame(event: Any) -> bytes:
+    if isinstance(event, bytes):
+        return event
+    if isinstance(event, str):
+        return event.encode()
+    return json.dumps(event).encode()
+
+
 def _default_handler(request: UpstreamRequest) -> Reply:
     return JsonReply(chat_completion("Hello from the scripted upstream."))
 
@@ -209,7 +223,10 @@ class ScriptedUpstream:
         self.stop()
 
     def wait_disconnect(self, timeout: float) -> bool:
-        """Block until a client closed a ``hold_open`` stream; ``False`` on timeout."""
+        """Block until a client closed a stream held open (``after="hold"``).
+
+        Returns ``False`` on timeout.
+        """
         return self._disconnected.wait(timeout)
 
     def _run(self) -> None:
@@ -282,19 +299,29 @@ class ScriptedUpstream:
         self, reply: StreamReply, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         writer.write(self._head(reply.status, "text/event-stream", "Transfer-Encoding: chunked"))
-        frames = [e if isinstance(e, str) else json.dumps(e) for e in reply.events]
+        frames = [_frame(e) for e in reply.events]
         if reply.done:
-            frames.append("[DONE]")
+            frames.append(b"[DONE]")
         for frame in frames:
-            data = f"data: {frame}\n\n".encode()
+            if reply.interval:
+                await asyncio.sleep(reply.interval)
+            data = b"data: " + frame + b"\n\n"
             writer.write(b"%x\r\n%s\r\n" % (len(data), data))
             await writer.drain()
-        if reply.hold_open:
+        if reply.after == "hold":
             # Nothing more will come from the client on this connection: read
             # returns b"" exactly when it closes it.
             while await reader.read(1024):
                 pass
             self._disconnected.set()
+            return False
+        if reply.after == "close":
+            writer.close()
+            return False
+        if reply.after == "reset":
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
             return False
         writer.write(b"0\r\n\r\n")
         await writer.drain()

@@ -1,4 +1,9 @@
-//! The bounded bridge between the upstream read and a sink.
+//! The bounded bridge between a response's loop and its sink.
+//!
+//! Every event of a response passes through one ordered channel, drained into
+//! the sink by a task of its own, so the loop never waits on the client except
+//! where it must: control events (`created`, `output_item.done`, the terminal
+//! event) always wait for room, while live deltas follow the overflow policy.
 //!
 //! By default the upstream read never waits for a client: a stalled sink would
 //! stall the read and trip the upstream's idle timeout. So when the channel is
@@ -67,8 +72,15 @@ pub fn bounded(capacity: usize, overflow: Overflow) -> (BridgeSender, BridgeRece
 }
 
 impl BridgeSender {
-    /// Queues an event. When the channel is full it drops the event or waits,
-    /// as the overflow policy says; with the sink gone it drops it.
+    /// Queues a control event, waiting for room: these are never dropped.
+    pub async fn send_control(&self, event: LoopEvent) {
+        if self.tx.send(event).await.is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a live delta. When the channel is full it drops the event or
+    /// waits, as the overflow policy says; with the sink gone it drops it.
     pub async fn send(&self, event: LoopEvent) {
         let sent = match self.overflow {
             Overflow::DropNewest => self.tx.try_send(event).is_ok(),

@@ -10,6 +10,11 @@
 //! sub-agent's steps never reach the user's stream (a deliberate change from
 //! onwards, whose sub-agents leaked deltas into the parent's stream); its result
 //! becomes the calling step's payload.
+//!
+//! Events flow through one bounded, ordered bridge drained by its own task
+//! (see [`crate::bridge`]): a stalled client can delay a control event, but never
+//! the reading of a model's stream, and a step completes when its upstream
+//! answer is read, whatever the sink is doing.
 
 use std::collections::HashMap;
 
@@ -17,11 +22,12 @@ use futures::future::{BoxFuture, join_all};
 use serde_json::{Value, json};
 
 use crate::bridge;
+use crate::bridge::BridgeSender;
 use crate::error::{ExecutorError, LoopError};
 use crate::events::{LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
 use crate::model_call::{ModelCall, fire_model_call};
-use crate::traits::{EventSink, MultiStepStore, ToolExecutor, try_emit};
+use crate::traits::{EventSink, MultiStepStore, ToolExecutor};
 use crate::types::{
     ChainStep, LoopConfig, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind,
     ToolKind, UpstreamTarget,
@@ -52,7 +58,25 @@ pub async fn run_response_loop(
     sink: Option<&dyn EventSink>,
     scope_parent: Option<&str>,
 ) -> Result<Value, LoopError> {
-    run.level(sink, scope_parent, 0).await
+    let Some(sink) = sink else {
+        return run.level(None, scope_parent, 0).await;
+    };
+    let (tx, rx) = bridge::bounded(run.config.bridge_capacity, run.config.bridge_overflow);
+    let drive = async move {
+        let result = run.level(Some(&tx), scope_parent, 0).await;
+        // Closing the bridge lets the drain finish once the sink has everything.
+        drop(tx);
+        result
+    };
+    let (result, _dropped) = tokio::join!(drive, rx.drain_into(sink));
+    result
+}
+
+/// Queues a control event, if there is a sink.
+async fn emit(events: Option<&BridgeSender>, event: LoopEvent) {
+    if let Some(events) = events {
+        events.send_control(event).await;
+    }
 }
 
 type ToolKinds = HashMap<String, ToolKind>;
@@ -61,7 +85,7 @@ impl LoopRun<'_> {
     /// One loop level. Boxed because a level recurses into sub-agent levels.
     fn level<'s>(
         &'s self,
-        sink: Option<&'s dyn EventSink>,
+        sink: Option<&'s BridgeSender>,
         scope_parent: Option<&'s str>,
         depth: u32,
     ) -> BoxFuture<'s, Result<Value, LoopError>> {
@@ -91,7 +115,7 @@ impl LoopRun<'_> {
                     "object": "response",
                     "status": "in_progress",
                 });
-                try_emit(sink, event(0, LoopEventKind::Created, created)).await;
+                emit(sink, event(0, LoopEventKind::Created, created)).await;
             }
 
             let mut iterations: u32 = 0;
@@ -100,7 +124,7 @@ impl LoopRun<'_> {
                     if top_level {
                         let sequence = max_sequence(&chain_at_start) + i64::from(iterations) + 1;
                         let payload = json!({"type": "max_iterations_exceeded"});
-                        try_emit(sink, event(sequence, LoopEventKind::Failed, payload)).await;
+                        emit(sink, event(sequence, LoopEventKind::Failed, payload)).await;
                     }
                     return Err(LoopError::MaxIterationsExceeded);
                 }
@@ -115,7 +139,7 @@ impl LoopRun<'_> {
                         if top_level {
                             let sequence = self.terminal_sequence(scope_parent).await;
                             let done = event(sequence, LoopEventKind::Completed, payload.clone());
-                            try_emit(sink, done).await;
+                            emit(sink, done).await;
                         }
                         return Ok(payload);
                     }
@@ -123,7 +147,7 @@ impl LoopRun<'_> {
                         if top_level {
                             let sequence = self.terminal_sequence(scope_parent).await;
                             let failed = event(sequence, LoopEventKind::Failed, payload.clone());
-                            try_emit(sink, failed).await;
+                            emit(sink, failed).await;
                         }
                         return Err(LoopError::Failed(payload));
                     }
@@ -173,7 +197,7 @@ impl LoopRun<'_> {
     /// swallowed; store failures and malformed steps abort the loop.
     async fn execute_step(
         &self,
-        sink: Option<&dyn EventSink>,
+        sink: Option<&BridgeSender>,
         kinds: &ToolKinds,
         step: &RecordedStep,
         descriptor: &StepDescriptor,
@@ -195,7 +219,9 @@ impl LoopRun<'_> {
                     sub_request_id,
                     sequence: step.sequence,
                 };
-                self.model_call(sink, &call).await
+                fire_model_call(self.client, &call, sink)
+                    .await
+                    .map_err(LoopError::from)
             }
             StepKind::ToolCall => {
                 let name = descriptor
@@ -218,7 +244,7 @@ impl LoopRun<'_> {
                         "call_id": format!("call_step_{}", step.sequence),
                         "output": payload.to_string(),
                     });
-                    try_emit(
+                    emit(
                         sink,
                         event(step.sequence, LoopEventKind::OutputItemDone, done),
                     )
@@ -232,31 +258,6 @@ impl LoopRun<'_> {
                 Ok(())
             }
         }
-    }
-
-    /// Fires a model call. With a sink, live deltas flow through the bounded
-    /// bridge while the response is read; the drain ends when the read ends.
-    async fn model_call(
-        &self,
-        sink: Option<&dyn EventSink>,
-        call: &ModelCall<'_>,
-    ) -> Result<Value, LoopError> {
-        let result = match sink {
-            None => fire_model_call(self.client, call, None).await,
-            Some(sink) => {
-                let (tx, rx) =
-                    bridge::bounded(self.config.bridge_capacity, self.config.bridge_overflow);
-                let fire = async move {
-                    let result = fire_model_call(self.client, call, Some(&tx)).await;
-                    // Closing the channel lets the drain finish once it is empty.
-                    drop(tx);
-                    result
-                };
-                let (result, _dropped) = tokio::join!(fire, rx.drain_into(sink));
-                result
-            }
-        };
-        Ok(result?)
     }
 
     async fn tool_call(

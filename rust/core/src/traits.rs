@@ -80,7 +80,7 @@ pub trait ToolExecutor: Send + Sync {
 /// Receives the live events of a response.
 ///
 /// An error from the sink is reported to the caller of `emit_many` but never stops
-/// the loop: the loop swallows it (see [`try_emit`]).
+/// the loop: the bridge's drain swallows it (see [`crate::bridge`]).
 pub trait EventSink: Send + Sync {
     /// Delivers a batch of events, in order.
     fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>>;
@@ -90,11 +90,3 @@ pub trait EventSink: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 #[error("event sink failed: {0}")]
 pub struct SinkError(pub String);
-
-/// Emits one event and ignores a failing sink: a slow or broken client must not
-/// change what the response computes.
-pub async fn try_emit(sink: Option<&dyn EventSink>, event: LoopEvent) {
-    if let Some(sink) = sink {
-        let _ = sink.emit_many(vec![event]).await;
-    }
-}
