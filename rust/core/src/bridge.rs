@@ -44,7 +44,8 @@ impl Overflow {
     }
 }
 
-/// The sending half, held by the upstream read.
+/// The sending half, held by the loop and every model call it runs.
+#[derive(Clone)]
 pub struct BridgeSender {
     tx: mpsc::Sender<LoopEvent>,
     overflow: Overflow,

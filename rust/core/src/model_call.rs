@@ -16,21 +16,62 @@ use crate::sse::{SseError, SseParser};
 use crate::types::UpstreamTarget;
 
 /// One model call to make.
-pub struct ModelCall<'a> {
+#[derive(Debug, Clone)]
+pub struct ModelCall {
     /// Where to send it.
-    pub target: &'a UpstreamTarget,
+    pub target: UpstreamTarget,
     /// The chat-completions body; `stream: true` selects the streaming path.
-    pub request_payload: &'a Value,
+    pub request_payload: Value,
     /// Stamped in the request-id header.
-    pub sub_request_id: &'a str,
+    pub sub_request_id: String,
     /// The step's sequence, carried by every live event.
     pub sequence: i64,
+}
+
+/// Runs the call as a tokio task of its own, so reading and parsing the stream
+/// happen on tokio's workers whatever thread drives the loop (the Python face
+/// drives it on the event loop's thread). Dropping the returned future aborts
+/// the task, and with it the request.
+pub async fn spawn_model_call(
+    client: HttpClient,
+    call: ModelCall,
+    live: Option<BridgeSender>,
+) -> Result<Value, ExecutorError> {
+    let task = AbortOnDrop(tokio::spawn(async move {
+        fire_model_call(&client, &call, live.as_ref()).await
+    }));
+    match task.await {
+        Ok(result) => result,
+        Err(error) => Err(ExecutorError::Execution(format!(
+            "model call task failed: {error}"
+        ))),
+    }
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for AbortOnDrop<T> {
+    type Output = Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }
 
 /// Sends the call and returns the completion JSON. Live deltas go to `live`.
 pub async fn fire_model_call(
     client: &HttpClient,
-    call: &ModelCall<'_>,
+    call: &ModelCall,
     live: Option<&BridgeSender>,
 ) -> Result<Value, ExecutorError> {
     let stream_flag = call
@@ -39,14 +80,14 @@ pub async fn fire_model_call(
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let streaming = client.is_streaming(&call.target.path, stream_flag);
-    let body = serde_json::to_vec(call.request_payload)
+    let body = serde_json::to_vec(&call.request_payload)
         .map_err(|e| ExecutorError::Execution(format!("model call body serialize: {e}")))?;
     let url = call.target.url();
     let request = PostRequest {
         url: &url,
         body,
         bearer: call.target.bearer(),
-        request_id: call.sub_request_id,
+        request_id: &call.sub_request_id,
         streaming,
     };
     let mut deadlines = Deadlines::start(client.config());

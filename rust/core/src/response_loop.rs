@@ -26,7 +26,7 @@ use crate::bridge::BridgeSender;
 use crate::error::{ExecutorError, LoopError};
 use crate::events::{LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
-use crate::model_call::{ModelCall, fire_model_call};
+use crate::model_call::{ModelCall, spawn_model_call};
 use crate::traits::{EventSink, MultiStepStore, ToolExecutor};
 use crate::types::{
     ChainStep, LoopConfig, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind,
@@ -136,7 +136,7 @@ impl LoopRun<'_> {
                     .await?
                 {
                     NextAction::Complete(payload) => {
-                        if top_level {
+                        if top_level && sink.is_some() {
                             let sequence = self.terminal_sequence(scope_parent).await;
                             let done = event(sequence, LoopEventKind::Completed, payload.clone());
                             emit(sink, done).await;
@@ -144,7 +144,7 @@ impl LoopRun<'_> {
                         return Ok(payload);
                     }
                     NextAction::Fail(payload) => {
-                        if top_level {
+                        if top_level && sink.is_some() {
                             let sequence = self.terminal_sequence(scope_parent).await;
                             let failed = event(sequence, LoopEventKind::Failed, payload.clone());
                             emit(sink, failed).await;
@@ -214,12 +214,12 @@ impl LoopRun<'_> {
                     )
                 })?;
                 let call = ModelCall {
-                    target: self.target,
-                    request_payload: &descriptor.request_payload,
-                    sub_request_id,
+                    target: self.target.clone(),
+                    request_payload: descriptor.request_payload.clone(),
+                    sub_request_id: sub_request_id.to_owned(),
                     sequence: step.sequence,
                 };
-                fire_model_call(self.client, &call, sink)
+                spawn_model_call(self.client.clone(), call, sink.cloned())
                     .await
                     .map_err(LoopError::from)
             }

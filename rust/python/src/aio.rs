@@ -35,9 +35,17 @@ pub type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
 
 /// The queue of jobs for one event loop, and the socket pair that wakes it.
 pub struct LoopWaker {
-    jobs: Mutex<Vec<Job>>,
+    queue: Mutex<Queue>,
     writer: UnixStream,
     reader: UnixStream,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    /// The loop thread is running jobs and will look at the queue again before
+    /// it stops, so a post needs no wake-up byte.
+    draining: bool,
 }
 
 impl LoopWaker {
@@ -46,7 +54,7 @@ impl LoopWaker {
         writer.set_nonblocking(true)?;
         reader.set_nonblocking(true)?;
         Ok(Self {
-            jobs: Mutex::new(Vec::new()),
+            queue: Mutex::new(Queue::default()),
             writer,
             reader,
         })
@@ -54,26 +62,25 @@ impl LoopWaker {
 
     /// Queues a job for the loop thread. Takes no GIL; safe from any thread.
     pub fn post(&self, job: Job) {
-        let was_empty = match self.jobs.lock() {
-            Ok(mut jobs) => {
-                let was_empty = jobs.is_empty();
-                jobs.push(job);
-                was_empty
+        let wake = match self.queue.lock() {
+            Ok(mut queue) => {
+                let wake = queue.jobs.is_empty() && !queue.draining;
+                queue.jobs.push(job);
+                wake
             }
             // A poisoned queue means a job panicked mid-push; nothing can run.
             Err(_) => return,
         };
         // One byte wakes the loop for the whole batch. A full socket buffer
         // means a wake-up is already pending, so the error is harmless.
-        if was_empty {
+        if wake {
             let _ = (&self.writer).write(&[1]);
         }
     }
 
-    /// Runs every queued job. Called on the loop thread by [`Drain`].
+    /// Runs queued jobs until none is left, including jobs those jobs post.
+    /// Called on the loop thread by [`Drain`].
     fn run_jobs(&self, py: Python<'_>) {
-        // Empty the socket before taking the queue: a job posted after the take
-        // then always finds the queue empty and writes a fresh byte.
         let mut buf = [0u8; 256];
         loop {
             match (&self.reader).read(&mut buf) {
@@ -83,13 +90,23 @@ impl LoopWaker {
                 Err(_) => break,
             }
         }
-        let jobs = match self.jobs.lock() {
-            Ok(mut jobs) => std::mem::take(&mut *jobs),
-            Err(_) => return,
-        };
-        for job in jobs {
-            // A panicking job loses only itself: its waiter sees the loop gone.
-            let _ = catch_unwind(AssertUnwindSafe(|| job(py)));
+        loop {
+            // Taking the jobs and clearing `draining` happen under the lock a
+            // poster takes, so a job is either taken here or wakes the loop.
+            let jobs = match self.queue.lock() {
+                Ok(mut queue) => {
+                    queue.draining = !queue.jobs.is_empty();
+                    std::mem::take(&mut queue.jobs)
+                }
+                Err(_) => return,
+            };
+            if jobs.is_empty() {
+                return;
+            }
+            for job in jobs {
+                // A panicking job loses only itself: its waiter sees the loop gone.
+                let _ = catch_unwind(AssertUnwindSafe(|| job(py)));
+            }
         }
     }
 }
@@ -193,9 +210,9 @@ impl LoopHandle {
         })
     }
 
-    /// Posts a job to the loop thread.
-    pub fn post(&self, job: Job) {
-        self.waker.post(job);
+    /// The waker of the captured loop.
+    pub fn waker(&self) -> Arc<LoopWaker> {
+        self.waker.clone()
     }
 
     /// Calls `obj.method(*args)` on the loop thread in the captured context,

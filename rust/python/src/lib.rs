@@ -12,6 +12,7 @@ mod counting_sink;
 mod errors;
 mod event;
 mod executor;
+mod local;
 mod run;
 mod sink;
 mod store;

@@ -3,17 +3,14 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use futures::FutureExt;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde_json::Value;
 use stepwell_core::bridge::Overflow;
 use stepwell_core::response_loop::LoopRun;
 use stepwell_core::{EventSink, LoopConfig, LoopError, RequestContext, UpstreamTarget};
-use tokio::sync::oneshot;
 
 use crate::aio::LoopHandle;
 use crate::callee::Callee;
@@ -22,6 +19,7 @@ use crate::convert;
 use crate::counting_sink::PyCountingSink;
 use crate::errors::PyErrors;
 use crate::executor::PyToolExecutor;
+use crate::local::{LocalTask, Outcome};
 use crate::sink::PySink;
 use crate::store::PyStore;
 
@@ -142,44 +140,28 @@ fn deliberate_panic() -> Result<Value, LoopError> {
     panic!("deliberate panic from _panic_probe")
 }
 
-/// Runs `work` on tokio and returns an asyncio future for its outcome.
+/// Drives `work` on the event loop thread and returns an asyncio future for
+/// its outcome.
 ///
 /// Errors become `stepwell.errors` exceptions and a panic becomes a
-/// `LoopError`. Cancelling the future drops `work` on tokio, which aborts its
-/// upstream requests and cancels the Python calls it was awaiting. The future
-/// is completed by a job on the loop thread: no tokio thread enters Python.
+/// `LoopError`. Cancelling the future drops `work`, which aborts its upstream
+/// requests and cancels the Python calls it was awaiting.
 fn spawn_guarded<'py>(
     event_loop: &Bound<'py, PyAny>,
     handle: LoopHandle,
     work: impl Future<Output = Result<Value, LoopError>> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
     let future = event_loop.call_method0("create_future")?;
-    let (cancel_tx, mut cancel_rx) = oneshot::channel();
-    future.call_method1(
-        "add_done_callback",
-        (CancelOnDone {
-            tx: Mutex::new(Some(cancel_tx)),
-        },),
-    )?;
-    let completer = Arc::new(future.clone().unbind());
-    pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-        let work = AssertUnwindSafe(work).catch_unwind();
-        let outcome = tokio::select! {
-            outcome = work => outcome,
-            // Returning drops `work`, and with it every request and Python call.
-            Ok(()) = &mut cancel_rx => return,
-        };
-        handle.post(Box::new(move |py| {
-            complete(py, completer.bind(py), outcome)
-        }));
+    let completer = future.clone().unbind();
+    let task = LocalTask::spawn(handle.waker(), Box::pin(work), move |py, outcome| {
+        complete(py, completer.bind(py), outcome);
     });
+    future.call_method1("add_done_callback", (CancelOnDone { task },))?;
     Ok(future)
 }
 
-type Outcome = Result<Result<Value, LoopError>, Box<dyn Any + Send>>;
-
 /// Sets the awaitable's result or exception, unless it was cancelled meanwhile.
-fn complete(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Outcome) {
+fn complete(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Outcome<Result<Value, LoopError>>) {
     if future
         .call_method0("done")
         .and_then(|done| done.is_truthy())
@@ -200,19 +182,17 @@ fn complete(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Outcome) {
     };
 }
 
-/// Done-callback of the awaitable: tells the tokio side when it was cancelled.
+/// Done-callback of the awaitable: a cancelled awaitable cancels the loop.
 #[pyclass(frozen)]
 struct CancelOnDone {
-    tx: Mutex<Option<oneshot::Sender<()>>>,
+    task: Arc<LocalTask<Result<Value, LoopError>>>,
 }
 
 #[pymethods]
 impl CancelOnDone {
     fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0("cancelled")?.is_truthy()?
-            && let Some(tx) = self.tx.lock().ok().and_then(|mut tx| tx.take())
-        {
-            let _ = tx.send(());
+        if future.call_method0("cancelled")?.is_truthy()? {
+            self.task.cancel();
         }
         Ok(())
     }

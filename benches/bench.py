@@ -1,0 +1,701 @@
+"""stepwell's benchmarks: streaming throughput, time to first delta, fan-out,
+store-heavy concurrency and a stalled sink, each measured side by side with its
+peers in one run on one machine.
+
+    bash benches/run.sh            # full run: prints the tables, writes RESULTS.md + results.png
+    bash benches/run.sh --quick    # small sizes, one repetition: proves every scenario works
+
+Every pipeline reads the same stream from a Rust upstream on loopback that
+serves pre-rendered bytes from memory; its raw rate, read by curl into
+/dev/null, is printed beside the results to show it is not the bottleneck.
+Pipelines are interleaved across repetitions and medians are reported, so
+machine noise lands on every pipeline alike; compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import orjson
+import stepwell
+from httpx_sse import aconnect_sse
+from openai import AsyncOpenAI
+from stepwell import (
+    AppendSteps,
+    ChainStep,
+    Complete,
+    LoopConfig,
+    LoopEvent,
+    RequestContext,
+    StepDescriptor,
+    ToolSchema,
+    UpstreamTarget,
+)
+from stepwell.stores import MemoryStore
+from stepwell.testing import CountingSink, ScriptedTransition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pyloop import py_run_response_loop
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_BIN = ROOT / "target" / "release" / "stepwell-bench-upstream"
+TOKENS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " dog."]
+DELTA = "response.output_text.delta"
+
+
+def expected_text(chunks: int) -> str:
+    """The text the upstream streams in `chunks` chunks (same rule as its renderer)."""
+    parts = []
+    for i in range(chunks):
+        for t in range(1 + i % 4):
+            parts.append(TOKENS[(i % len(TOKENS) + t) % len(TOKENS)])
+    return "".join(parts)
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------- the upstream
+
+
+class Upstream:
+    """The Rust bench upstream, started on a free loopback port."""
+
+    def __enter__(self) -> Upstream:
+        self.process = subprocess.Popen([str(UPSTREAM_BIN), "0"], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        self.url = line.strip().removeprefix("listening on ")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+    def target(self) -> UpstreamTarget:
+        return UpstreamTarget(self.url)
+
+    def raw_rate(self, chunks: int) -> tuple[float, float]:
+        """Chunks/s and MB/s of curl reading the stream into /dev/null (warm)."""
+        body = json.dumps({"model": f"stream-{chunks}", "stream": True})
+        command = [
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download} %{time_total}",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            f"{self.url}/v1/chat/completions",
+        ]
+        subprocess.run(command, check=True, capture_output=True)  # renders and caches
+        runs = []
+        for _ in range(3):
+            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            size, seconds = out.split()
+            runs.append((int(size), float(seconds)))
+        size, seconds = min(runs, key=lambda r: r[1])
+        return chunks / seconds, size / seconds / 1e6
+
+
+def stream_request(chunks: int) -> dict[str, Any]:
+    return {
+        "model": f"stream-{chunks}",
+        "stream": True,
+        "messages": [{"role": "user", "content": "Tell me about foxes."}],
+    }
+
+
+# ---------------------------------------------------------------- S1 pipelines
+
+
+@dataclass
+class Count:
+    events: int = 0
+    chars: int = 0
+
+
+class CountingPySink:
+    """A Python sink that counts delta events and characters, batch by batch."""
+
+    def __init__(self) -> None:
+        self.count = Count()
+        self.first_delta_at: float | None = None
+
+    def emit_many(self, events: list[LoopEvent]) -> None:
+        count = self.count
+        for event in events:
+            if event.kind == DELTA:
+                if self.first_delta_at is None:
+                    self.first_delta_at = time.perf_counter()
+                count.events += 1
+                count.chars += len(event.data["delta"])
+
+    def emit(self, event: LoopEvent) -> None:
+        self.emit_many([event])
+
+
+class NoTools:
+    async def tools(self, ctx: Any) -> list[ToolSchema]:
+        return []
+
+    async def execute(self, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+def one_call_store(request: dict[str, Any]) -> MemoryStore:
+    return MemoryStore(
+        ScriptedTransition([AppendSteps([StepDescriptor.model_call(request)]), Complete(None)])
+    )
+
+
+class Pipelines:
+    """Each S1 pipeline reads one stream and counts its delta events and characters."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.target = upstream.target()
+        self.client = stepwell.HttpClient()
+        self.config = LoopConfig(bridge_capacity=65536)
+        self.httpx = httpx.AsyncClient(timeout=None)
+        self.aiohttp = aiohttp.ClientSession()
+        self.openai = AsyncOpenAI(base_url=f"{upstream.url}/v1", api_key="unused")
+        self.runs = 0
+
+    async def close(self) -> None:
+        await self.httpx.aclose()
+        await self.aiohttp.close()
+        await self.openai.close()
+
+    def _request_id(self) -> str:
+        self.runs += 1
+        return f"bench-{self.runs}"
+
+    async def stepwell(self, chunks: int) -> Count:
+        sink = CountingPySink()
+        await stepwell.run_response_loop(
+            one_call_store(stream_request(chunks)),
+            NoTools(),
+            RequestContext(),
+            self.target,
+            request_id=self._request_id(),
+            sink=sink,
+            config=self.config,
+            client=self.client,
+        )
+        return sink.count
+
+    async def rust_ceiling(self, chunks: int) -> Count:
+        sink = CountingSink()
+        await stepwell.run_response_loop(
+            one_call_store(stream_request(chunks)),
+            NoTools(),
+            RequestContext(),
+            self.target,
+            request_id=self._request_id(),
+            sink=sink,
+            config=self.config,
+            client=self.client,
+        )
+        # CountingSink counts every event; the stream adds created + completed.
+        return Count(sink.events - 2, sink.delta_chars)
+
+    async def httpx_sse(self, chunks: int) -> Count:
+        count = Count()
+        url = f"{self.upstream.url}/v1/chat/completions"
+        async with aconnect_sse(self.httpx, "POST", url, json=stream_request(chunks)) as source:
+            async for sse in source.aiter_sse():
+                if sse.data == "[DONE]":
+                    break
+                chunk = json.loads(sse.data)
+                choices = chunk["choices"]
+                if choices and (text := choices[0]["delta"].get("content")):
+                    count.events += 1
+                    count.chars += len(text)
+        return count
+
+    async def aiohttp_orjson(self, chunks: int) -> Count:
+        count = Count()
+        url = f"{self.upstream.url}/v1/chat/completions"
+        async with self.aiohttp.post(url, json=stream_request(chunks)) as response:
+            async for line in response.content:
+                if not line.startswith(b"data: "):
+                    continue
+                data = line[6:].strip()
+                if data == b"[DONE]":
+                    break
+                chunk = orjson.loads(data)
+                choices = chunk["choices"]
+                if choices and (text := choices[0]["delta"].get("content")):
+                    count.events += 1
+                    count.chars += len(text)
+        return count
+
+    async def openai_sdk(self, chunks: int) -> Count:
+        count = Count()
+        stream = await self.openai.chat.completions.create(
+            model=f"stream-{chunks}",
+            messages=[{"role": "user", "content": "Tell me about foxes."}],
+            stream=True,
+        )
+        async for chunk in stream:
+            if chunk.choices and (text := chunk.choices[0].delta.content):
+                count.events += 1
+                count.chars += len(text)
+        return count
+
+
+# ---------------------------------------------------------------- measurement
+
+
+async def timed(run: Callable[[], Awaitable[Any]]) -> tuple[float, Any]:
+    gc.collect()
+    start = time.perf_counter()
+    result = await run()
+    return time.perf_counter() - start, result
+
+
+@dataclass
+class Row:
+    cells: list[str]
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    return "\n".join([line, rule, *body])
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+async def s1_throughput(p: Pipelines, chunks: int, reps: int) -> tuple[str, dict[str, float]]:
+    pipelines: dict[str, Callable[[int], Awaitable[Count]]] = {
+        "stepwell (Python sink, emit_many)": p.stepwell,
+        "Rust-only ceiling (CountingSink)": p.rust_ceiling,
+        "(a) httpx + httpx-sse + json.loads": p.httpx_sse,
+        "(b) aiohttp lines + orjson": p.aiohttp_orjson,
+        "(c) openai AsyncOpenAI stream": p.openai_sdk,
+    }
+    expected = expected_text(chunks)
+    times: dict[str, list[float]] = {name: [] for name in pipelines}
+    for name, run in pipelines.items():  # warm connections and caches
+        await run(min(chunks, 1000))
+    for rep in range(reps):
+        for name, run in pipelines.items():
+            seconds, count = await timed(lambda run=run: run(chunks))
+            assert (count.events, count.chars) == (chunks, len(expected)), (name, count)
+            times[name].append(seconds)
+            say(f"  S1 rep {rep + 1}/{reps}  {name:<38} {seconds:8.3f} s")
+    rates = {name: chunks / statistics.median(t) for name, t in times.items()}
+    ours = rates["stepwell (Python sink, emit_many)"]
+    targets = {
+        "Rust-only ceiling (CountingSink)": (
+            "stepwell ≥ 0.5× ceiling",
+            ours / rates["Rust-only ceiling (CountingSink)"],
+            0.5,
+        ),
+        "(a) httpx + httpx-sse + json.loads": ("stepwell ≥ 10×", None, 10),
+        "(b) aiohttp lines + orjson": ("stepwell ≥ 5×", None, 5),
+        "(c) openai AsyncOpenAI stream": ("stepwell ≥ 20×", None, 20),
+    }
+    rows = []
+    for name, rate in rates.items():
+        ratio = ours / rate
+        target = targets.get(name)
+        if target is None:
+            goal = ""
+        elif name.startswith("Rust"):
+            goal = f"{target[0]}: {ratio:.2f}× → {verdict(ratio >= target[2])}"
+        else:
+            goal = f"{target[0]}: {verdict(ratio >= target[2])}"
+        rows.append(
+            [name, f"{statistics.median(times[name]):.3f}", f"{rate:,.0f}", f"{ratio:.1f}×", goal]
+        )
+    text = table(["pipeline", "median s", "chunks/s", "stepwell ÷ this", "target"], rows)
+    return text, rates
+
+
+async def s2_first_delta(p: Pipelines, reps: int) -> str:
+    chunks = 2000
+    ours: list[float] = []
+    peer: list[float] = []
+    for _ in range(reps):
+        sink = CountingPySink()
+        start = time.perf_counter()
+        await stepwell.run_response_loop(
+            one_call_store(stream_request(chunks)),
+            NoTools(),
+            RequestContext(),
+            p.target,
+            request_id=p._request_id(),
+            sink=sink,
+            config=p.config,
+            client=p.client,
+        )
+        assert sink.first_delta_at is not None
+        ours.append(sink.first_delta_at - start)
+
+        start = time.perf_counter()
+        first: float | None = None
+        url = f"{p.upstream.url}/v1/chat/completions"
+        async with aconnect_sse(p.httpx, "POST", url, json=stream_request(chunks)) as source:
+            async for sse in source.aiter_sse():
+                if sse.data == "[DONE]":
+                    break
+                chunk = json.loads(sse.data)
+                if (
+                    first is None
+                    and chunk["choices"]
+                    and chunk["choices"][0]["delta"].get("content")
+                ):
+                    first = time.perf_counter()
+        assert first is not None
+        peer.append(first - start)
+    a, b = statistics.median(ours), statistics.median(peer)
+    say(f"  S2 stepwell {a * 1e3:.2f} ms, httpx {b * 1e3:.2f} ms")
+    return table(
+        ["pipeline", "median time to first delta", "target"],
+        [
+            ["stepwell", f"{a * 1e3:.2f} ms", f"no slower than (a): {verdict(a <= b)}"],
+            ["(a) httpx + httpx-sse", f"{b * 1e3:.2f} ms", ""],
+        ],
+    )
+
+
+class SleepyTools:
+    """64 tools whose executor awaits 50 ms each."""
+
+    async def tools(self, ctx: Any) -> list[ToolSchema]:
+        return [ToolSchema("sleepy")]
+
+    async def execute(self, name: str, call_id: str, args: Any, ctx: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return {"ok": True}
+
+
+async def s3_fan_out(p: Pipelines, model_chunks: int, reps: int) -> str:
+    walls = []
+    for _ in range(reps):
+        store = MemoryStore(
+            ScriptedTransition(
+                [AppendSteps([StepDescriptor.tool_call("sleepy")] * 64), Complete(None)]
+            )
+        )
+        seconds, _ = await timed(
+            lambda store=store: stepwell.run_response_loop(
+                store, SleepyTools(), RequestContext(), p.target, request_id=p._request_id()
+            )
+        )
+        walls.append(seconds)
+    wall = statistics.median(walls)
+    say(f"  S3 64 tools x 50 ms: {wall * 1e3:.1f} ms")
+
+    rates = []
+    for _ in range(reps):
+        sink = CountingPySink()
+        calls = [StepDescriptor.model_call(stream_request(model_chunks))] * 64
+        store = MemoryStore(ScriptedTransition([AppendSteps(calls), Complete(None)]))
+        seconds, _ = await timed(
+            lambda store=store, sink=sink: stepwell.run_response_loop(
+                store,
+                NoTools(),
+                RequestContext(),
+                p.target,
+                request_id=p._request_id(),
+                sink=sink,
+                config=p.config,
+                client=p.client,
+            )
+        )
+        assert sink.count.events == 64 * model_chunks
+        rates.append(sink.count.events / seconds)
+    rate = statistics.median(rates)
+    say(f"  S3 64 streams x {model_chunks} chunks: {rate:,.0f} events/s")
+    return table(
+        ["scenario", "median", "target"],
+        [
+            [
+                "64 sibling tool calls, executor awaits 50 ms",
+                f"{wall * 1e3:.1f} ms wall",
+                f"≤ 60 ms: {verdict(wall <= 0.060)}",
+            ],
+            [
+                f"64 sibling streaming model calls × {model_chunks} chunks",
+                f"{rate:,.0f} events/s aggregate",
+                "",
+            ],
+        ],
+    )
+
+
+class EchoTool:
+    async def tools(self, ctx: Any) -> list[ToolSchema]:
+        return [ToolSchema("echo")]
+
+    async def execute(self, name: str, call_id: str, args: Any, ctx: Any) -> Any:
+        return {"echo": args}
+
+
+def three_step_decide(chain: list[ChainStep], request_id: str, scope_parent: str | None) -> Any:
+    small = {"model": "small", "messages": [{"role": "user", "content": "hi"}]}
+    if len(chain) == 0:
+        return AppendSteps([StepDescriptor.model_call(small)])
+    if len(chain) == 1:
+        return AppendSteps([StepDescriptor.tool_call("echo", {"n": 1})])
+    if len(chain) == 2:
+        return AppendSteps([StepDescriptor.model_call(small)])
+    return Complete({"steps": len(chain)})
+
+
+async def s4_store_heavy(p: Pipelines, responses: int, reps: int) -> str:
+    ours, theirs = [], []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(reps):
+            store = MemoryStore(three_step_decide)
+            seconds, results = await timed(
+                lambda store=store: asyncio.gather(
+                    *(
+                        stepwell.run_response_loop(
+                            store,
+                            EchoTool(),
+                            RequestContext(),
+                            p.target,
+                            request_id=f"s4-{n}",
+                            client=p.client,
+                        )
+                        for n in range(responses)
+                    )
+                )
+            )
+            assert all(r == {"steps": 3} for r in results)
+            ours.append(3 * responses / seconds)
+
+            store = MemoryStore(three_step_decide)
+            seconds, results = await timed(
+                lambda store=store: asyncio.gather(
+                    *(
+                        py_run_response_loop(
+                            store, EchoTool(), RequestContext(), p.target, session, f"s4-{n}"
+                        )
+                        for n in range(responses)
+                    )
+                )
+            )
+            assert all(r == {"steps": 3} for r in results)
+            theirs.append(3 * responses / seconds)
+            say(f"  S4 stepwell {ours[-1]:,.0f} steps/s, pure Python {theirs[-1]:,.0f} steps/s")
+    a, b = statistics.median(ours), statistics.median(theirs)
+    return table(
+        ["loop", f"{responses} concurrent responses, 3 steps each", "target"],
+        [
+            ["stepwell", f"{a:,.0f} steps/s", f"≥ pure Python: {verdict(a >= b)} ({a / b:.2f}×)"],
+            ["pure-Python asyncio loop (benches/pyloop.py, aiohttp)", f"{b:,.0f} steps/s", ""],
+        ],
+    )
+
+
+def rss_kib(field: str) -> int:
+    status = Path("/proc/self/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    assert match
+    return int(match.group(1))
+
+
+async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
+    step_done = asyncio.Event()
+    never = asyncio.Event()
+
+    class GatedStore(MemoryStore):
+        async def complete_step(self, step_id: str, payload: Any) -> None:
+            await super().complete_step(step_id, payload)
+            step_done.set()
+
+    class StalledSink:
+        async def emit_many(self, events: list[LoopEvent]) -> None:
+            await never.wait()
+
+    expected = expected_text(chunks)
+    # Render and cache the upstream's answer first, so only this process is measured.
+    p.upstream.raw_rate(chunks)
+    store = GatedStore(
+        ScriptedTransition(
+            [AppendSteps([StepDescriptor.model_call(stream_request(chunks))]), Complete(None)]
+        )
+    )
+    gc.collect()
+    before = rss_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to now
+    task = asyncio.ensure_future(
+        stepwell.run_response_loop(
+            store,
+            NoTools(),
+            RequestContext(),
+            p.target,
+            request_id="s5",
+            sink=StalledSink(),
+            config=LoopConfig(bridge_overflow="drop_newest"),
+            client=p.client,
+        )
+    )
+    await asyncio.wait_for(step_done.wait(), 600)
+    peak = rss_kib("VmHWM")
+    [step] = store.steps("s5")
+    content = step.response_payload["choices"][0]["message"]["content"]
+    exact = content == expected
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    growth = (peak - before) / 1024
+    content_mib = len(expected) / 2**20
+    say(f"  S5 peak RSS growth {growth:.1f} MiB, body exact: {exact}")
+    return table(
+        ["scenario", "peak RSS growth", "reassembled body", "target"],
+        [
+            [
+                f"{chunks:,} chunks, sink never returns, drop_newest",
+                f"{growth:.1f} MiB",
+                f"{'exact' if exact else 'WRONG'} ({content_mib:.1f} MiB of text)",
+                f"≤ 16 MiB: {verdict(growth <= 16 and exact)}",
+            ]
+        ],
+    )
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    cores = os.cpu_count()
+    memory = rss_total = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            rss_total = int(line.split()[1])
+    memory = rss_total / 2**20
+    return (
+        f"{cpu}, {cores} cores, {memory:.0f} GiB; {platform.system()} {platform.release()}; "
+        f"Python {platform.python_version()}; stepwell {stepwell.__version__}"
+    )
+
+
+def chart(rates: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rates)
+    values = [rates[n] for n in names]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    bars = ax.barh(names[::-1], values[::-1], color="#3b6ea8")
+    ax.set_xscale("log")
+    ax.set_xlabel("chunks per second (log scale, higher is better)")
+    ax.set_title("S1: consuming one 200,000-chunk LLM stream from Python")
+    for bar, value in zip(bars, values[::-1]):
+        ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f}", va="center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent,
+        help="where RESULTS.md and results.png go",
+    )
+    args = parser.parse_args()
+    quick = args.quick
+    sizes = {
+        "s1": 2_000 if quick else 200_000,
+        "reps": 1 if quick else 5,
+        "s3": 200 if quick else 5_000,
+        "s4": 50 if quick else 1_000,
+        "s5": 20_000 if quick else 1_000_000,
+    }
+    say(f"stepwell benchmarks ({'quick' if quick else 'full'}) on {machine()}")
+    with Upstream() as upstream:
+        chunk_rate, mb_rate = upstream.raw_rate(sizes["s1"])
+        upstream_line = (
+            f"upstream raw rate (curl → /dev/null, {sizes['s1']:,} chunks): "
+            f"{chunk_rate:,.0f} chunks/s, {mb_rate:,.0f} MB/s"
+        )
+        say(upstream_line)
+        pipelines = Pipelines(upstream)
+        try:
+            say("S1 throughput")
+            s1, rates = await s1_throughput(pipelines, sizes["s1"], sizes["reps"])
+            say("S2 time to first delta")
+            s2 = await s2_first_delta(pipelines, 5 if quick else 25)
+            say("S3 fan-out")
+            s3 = await s3_fan_out(pipelines, sizes["s3"], sizes["reps"])
+            say("S4 store-heavy")
+            s4 = await s4_store_heavy(pipelines, sizes["s4"], sizes["reps"])
+            say("S5 stalled sink")
+            s5 = await s5_stalled_sink(pipelines, sizes["s5"])
+        finally:
+            await pipelines.close()
+
+    sections = [
+        (
+            f"S1 throughput: {sizes['s1']:,} chunks into a Python consumer counting events "
+            "and delta characters",
+            s1,
+        ),
+        ("S2 time to first delta (2,000-chunk stream)", s2),
+        ("S3 fan-out", s3),
+        ("S4 store-heavy (MemoryStore, 2 small model calls + 1 tool call per response)", s4),
+        ("S5 stalled sink", s5),
+    ]
+    report = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
+    print("\n" + upstream_line + "\n\n" + report)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "RESULTS.md").write_text(
+        f"# stepwell benchmark results\n\nPrinted by `bash benches/run.sh"
+        f"{' --quick' if quick else ''}` on {stamp}.\n\nMachine: {machine()}.\n\n"
+        f"{upstream_line}. Medians of {sizes['reps']} interleaved repetitions.\n\n"
+        f"![S1 chart](results.png)\n\n{report}\n"
+    )
+    chart(rates, args.out / "results.png")
+    say(f"wrote {args.out / 'RESULTS.md'} and {args.out / 'results.png'}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
