@@ -47,6 +47,8 @@ def test_loop_event_renders_sse_in_rust() -> None:
     )
     assert event.sse() == ('id: 7\nevent: response.output_text.delta\ndata: {"delta":"a\\nb"}\n\n')
     assert event == LoopEvent(7, "response.output_text.delta", {"delta": "a\nb"})
+    assert event.delta == "a\nb"
+    assert LoopEvent(0, "response.created", {"id": "resp_x"}).delta is None
     with pytest.raises(ValueError):
         LoopEvent(0, "response.nonsense", {})
 

@@ -41,6 +41,9 @@ class LoopEvent:
     def kind(self) -> str: ...
     @property
     def data(self) -> Any: ...
+    @property
+    def delta(self) -> str | None:
+        """The text of a delta event (no dict built); ``None`` for other events."""
     def sse(self) -> str: ...
 
 class CountingSink:

@@ -6,16 +6,16 @@
 //! carries the same `call_id`.
 
 use std::collections::HashMap;
-
-use serde_json::json;
+use std::sync::Arc;
 
 use crate::chunk::{Chunk, index_or};
-use crate::events::{LoopEvent, LoopEventKind};
+use crate::events::{EventData, LoopEvent, LoopEventKind};
 
 /// Per-stream state of delta extraction.
 #[derive(Debug, Default)]
 pub struct DeltaExtractor {
-    call_ids: HashMap<u64, String>,
+    call_ids: HashMap<u64, Arc<str>>,
+    unknown: Option<Arc<str>>,
 }
 
 /// The id used when an upstream never named a call.
@@ -35,19 +35,19 @@ impl DeltaExtractor {
         if let Some(text) = delta.reasoning_piece().filter(|t| !t.is_empty()) {
             out.push(event(
                 LoopEventKind::ReasoningDelta,
-                json!({ "delta": text }),
+                EventData::Delta(text.to_owned()),
             ));
         }
         if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
             out.push(event(
                 LoopEventKind::OutputTextDelta,
-                json!({ "delta": text }),
+                EventData::Delta(text.to_owned()),
             ));
         }
         for (position, call) in delta.tool_calls.iter().flatten().enumerate() {
             let index = index_or(call.index, position);
             if let Some(id) = call.id.as_deref() {
-                self.call_ids.insert(index, id.to_owned());
+                self.call_ids.insert(index, Arc::from(id));
             }
             let Some(arguments) = call
                 .function
@@ -57,13 +57,19 @@ impl DeltaExtractor {
             else {
                 continue;
             };
-            let call_id = self
-                .call_ids
-                .get(&index)
-                .map_or(UNKNOWN_CALL_ID, String::as_str);
+            let call_id = match self.call_ids.get(&index) {
+                Some(id) => id.clone(),
+                None => self
+                    .unknown
+                    .get_or_insert_with(|| Arc::from(UNKNOWN_CALL_ID))
+                    .clone(),
+            };
             out.push(event(
                 LoopEventKind::FunctionCallArgumentsDelta,
-                json!({ "call_id": call_id, "delta": arguments }),
+                EventData::ArgumentsDelta {
+                    call_id,
+                    delta: arguments.to_owned(),
+                },
             ));
         }
     }
@@ -72,7 +78,7 @@ impl DeltaExtractor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Value;
+    use serde_json::{Value, json};
 
     #[test]
     fn call_id_is_kept_across_chunks_by_index() {
@@ -88,7 +94,10 @@ mod tests {
             let text = chunk.to_string();
             extractor.extract(&Chunk::parse(&text).unwrap(), 4, &mut out);
         }
-        let ids: Vec<Option<Value>> = out.iter().map(|e| e.data.get("call_id").cloned()).collect();
+        let ids: Vec<Option<Value>> = out
+            .iter()
+            .map(|e| e.data.to_json().get("call_id").cloned())
+            .collect();
         assert_eq!(
             ids,
             vec![

@@ -1,7 +1,10 @@
 //! Events the loop emits to a sink: their names (the Open Responses event types)
 //! and their SSE rendering.
 
-use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
 
 /// Which Open Responses event a [`LoopEvent`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,65 @@ impl LoopEventKind {
     }
 }
 
+/// The JSON body of a [`LoopEvent`].
+///
+/// Live deltas, by far the most frequent events, are kept typed: building a JSON
+/// map per delta would cost more than parsing the chunk that carried it. Every
+/// other event carries a JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventData {
+    /// `{"delta": text}`: a text or reasoning delta.
+    Delta(String),
+    /// `{"call_id": id, "delta": arguments}`: a piece of a tool call's arguments.
+    ArgumentsDelta {
+        /// The call the piece belongs to, shared by all its pieces.
+        call_id: Arc<str>,
+        /// The piece.
+        delta: String,
+    },
+    /// Any other body.
+    Json(Value),
+}
+
+impl EventData {
+    /// The `delta` text, if the body has one.
+    pub fn delta(&self) -> Option<&str> {
+        match self {
+            EventData::Delta(delta) | EventData::ArgumentsDelta { delta, .. } => Some(delta),
+            EventData::Json(value) => value.get("delta").and_then(Value::as_str),
+        }
+    }
+
+    /// The body as a JSON value.
+    pub fn to_json(&self) -> Value {
+        match self {
+            EventData::Delta(delta) => json!({ "delta": delta }),
+            EventData::ArgumentsDelta { call_id, delta } => {
+                json!({ "call_id": &**call_id, "delta": delta })
+            }
+            EventData::Json(value) => value.clone(),
+        }
+    }
+}
+
+impl fmt::Display for EventData {
+    /// One line of JSON.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let string = |s: &str| Value::String(s.to_owned());
+        match self {
+            EventData::Delta(delta) => write!(f, "{{\"delta\":{}}}", string(delta)),
+            EventData::ArgumentsDelta { call_id, delta } => write!(
+                f,
+                "{{\"call_id\":{},\"delta\":{}}}",
+                string(call_id),
+                string(delta)
+            ),
+            // serde_json never emits raw newlines, so this stays on one line.
+            EventData::Json(value) => write!(f, "{value}"),
+        }
+    }
+}
+
 /// One event of a response's live stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopEvent {
@@ -61,14 +123,13 @@ pub struct LoopEvent {
     pub sequence: i64,
     /// Which event this is.
     pub kind: LoopEventKind,
-    /// The event's JSON body.
-    pub data: Value,
+    /// The event's body.
+    pub data: EventData,
 }
 
 impl LoopEvent {
     /// Renders the event as one SSE frame: `id`, `event` and a one-line `data`.
     pub fn to_sse(&self) -> String {
-        // serde_json never emits raw newlines, so `data` stays on one line.
         format!(
             "id: {}\nevent: {}\ndata: {}\n\n",
             self.sequence,
@@ -81,18 +142,24 @@ impl LoopEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn sse_frame_is_one_event_with_one_data_line() {
         let event = LoopEvent {
             sequence: 3,
             kind: LoopEventKind::OutputTextDelta,
-            data: json!({"delta": "a\nb"}),
+            data: EventData::Delta("a\nb".into()),
         };
         assert_eq!(
             event.to_sse(),
             "id: 3\nevent: response.output_text.delta\ndata: {\"delta\":\"a\\nb\"}\n\n"
         );
+        let arguments = EventData::ArgumentsDelta {
+            call_id: "c\"1".into(),
+            delta: "{".into(),
+        };
+        let parsed: Value = serde_json::from_str(&arguments.to_string()).unwrap();
+        assert_eq!(parsed, arguments.to_json());
+        assert_eq!(parsed, json!({"call_id": "c\"1", "delta": "{"}));
     }
 }

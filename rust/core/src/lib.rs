@@ -21,7 +21,7 @@ pub mod traits;
 pub mod types;
 
 pub use error::{ExecutorError, LoopError, StoreError, TimeoutPhase, ToolError};
-pub use events::{LoopEvent, LoopEventKind};
+pub use events::{EventData, LoopEvent, LoopEventKind};
 pub use http::{HttpClient, HttpClientConfig};
 pub use response_loop::run_response_loop;
 pub use traits::{EventSink, MultiStepStore, ToolExecutor};

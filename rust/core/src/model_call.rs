@@ -10,9 +10,10 @@ use crate::bridge::BridgeSender;
 use crate::chunk::Chunk;
 use crate::deltas::DeltaExtractor;
 use crate::error::ExecutorError;
+use crate::events::LoopEvent;
 use crate::http::{Deadlines, HttpClient, PostRequest, describe};
 use crate::reassemble::Reassembler;
-use crate::sse::{SseError, SseParser};
+use crate::sse::{SseError, SseEventRef, SseParser};
 use crate::types::UpstreamTarget;
 
 /// One model call to make.
@@ -161,49 +162,91 @@ impl StreamReader<'_> {
         bytes: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
         deadlines: &mut Deadlines,
     ) -> Result<Value, ExecutorError> {
-        let mut events = Vec::new();
         let mut deltas = Vec::new();
         loop {
             let chunk = next_chunk(bytes, deadlines).await?;
-            match &chunk {
-                Some(chunk) => self.parser.feed(chunk, &mut events),
-                None => self.parser.finish(&mut events),
-            }
-            .map_err(sse_error)?;
-            if !events.is_empty() {
+            let (end, saw_event) = self.fold(chunk.as_deref(), &mut deltas)?;
+            if saw_event {
                 deadlines.first_chunk_seen();
             }
-            for event in events.drain(..) {
-                if event.data == "[DONE]" {
+            // Every delta of this read goes over in one batch, before any ending.
+            if let Some(live) = self.live
+                && !deltas.is_empty()
+            {
+                live.send_deltas(&mut deltas).await;
+            }
+            match end {
+                Some(End::Done) => {
                     // Let the connection go back to the pool if its end is already here.
                     let _ = bytes.next().now_or_never();
                     return Ok(std::mem::take(&mut self.reassembler).finish());
                 }
-                // A malformed chunk carries nothing usable; it must not end the stream.
-                let Some(parsed) = Chunk::parse(&event.data) else {
-                    continue;
-                };
-                if let Some(error) = parsed.error {
-                    return Err(embedded_error(error.get(), &event.data));
+                Some(End::Error(error)) => return Err(error),
+                None if chunk.is_none() => {
+                    // No `[DONE]`: complete only if every choice said it was finished.
+                    return if self.reassembler.all_choices_finished() {
+                        Ok(std::mem::take(&mut self.reassembler).finish())
+                    } else {
+                        Err(ExecutorError::StreamTruncated)
+                    };
                 }
-                self.reassembler.push(&parsed);
-                if let Some(live) = self.live {
-                    self.extractor.extract(&parsed, self.sequence, &mut deltas);
-                    for delta in deltas.drain(..) {
-                        live.send(delta).await;
-                    }
-                }
-            }
-            if chunk.is_none() {
-                // No `[DONE]`: complete only if every choice said it was finished.
-                return if self.reassembler.all_choices_finished() {
-                    Ok(std::mem::take(&mut self.reassembler).finish())
-                } else {
-                    Err(ExecutorError::StreamTruncated)
-                };
+                None => {}
             }
         }
     }
+
+    /// Parses one read (`None`: the end of the body) and folds its events into
+    /// the reassembly and the live deltas, up to `[DONE]` or an embedded error.
+    /// Returns how the stream ended, if it did, and whether any event came.
+    fn fold(
+        &mut self,
+        chunk: Option<&[u8]>,
+        deltas: &mut Vec<LoopEvent>,
+    ) -> Result<(Option<End>, bool), ExecutorError> {
+        let StreamReader {
+            parser,
+            reassembler,
+            extractor,
+            sequence,
+            live,
+        } = self;
+        let mut end = None;
+        let mut saw_event = false;
+        let mut on_event = |event: SseEventRef<'_>| {
+            saw_event = true;
+            if end.is_some() {
+                return;
+            }
+            if event.data == "[DONE]" {
+                end = Some(End::Done);
+                return;
+            }
+            // A malformed chunk carries nothing usable; it must not end the stream.
+            let Some(parsed) = Chunk::parse(event.data) else {
+                return;
+            };
+            if let Some(error) = parsed.error {
+                end = Some(End::Error(embedded_error(error.get(), event.data)));
+                return;
+            }
+            reassembler.push(&parsed);
+            if live.is_some() {
+                extractor.extract(&parsed, *sequence, deltas);
+            }
+        };
+        match chunk {
+            Some(chunk) => parser.feed_with(chunk, &mut on_event),
+            None => parser.finish_with(&mut on_event),
+        }
+        .map_err(sse_error)?;
+        Ok((end, saw_event))
+    }
+}
+
+/// How a stream ended before its bytes did.
+enum End {
+    Done,
+    Error(ExecutorError),
 }
 
 /// An error object inside the stream turns the answer into an error status: its

@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use crate::chunk::{Chunk, Delta, index_or};
+use crate::chunk::{Chunk, Delta, Raw, index_or};
 
 /// Folds chunks into one completion.
 #[derive(Debug, Default)]
@@ -51,7 +50,7 @@ fn append(slot: &mut Option<String>, piece: Option<&str>) {
 }
 
 /// Keeps the first non-null value of a metadata field.
-fn keep_first(slot: &mut Option<Value>, raw: Option<&RawValue>) {
+fn keep_first(slot: &mut Option<Value>, raw: Option<Raw<'_>>) {
     if slot.is_none()
         && let Some(value) = raw.and_then(|r| serde_json::from_str::<Value>(r.get()).ok())
         && !value.is_null()

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::bridge;
 use crate::bridge::BridgeSender;
 use crate::error::{ExecutorError, LoopError};
-use crate::events::{LoopEvent, LoopEventKind};
+use crate::events::{EventData, LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
 use crate::model_call::{ModelCall, spawn_model_call};
 use crate::traits::{EventSink, MultiStepStore, ToolExecutor};
@@ -73,9 +73,9 @@ pub async fn run_response_loop(
 }
 
 /// Queues a control event, if there is a sink.
-async fn emit(events: Option<&BridgeSender>, event: LoopEvent) {
+fn emit(events: Option<&BridgeSender>, event: LoopEvent) {
     if let Some(events) = events {
-        events.send_control(event).await;
+        events.send_control(event);
     }
 }
 
@@ -115,7 +115,7 @@ impl LoopRun<'_> {
                     "object": "response",
                     "status": "in_progress",
                 });
-                emit(sink, event(0, LoopEventKind::Created, created)).await;
+                emit(sink, event(0, LoopEventKind::Created, created));
             }
 
             let mut iterations: u32 = 0;
@@ -124,7 +124,7 @@ impl LoopRun<'_> {
                     if top_level {
                         let sequence = max_sequence(&chain_at_start) + i64::from(iterations) + 1;
                         let payload = json!({"type": "max_iterations_exceeded"});
-                        emit(sink, event(sequence, LoopEventKind::Failed, payload)).await;
+                        emit(sink, event(sequence, LoopEventKind::Failed, payload));
                     }
                     return Err(LoopError::MaxIterationsExceeded);
                 }
@@ -139,7 +139,7 @@ impl LoopRun<'_> {
                         if top_level && sink.is_some() {
                             let sequence = self.terminal_sequence(scope_parent).await;
                             let done = event(sequence, LoopEventKind::Completed, payload.clone());
-                            emit(sink, done).await;
+                            emit(sink, done);
                         }
                         return Ok(payload);
                     }
@@ -147,7 +147,7 @@ impl LoopRun<'_> {
                         if top_level && sink.is_some() {
                             let sequence = self.terminal_sequence(scope_parent).await;
                             let failed = event(sequence, LoopEventKind::Failed, payload.clone());
-                            emit(sink, failed).await;
+                            emit(sink, failed);
                         }
                         return Err(LoopError::Failed(payload));
                     }
@@ -247,8 +247,7 @@ impl LoopRun<'_> {
                     emit(
                         sink,
                         event(step.sequence, LoopEventKind::OutputItemDone, done),
-                    )
-                    .await;
+                    );
                 }
                 Ok(())
             }
@@ -307,6 +306,6 @@ fn event(sequence: i64, kind: LoopEventKind, data: Value) -> LoopEvent {
     LoopEvent {
         sequence,
         kind,
-        data,
+        data: EventData::Json(data),
     }
 }

@@ -8,7 +8,7 @@
 //! dispatches a last event that lacks its closing blank line at [`SseParser::finish`].
 //! One event larger than the cap fails instead of growing memory.
 
-/// One dispatched event.
+/// One dispatched event, owned.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
     /// The `event` field; empty means the default type, `message`.
@@ -17,6 +17,28 @@ pub struct SseEvent {
     pub data: String,
     /// The last `id` field seen, if any.
     pub id: Option<String>,
+}
+
+/// One dispatched event, borrowed from the parser or the chunk being fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SseEventRef<'a> {
+    /// The `event` field; empty means the default type, `message`.
+    pub event: &'a str,
+    /// The `data` lines joined by `\n`.
+    pub data: &'a str,
+    /// The last `id` field seen, if any.
+    pub id: Option<&'a str>,
+}
+
+impl SseEventRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> SseEvent {
+        SseEvent {
+            event: self.event.to_owned(),
+            data: self.data.to_owned(),
+            id: self.id.map(str::to_owned),
+        }
+    }
 }
 
 /// Why a stream could not be parsed.
@@ -33,6 +55,17 @@ pub enum SseError {
 /// Default cap on one event's size: 16 MiB.
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
 
+/// The event's data so far. The common event, one `data` line inside one
+/// chunk, is handed out without being copied: its data stays a range of that
+/// chunk until the blank line that ends it.
+#[derive(Debug)]
+enum Data {
+    None,
+    /// `start..end` of the chunk being fed.
+    InChunk(usize, usize),
+    Owned(String),
+}
+
 /// The parser's state between chunks.
 #[derive(Debug)]
 pub struct SseParser {
@@ -42,8 +75,7 @@ pub struct SseParser {
     skip_lf: bool,
     /// Whether the stream's first bytes were checked for a BOM.
     started: bool,
-    data: String,
-    has_data: bool,
+    data: Data,
     event: String,
     id: Option<String>,
     max_event_bytes: usize,
@@ -57,6 +89,19 @@ impl Default for SseParser {
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
+/// A range of `chunk` that was cut from a line already checked to be UTF-8 (so
+/// the check here cannot fail; it only spares an `unsafe`).
+fn chunk_str(chunk: &[u8], from: usize, to: usize) -> &str {
+    std::str::from_utf8(chunk.get(from..to).unwrap_or_default()).unwrap_or_default()
+}
+
+/// Where a line's bytes are: in the chunk being fed (with its offset), or in
+/// the parser's buffer of an unfinished line.
+enum LineAt<'c> {
+    Chunk(&'c [u8], usize),
+    Buffer(Vec<u8>),
+}
+
 impl SseParser {
     /// A parser that fails any event larger than `max_event_bytes`.
     pub fn new(max_event_bytes: usize) -> Self {
@@ -64,8 +109,7 @@ impl SseParser {
             line: Vec::new(),
             skip_lf: false,
             started: false,
-            data: String::new(),
-            has_data: false,
+            data: Data::None,
             event: String::new(),
             id: None,
             max_event_bytes,
@@ -73,57 +117,92 @@ impl SseParser {
     }
 
     /// Parses one chunk, appending every event it completes to `out`.
-    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.feed_with(chunk, |event| out.push(event.to_owned()))
+    }
+
+    /// Ends the stream, appending what it completes to `out`.
+    pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+        self.finish_with(|event| out.push(event.to_owned()))
+    }
+
+    /// Parses one chunk, handing every event it completes to `on_event`. Events
+    /// borrow from `chunk` where they can.
+    pub fn feed_with(
+        &mut self,
+        chunk: &[u8],
+        mut on_event: impl FnMut(SseEventRef<'_>),
+    ) -> Result<(), SseError> {
+        let mut start = 0;
         if !self.started {
             // The BOM may itself be split across chunks: wait for three bytes.
             let mut probe = std::mem::take(&mut self.line);
-            probe.extend_from_slice(chunk);
+            probe.extend_from_slice(chunk.get(..BOM.len().min(chunk.len())).unwrap_or_default());
             if probe.len() < BOM.len() && BOM.starts_with(&probe) {
                 self.line = probe;
                 return Ok(());
             }
             self.started = true;
-            let body = probe.strip_prefix(BOM).unwrap_or(&probe);
-            return self.feed_lines(body, out);
-        }
-        if self.skip_lf && !chunk.is_empty() {
+            // Bytes held back waiting for the BOM check are a line's start.
+            let held = probe.len() - BOM.len().min(chunk.len());
+            self.line = probe.get(..held).map(<[u8]>::to_vec).unwrap_or_default();
+            if probe.starts_with(BOM) {
+                start = BOM.len() - held;
+                self.line.clear();
+            }
+        } else if self.skip_lf && !chunk.is_empty() {
             self.skip_lf = false;
-            if let Some(rest) = chunk.strip_prefix(b"\n") {
-                chunk = rest;
+            if chunk.first() == Some(&b'\n') {
+                start = 1;
             }
         }
-        self.feed_lines(chunk, out)
+        let result = self.feed_lines(chunk, start, &mut on_event);
+        // Data still pointing into this chunk must outlive it.
+        if let Data::InChunk(from, to) = self.data {
+            self.data = Data::Owned(chunk_str(chunk, from, to).to_owned());
+        }
+        result
     }
 
-    fn feed_lines(&mut self, mut chunk: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
-            let (head, tail) = chunk.split_at(end);
-            let is_cr = tail.first() == Some(&b'\r');
-            let mut rest = tail.get(1..).unwrap_or_default();
-            if is_cr {
-                match rest.first() {
-                    Some(b'\n') => rest = rest.get(1..).unwrap_or_default(),
+    fn feed_lines(
+        &mut self,
+        chunk: &[u8],
+        mut pos: usize,
+        on_event: &mut impl FnMut(SseEventRef<'_>),
+    ) -> Result<(), SseError> {
+        while let Some(offset) = memchr::memchr2(b'\n', b'\r', chunk.get(pos..).unwrap_or_default())
+        {
+            let end = pos + offset;
+            let mut next = end + 1;
+            if chunk.get(end) == Some(&b'\r') {
+                match chunk.get(next) {
+                    Some(b'\n') => next += 1,
                     None => self.skip_lf = true,
                     Some(_) => {}
                 }
             }
-            if self.line.is_empty() {
-                self.process_line(head, out)?;
+            let line = if self.line.is_empty() {
+                LineAt::Chunk(chunk, pos)
             } else {
-                self.line.extend_from_slice(head);
-                let line = std::mem::take(&mut self.line);
-                self.process_line(&line, out)?;
-            }
-            chunk = rest;
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(chunk.get(pos..end).unwrap_or_default());
+                LineAt::Buffer(line)
+            };
+            self.process_line(line, end, chunk, on_event)?;
+            pos = next;
         }
-        self.line.extend_from_slice(chunk);
+        let rest = chunk.get(pos..).unwrap_or_default();
+        self.line.extend_from_slice(rest);
         self.check_size(self.line.len())?;
         Ok(())
     }
 
     /// Ends the stream: a final line without its terminator is processed and an
     /// event without its closing blank line is dispatched.
-    pub fn finish(&mut self, out: &mut Vec<SseEvent>) -> Result<(), SseError> {
+    pub fn finish_with(
+        &mut self,
+        mut on_event: impl FnMut(SseEventRef<'_>),
+    ) -> Result<(), SseError> {
         if !self.started {
             self.started = true;
             // Fewer than three bytes, all a BOM prefix: nothing to parse.
@@ -131,40 +210,74 @@ impl SseParser {
         }
         if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            self.process_line(&line, out)?;
+            let end = line.len();
+            self.process_line(LineAt::Buffer(line), end, &[], &mut on_event)?;
         }
-        self.dispatch(out);
+        self.dispatch(&[], &mut on_event);
         Ok(())
     }
 
+    fn data_len(&self) -> usize {
+        match &self.data {
+            Data::None => 0,
+            Data::InChunk(from, to) => to - from,
+            Data::Owned(data) => data.len(),
+        }
+    }
+
     fn check_size(&self, pending: usize) -> Result<(), SseError> {
-        if self.data.len() + pending > self.max_event_bytes {
+        if self.data_len() + pending > self.max_event_bytes {
             return Err(SseError::EventTooLarge(self.max_event_bytes));
         }
         Ok(())
     }
 
-    fn process_line(&mut self, line: &[u8], out: &mut Vec<SseEvent>) -> Result<(), SseError> {
-        if line.is_empty() {
-            self.dispatch(out);
+    /// Handles one line; `end` is where it ends in `chunk` (for a line in the chunk).
+    fn process_line(
+        &mut self,
+        line: LineAt<'_>,
+        end: usize,
+        chunk: &[u8],
+        on_event: &mut impl FnMut(SseEventRef<'_>),
+    ) -> Result<(), SseError> {
+        let (bytes, offset) = match &line {
+            LineAt::Chunk(chunk, start) => {
+                (chunk.get(*start..end).unwrap_or_default(), Some(*start))
+            }
+            LineAt::Buffer(buffer) => (buffer.as_slice(), None),
+        };
+        if bytes.is_empty() {
+            self.dispatch(chunk, on_event);
             return Ok(());
         }
-        if line.first() == Some(&b':') {
+        if bytes.first() == Some(&b':') {
             return Ok(());
         }
-        let line = std::str::from_utf8(line).map_err(|_| SseError::InvalidUtf8)?;
-        let (field, value) = match line.split_once(':') {
+        let text = std::str::from_utf8(bytes).map_err(|_| SseError::InvalidUtf8)?;
+        let (field, value) = match text.split_once(':') {
             Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
-            None => (line, ""),
+            None => (text, ""),
         };
         match field {
             "data" => {
                 self.check_size(value.len() + 1)?;
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(value);
-                self.has_data = true;
+                let value_start = offset.map(|o| o + (text.len() - value.len()));
+                self.data = match (std::mem::replace(&mut self.data, Data::None), value_start) {
+                    // The event's only line so far, in this chunk: keep a range.
+                    (Data::None, Some(from)) => Data::InChunk(from, from + value.len()),
+                    (Data::None, None) => Data::Owned(value.to_owned()),
+                    (Data::InChunk(from, to), _) => {
+                        let mut data = chunk_str(chunk, from, to).to_owned();
+                        data.push('\n');
+                        data.push_str(value);
+                        Data::Owned(data)
+                    }
+                    (Data::Owned(mut data), _) => {
+                        data.push('\n');
+                        data.push_str(value);
+                        Data::Owned(data)
+                    }
+                };
             }
             "event" => value.clone_into(&mut self.event),
             "id" if !value.contains('\0') => self.id = Some(value.to_owned()),
@@ -174,17 +287,22 @@ impl SseParser {
         Ok(())
     }
 
-    fn dispatch(&mut self, out: &mut Vec<SseEvent>) {
-        if !self.has_data {
-            self.event.clear();
-            return;
-        }
-        self.has_data = false;
-        out.push(SseEvent {
-            event: std::mem::take(&mut self.event),
-            data: std::mem::take(&mut self.data),
-            id: self.id.clone(),
+    fn dispatch(&mut self, chunk: &[u8], on_event: &mut impl FnMut(SseEventRef<'_>)) {
+        let data = std::mem::replace(&mut self.data, Data::None);
+        let data: &str = match &data {
+            Data::None => {
+                self.event.clear();
+                return;
+            }
+            Data::InChunk(from, to) => chunk_str(chunk, *from, *to),
+            Data::Owned(data) => data,
+        };
+        on_event(SseEventRef {
+            event: &self.event,
+            data,
+            id: self.id.as_deref(),
         });
+        self.event.clear();
     }
 }
 

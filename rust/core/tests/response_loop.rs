@@ -303,7 +303,7 @@ async fn streaming_model_call_and_tool_fan_out() {
     assert_eq!(
         deltas
             .iter()
-            .map(|e| e.data["delta"].as_str().unwrap())
+            .map(|e| e.data.delta().unwrap())
             .collect::<String>(),
         "Hi there"
     );

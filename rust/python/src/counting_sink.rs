@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
-use serde_json::Value;
 use stepwell_core::LoopEvent;
 use stepwell_core::traits::{EventSink, SinkError};
 
@@ -24,7 +23,7 @@ impl EventSink for Counts {
     fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
         let chars: usize = events
             .iter()
-            .filter_map(|e| e.data.get("delta").and_then(Value::as_str))
+            .filter_map(|e| e.data.delta())
             .map(|delta| delta.chars().count())
             .sum();
         self.events

@@ -1,10 +1,30 @@
 //! `stepwell.LoopEvent`: one live event, rendered to SSE in Rust.
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
-use stepwell_core::{LoopEvent, LoopEventKind};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyString};
+use stepwell_core::{EventData, LoopEvent, LoopEventKind};
 
 use crate::convert;
+
+static KIND_NAMES: PyOnceLock<Vec<Py<PyString>>> = PyOnceLock::new();
+
+/// The kind's name as one interned Python string, shared by every event.
+fn kind_name(py: Python<'_>, kind: LoopEventKind) -> Py<PyString> {
+    let names = KIND_NAMES.get_or_init(py, || {
+        LoopEventKind::ALL
+            .iter()
+            .map(|k| PyString::intern(py, k.as_str()).unbind())
+            .collect()
+    });
+    let position = LoopEventKind::ALL.iter().position(|k| *k == kind);
+    match position.and_then(|p| names.get(p)) {
+        Some(name) => name.clone_ref(py),
+        None => PyString::new(py, kind.as_str()).unbind(),
+    }
+}
 
 /// One event of a response's live stream.
 #[pyclass(frozen, name = "LoopEvent", module = "stepwell._core")]
@@ -24,7 +44,7 @@ impl PyLoopEvent {
     fn new(sequence: i64, kind: &str, data: &Bound<'_, PyAny>) -> PyResult<Self> {
         let kind = LoopEventKind::parse(kind)
             .ok_or_else(|| PyValueError::new_err(format!("unknown event kind {kind:?}")))?;
-        let data = convert::from_py(data, "LoopEvent.data")?;
+        let data = EventData::Json(convert::from_py(data, "LoopEvent.data")?);
         Ok(LoopEvent {
             sequence,
             kind,
@@ -41,14 +61,33 @@ impl PyLoopEvent {
 
     /// The Open Responses event name, e.g. `response.output_text.delta`.
     #[getter]
-    fn kind(&self) -> &'static str {
-        self.inner.kind.as_str()
+    fn kind(&self, py: Python<'_>) -> Py<PyString> {
+        kind_name(py, self.inner.kind)
     }
 
     /// The event's JSON body, as a fresh Python object on each access.
     #[getter]
     fn data<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        convert::to_py(py, &self.inner.data)
+        match &self.inner.data {
+            EventData::Delta(delta) => {
+                let dict = PyDict::new(py);
+                dict.set_item(intern!(py, "delta"), delta)?;
+                Ok(dict.into_any())
+            }
+            EventData::ArgumentsDelta { call_id, delta } => {
+                let dict = PyDict::new(py);
+                dict.set_item(intern!(py, "call_id"), &**call_id)?;
+                dict.set_item(intern!(py, "delta"), delta)?;
+                Ok(dict.into_any())
+            }
+            EventData::Json(value) => convert::to_py(py, value),
+        }
+    }
+
+    /// The `delta` text of a delta event, else `None` (no dict is built).
+    #[getter]
+    fn delta(&self) -> Option<&str> {
+        self.inner.data.delta()
     }
 
     /// The event as one SSE frame (`id`, `event`, one-line `data`).
@@ -66,8 +105,11 @@ impl PyLoopEvent {
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
-        other
-            .cast::<PyLoopEvent>()
-            .is_ok_and(|other| other.get().inner == self.inner)
+        other.cast::<PyLoopEvent>().is_ok_and(|other| {
+            let other = &other.get().inner;
+            other.sequence == self.inner.sequence
+                && other.kind == self.inner.kind
+                && other.data.to_json() == self.inner.data.to_json()
+        })
     }
 }

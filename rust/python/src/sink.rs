@@ -14,11 +14,19 @@ use crate::event::PyLoopEvent;
 
 /// Adapts a Python sink: one `emit_many(list)` per batch when the sink has it,
 /// else `emit(event)` per event. Failures are logged once and swallowed.
+///
+/// Batches handed to Python hold at most [`PY_BATCH`] events. Every event object
+/// counts toward CPython's cyclic-GC threshold (700 live allocations) until the
+/// sink is done with it; larger batches made the collector run over each batch,
+/// which cost more than the events themselves.
 pub struct PySink {
     callee: Callee,
     batched: bool,
     warned: Arc<AtomicBool>,
 }
+
+/// The most events one `emit_many` call receives.
+const PY_BATCH: usize = 512;
 
 impl PySink {
     /// Wraps a sink, checking once whether it offers `emit_many`.
@@ -73,12 +81,21 @@ impl EventSink for PySink {
     fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             if self.batched {
-                return self
-                    .send("emit_many", move |py| {
-                        (PyList::new(py, events.into_iter().map(PyLoopEvent::from))?,)
-                            .into_pyobject(py)
-                    })
-                    .await;
+                let mut first_error = Ok(());
+                let mut events = events.into_iter().peekable();
+                while events.peek().is_some() {
+                    let batch: Vec<LoopEvent> = events.by_ref().take(PY_BATCH).collect();
+                    let sent = self
+                        .send("emit_many", move |py| {
+                            (PyList::new(py, batch.into_iter().map(PyLoopEvent::from))?,)
+                                .into_pyobject(py)
+                        })
+                        .await;
+                    if first_error.is_ok() {
+                        first_error = sent;
+                    }
+                }
+                return first_error;
             }
             let mut first_error = Ok(());
             for event in events {

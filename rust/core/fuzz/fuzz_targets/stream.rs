@@ -1,6 +1,7 @@
 //! Fuzzes the whole read path of a streamed answer: arbitrary bytes, cut at
 //! arbitrary points, through the SSE parser, the chunk view, delta extraction and
-//! reassembly. Nothing may panic, and the cut must not change the events.
+//! reassembly. Nothing may panic, the cut must not change the events, and the
+//! fast chunk scanner must agree with serde wherever it answers.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -34,6 +35,9 @@ fuzz_target!(|input: &[u8]| {
     let mut extractor = DeltaExtractor::default();
     let mut deltas = Vec::new();
     for event in whole.unwrap_or_default() {
+        if let Some(fast) = Chunk::parse_fast(&event.data) {
+            assert_eq!(Some(fast), Chunk::parse_with_serde(&event.data));
+        }
         if let Some(chunk) = Chunk::parse(&event.data) {
             reassembler.push(&chunk);
             extractor.extract(&chunk, 1, &mut deltas);

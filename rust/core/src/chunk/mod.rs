@@ -1,48 +1,73 @@
 //! A typed, borrowing view of one streamed chunk.
 //!
-//! Each SSE event's data is deserialized once into [`Chunk`], which borrows its
+//! Each SSE event's data is parsed once into [`Chunk`], which borrows its
 //! strings from the event (copying only those with escapes) and skips every
 //! field stepwell does not use. Metadata that is only needed once per stream
 //! (`id`, `model`, `usage`, an embedded `error`) stays raw JSON until then. Both
 //! delta extraction and reassembly read the same view, so no event is parsed
 //! twice and no JSON tree is built per chunk.
+//!
+//! [`Chunk::parse`] first tries [`scan`], a hand-written single-pass reader for
+//! exactly this shape, about twice as fast as serde on these small objects; on
+//! anything it is not sure of (escapes in keys, duplicate keys, deep nesting)
+//! it defers to serde, which decides. Both give the same view for every input
+//! the scanner accepts (tested differentially and by fuzzing).
+
+mod scan;
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
+/// A JSON value kept as its source text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Raw<'a>(pub &'a str);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| Raw(raw.get()))
+    }
+}
+
+impl Raw<'_> {
+    /// The source text.
+    pub fn get(&self) -> &str {
+        self.0
+    }
+}
+
 /// One `chat.completion.chunk` (or legacy `text_completion` chunk).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct Chunk<'a> {
     /// The completion id, raw.
     #[serde(borrow)]
-    pub id: Option<&'a RawValue>,
+    pub id: Option<Raw<'a>>,
     /// `chat.completion.chunk` or `text_completion`.
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
     pub object: Option<Cow<'a, str>>,
     /// Creation time, raw.
     #[serde(borrow)]
-    pub created: Option<&'a RawValue>,
+    pub created: Option<Raw<'a>>,
     /// The model, raw.
     #[serde(borrow)]
-    pub model: Option<&'a RawValue>,
+    pub model: Option<Raw<'a>>,
     /// The fingerprint, raw.
     #[serde(borrow)]
-    pub system_fingerprint: Option<&'a RawValue>,
+    pub system_fingerprint: Option<Raw<'a>>,
     /// Token usage, raw; sent on the last chunk when asked for.
     #[serde(borrow)]
-    pub usage: Option<&'a RawValue>,
+    pub usage: Option<Raw<'a>>,
     /// The choices this chunk advances.
     #[serde(borrow, default)]
     pub choices: Option<Vec<Choice<'a>>>,
     /// An error object some upstreams embed in the stream instead of a status.
     #[serde(borrow)]
-    pub error: Option<&'a RawValue>,
+    pub error: Option<Raw<'a>>,
 }
 
 /// One choice of a chunk.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct Choice<'a> {
     /// The choice's index; its position in `choices` when absent.
     pub index: Option<u64>,
@@ -58,7 +83,7 @@ pub struct Choice<'a> {
 }
 
 /// What one chunk adds to a choice's message.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct Delta<'a> {
     /// Usually only on the first chunk.
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
@@ -90,7 +115,7 @@ impl Delta<'_> {
 }
 
 /// A piece of one tool call.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct ToolCallDelta<'a> {
     /// Which call this piece belongs to; its position when absent.
     pub index: Option<u64>,
@@ -106,7 +131,7 @@ pub struct ToolCallDelta<'a> {
 }
 
 /// A piece of a function call.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, PartialEq, Deserialize)]
 pub struct FunctionDelta<'a> {
     /// The name (sometimes split over pieces too).
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
@@ -129,7 +154,20 @@ fn borrowed_str<'de: 'a, 'a, D: Deserializer<'de>>(
 impl<'a> Chunk<'a> {
     /// Parses one event's data; `None` for anything that is not a chunk object.
     pub fn parse(data: &'a str) -> Option<Self> {
+        match scan::chunk(data) {
+            Some(chunk) => Some(chunk),
+            None => Self::parse_with_serde(data),
+        }
+    }
+
+    /// The reference parse: serde, field by field.
+    pub fn parse_with_serde(data: &'a str) -> Option<Self> {
         serde_json::from_str(data).ok()
+    }
+
+    /// The fast parse alone: `None` where it defers to serde.
+    pub fn parse_fast(data: &'a str) -> Option<Self> {
+        scan::chunk(data)
     }
 
     /// The choices, or none.
@@ -154,7 +192,7 @@ mod tests {
         let chunk = Chunk::parse(data).unwrap();
         let delta = chunk.choices()[0].delta.as_ref().unwrap();
         assert!(matches!(delta.content, Some(Cow::Borrowed("plain"))));
-        assert_eq!(chunk.id.map(RawValue::get), Some("\"c1\""));
+        assert_eq!(chunk.id.map(|r| r.0), Some("\"c1\""));
     }
 
     #[test]
