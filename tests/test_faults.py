@@ -290,3 +290,27 @@ async def test_reasoning_deltas_are_streamed(
     assert [e.data["delta"] for e in reasoning] == ["think ", "hard"]
     [step] = store.steps("r")
     assert step.response_payload["choices"][0]["message"]["reasoning_content"] == "think hard"
+
+
+async def test_connections_are_pooled_across_steps_and_loops(
+    upstream: ScriptedUpstream, keyed_target: UpstreamTarget
+) -> None:
+    client = HttpClient()
+    for _ in range(3):
+        store = MemoryStore(
+            ScriptedTransition(
+                [
+                    AppendSteps([StepDescriptor.model_call({"model": "m"})]),
+                    AppendSteps([StepDescriptor.model_call(STREAM_REQUEST)]),
+                    Complete("end"),
+                ]
+            )
+        )
+        upstream.handler = lambda r: (
+            StreamReply(text_chunks(["s"])) if r.body.get("stream") else JsonReply({"ok": 1})
+        )
+        await run_response_loop(
+            store, Tools(), RequestContext(), keyed_target, request_id="r", client=client
+        )
+    assert len(upstream.requests) == 6
+    assert upstream.connections == 1

@@ -49,17 +49,33 @@ async def test_life_cycle_and_illegal_transitions() -> None:
 
 async def test_concurrent_records_get_distinct_sequences() -> None:
     s = store()
-    recorded = await asyncio.gather(*(s.record_step("r", None, None, TOOL) for _ in range(100)))
+    anchors = []
+    prev = None
+    for _ in range(108):
+        prev = (await s.record_step("r", None, prev, TOOL)).id
+        anchors.append(prev)
+    # 100 concurrent records on one loop and 8 from other threads, each its own link.
+    recorded = await asyncio.gather(*(s.record_step("r", None, a, MODEL) for a in anchors[:100]))
     threads = [
-        threading.Thread(target=lambda: asyncio.run(s.record_step("r", None, None, TOOL)))
-        for _ in range(8)
+        threading.Thread(target=lambda a=a: asyncio.run(s.record_step("r", None, a, MODEL)))
+        for a in anchors[100:]
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len({r.sequence for r in recorded}) == 100
-    assert sorted(c.sequence for c in s.steps("r")) == list(range(1, 109))
+    assert sorted(c.sequence for c in s.steps("r")) == list(range(1, 217))
+
+
+async def test_recording_the_same_link_again_returns_the_same_step() -> None:
+    s = store()
+    first = await s.record_step("r", None, None, MODEL)
+    again = await s.record_step("r", None, None, MODEL)
+    assert again == first
+    other_kind = await s.record_step("r", None, None, TOOL)
+    assert other_kind.id != first.id
+    assert len(s.steps("r")) == 2
 
 
 async def test_decide_may_be_async_and_must_return_an_action() -> None:

@@ -69,6 +69,7 @@ class MemoryStore:
         self._scopes: dict[_Scope, list[str]] = {}
         self._last_sequence: dict[str, int] = {}
         self._outcomes: dict[str, _Outcome] = {}
+        self._requests: dict[str, JSON] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
@@ -82,9 +83,31 @@ class MemoryStore:
             )
         if scope_parent is None and isinstance(action, (Complete, Fail)):
             status = "completed" if isinstance(action, Complete) else "failed"
-            with self._lock:
-                self._outcomes[request_id] = _Outcome(status, action.payload)
+            if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
+                status = action.payload["status"]
+            self.set_outcome(request_id, status, action.payload)
         return action
+
+    def save_request(self, request_id: str, request: JSON) -> None:
+        """Keep the request a response was created from (once; later saves are ignored)."""
+        with self._lock:
+            self._requests.setdefault(request_id, request)
+
+    def load_request(self, request_id: str) -> JSON:
+        """The request a response was created from, if saved."""
+        with self._lock:
+            return self._requests.get(request_id)
+
+    def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
+        """Record how a response ended."""
+        with self._lock:
+            self._outcomes[request_id] = _Outcome(status, output)
+
+    def outcome(self, request_id: str) -> Optional[tuple[str, JSON]]:
+        """``(status, output)`` of a finished response, else ``None``."""
+        with self._lock:
+            found = self._outcomes.get(request_id)
+        return (found.status, found.payload) if found else None
 
     async def record_step(
         self,
@@ -95,6 +118,11 @@ class MemoryStore:
     ) -> RecordedStep:
         kind = StepKind(descriptor.kind)
         with self._lock:
+            # The same link recorded twice is the same step (a re-run transition).
+            for existing_id in self._scopes.get((request_id, scope_parent), []):
+                existing = self._steps[existing_id]
+                if existing.prev_step_id == prev_step and existing.kind is kind:
+                    return RecordedStep(existing.id, existing.sequence, existing.sub_request_id)
             if prev_step is not None and prev_step not in self._steps:
                 raise KeyError(f"prev_step {prev_step!r} does not exist")
             if scope_parent is not None and scope_parent not in self._steps:

@@ -185,6 +185,8 @@ class ScriptedUpstream:
     def __init__(self, handler: Handler | None = None) -> None:
         self.handler: Handler = handler or _default_handler
         self.requests: list[UpstreamRequest] = []
+        self.connections = 0
+        """How many TCP connections clients opened (keep-alive reuses one)."""
         self._lock = threading.Lock()
         self._disconnected = threading.Event()
         self._ready = threading.Event()
@@ -253,6 +255,8 @@ class ScriptedUpstream:
             loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with self._lock:
+            self.connections += 1
         try:
             while await self._serve_one(reader, writer):
                 pass

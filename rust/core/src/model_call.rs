@@ -3,7 +3,7 @@
 //! the final completion in the same pass, under the client's timeouts.
 
 use bytes::Bytes;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::bridge::BridgeSender;
@@ -147,6 +147,9 @@ async fn read_to_end(
     Ok(body)
 }
 
+/// How long to wait, after `[DONE]`, for the end of the body.
+const BODY_END_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// The state of one streamed answer being read.
 struct StreamReader<'a> {
     parser: SseParser,
@@ -177,8 +180,11 @@ impl StreamReader<'_> {
             }
             match end {
                 Some(End::Done) => {
-                    // Let the connection go back to the pool if its end is already here.
-                    let _ = bytes.next().now_or_never();
+                    // Read the body's end, which follows `[DONE]` at once, so the
+                    // connection goes back to the pool; an upstream that holds it
+                    // open loses the connection, not the answer.
+                    let end = async { while let Some(Ok(_)) = bytes.next().await {} };
+                    let _ = tokio::time::timeout(BODY_END_GRACE, end).await;
                     return Ok(std::mem::take(&mut self.reassembler).finish());
                 }
                 Some(End::Error(error)) => return Err(error),

@@ -160,23 +160,27 @@ impl ChoiceAcc {
 
     fn finish(self, index: u64, legacy: bool) -> Value {
         if legacy {
-            return json!({
-                "index": index,
-                "text": self.text.unwrap_or_default(),
-                "finish_reason": self.finish_reason,
-            });
+            let mut choice = Map::new();
+            choice.insert("index".into(), json!(index));
+            choice.insert("text".into(), Value::String(self.text.unwrap_or_default()));
+            choice.insert("finish_reason".into(), json!(self.finish_reason));
+            return Value::Object(choice);
         }
         let mut message = Map::new();
         message.insert(
             "role".into(),
             json!(self.role.unwrap_or_else(|| "assistant".into())),
         );
-        message.insert("content".into(), json!(self.content));
+        // Moved, not copied by `json!`: the content can be most of the body.
+        message.insert(
+            "content".into(),
+            self.content.map_or(Value::Null, Value::String),
+        );
         if let Some(refusal) = self.refusal {
-            message.insert("refusal".into(), json!(refusal));
+            message.insert("refusal".into(), Value::String(refusal));
         }
         if let Some(reasoning) = self.reasoning_content {
-            message.insert("reasoning_content".into(), json!(reasoning));
+            message.insert("reasoning_content".into(), Value::String(reasoning));
         }
         if !self.tool_calls.is_empty() {
             let calls: Vec<Value> = self
@@ -192,7 +196,11 @@ impl ChoiceAcc {
                 .collect();
             message.insert("tool_calls".into(), Value::Array(calls));
         }
-        json!({"index": index, "message": message, "finish_reason": self.finish_reason})
+        let mut choice = Map::new();
+        choice.insert("index".into(), json!(index));
+        choice.insert("message".into(), Value::Object(message));
+        choice.insert("finish_reason".into(), json!(self.finish_reason));
+        Value::Object(choice)
     }
 }
 

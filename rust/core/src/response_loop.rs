@@ -237,13 +237,15 @@ impl LoopRun<'_> {
         };
         match outcome {
             Ok(payload) => {
-                self.store.complete_step(&step.id, &payload).await?;
-                if descriptor.kind == StepKind::ToolCall {
-                    let done = json!({
+                let done = (descriptor.kind == StepKind::ToolCall && sink.is_some()).then(|| {
+                    json!({
                         "type": "function_call_output",
                         "call_id": format!("call_step_{}", step.sequence),
                         "output": payload.to_string(),
-                    });
+                    })
+                });
+                self.store.complete_step(&step.id, payload).await?;
+                if let Some(done) = done {
                     emit(
                         sink,
                         event(step.sequence, LoopEventKind::OutputItemDone, done),
@@ -253,7 +255,7 @@ impl LoopRun<'_> {
             }
             Err(error @ LoopError::Store(_)) => Err(error),
             Err(error) => {
-                self.store.fail_step(&step.id, &error.to_payload()).await?;
+                self.store.fail_step(&step.id, error.to_payload()).await?;
                 Ok(())
             }
         }

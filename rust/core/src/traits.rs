@@ -37,18 +37,19 @@ pub trait MultiStepStore: Send + Sync {
         step_id: &'a str,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Stores a step's result and marks it `completed`.
+    /// Stores a step's result and marks it `completed`. The payload is handed
+    /// over, not lent: it can be large, and a store converting it need not copy it first.
     fn complete_step<'a>(
         &'a self,
         step_id: &'a str,
-        payload: &'a Value,
+        payload: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// Stores a step's error and marks it `failed`.
     fn fail_step<'a>(
         &'a self,
         step_id: &'a str,
-        error: &'a Value,
+        error: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
     /// The steps of one scope, ordered by sequence.

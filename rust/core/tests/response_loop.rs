@@ -103,18 +103,18 @@ impl MultiStepStore for ScriptStore {
     fn complete_step<'a>(
         &'a self,
         step_id: &'a str,
-        payload: &'a Value,
+        payload: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.set(step_id, "completed", Some(payload.clone()));
+        self.set(step_id, "completed", Some(payload));
         Box::pin(async { Ok(()) })
     }
 
     fn fail_step<'a>(
         &'a self,
         step_id: &'a str,
-        error: &'a Value,
+        error: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.set(step_id, "failed", Some(error.clone()));
+        self.set(step_id, "failed", Some(error));
         Box::pin(async { Ok(()) })
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::future::BoxFuture;
+use pyo3::exceptions::asyncio::CancelledError;
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
 use stepwell_core::LoopEvent;
@@ -47,7 +48,9 @@ impl PySink {
         let warned = self.warned.clone();
         let finish = move |outcome: PyResult<Bound<'_, PyAny>>| {
             outcome.map(drop).map_err(|error| {
-                if !warned.swap(true, Ordering::Relaxed) {
+                // A cancelled emit is the loop being cancelled, not a broken sink.
+                let cancelled = Python::attach(|py| error.is_instance_of::<CancelledError>(py));
+                if !cancelled && !warned.swap(true, Ordering::Relaxed) {
                     warn(&error);
                 }
                 SinkError(error.to_string())

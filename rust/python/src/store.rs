@@ -96,9 +96,9 @@ impl MultiStepStore for PyStore {
     fn complete_step<'a>(
         &'a self,
         step_id: &'a str,
-        payload: &'a Value,
+        payload: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (step_id, payload) = (step_id.to_owned(), payload.clone());
+        let step_id = step_id.to_owned();
         Box::pin(self.call(
             "complete_step",
             move |py| (step_id, convert::to_py(py, &payload)?).into_pyobject(py),
@@ -109,9 +109,9 @@ impl MultiStepStore for PyStore {
     fn fail_step<'a>(
         &'a self,
         step_id: &'a str,
-        error: &'a Value,
+        error: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let (step_id, error) = (step_id.to_owned(), error.clone());
+        let step_id = step_id.to_owned();
         Box::pin(self.call(
             "fail_step",
             move |py| (step_id, convert::to_py(py, &error)?).into_pyobject(py),
