@@ -103,7 +103,7 @@ class MemoryStore:
         with self._lock:
             self._outcomes[request_id] = _Outcome(status, output)
 
-    def outcome(self, request_id: str) -> Optional[tuple[str, JSON]]:
+    def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
         with self._lock:
             found = self._outcomes.get(request_id)
