@@ -1,6 +1,6 @@
 """The native module behind stepwell (Rust, PyO3). Use it through ``stepwell``."""
 
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 class HttpClient:
@@ -55,6 +55,17 @@ class CountingSink:
     @property
     def delta_chars(self) -> int: ...
 
+class ResponsesStream:
+    """A sink encoding a response's events as the Open Responses SSE stream in Rust."""
+
+    def __init__(self, request_id: str, on_frames: Callable[[str], object]) -> None: ...
+    def start(self, response: Any) -> str: ...
+    @staticmethod
+    def done() -> str: ...
+
+def post_json(
+    url: str, body: str, headers: Mapping[str, str], timeout: float
+) -> Awaitable[tuple[int, str]]: ...
 def run_response_loop(
     store: Any,
     tool_executor: Any,

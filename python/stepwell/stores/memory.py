@@ -62,8 +62,8 @@ class MemoryStore:
     threads: every state change happens under one lock.
     """
 
-    def __init__(self, decide: Decide) -> None:
-        self._decide = decide
+    def __init__(self, decide: Decide | None = None) -> None:
+        self.decide = decide
         self._lock = threading.Lock()
         self._steps: dict[str, ChainStep] = {}
         self._scopes: dict[_Scope, list[str]] = {}
@@ -72,8 +72,10 @@ class MemoryStore:
         self._requests: dict[str, JSON] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
+        if self.decide is None:
+            raise RuntimeError("MemoryStore has no transition: pass decide= or set .decide")
         chain = self._chain(request_id, scope_parent)
-        action = self._decide(chain, request_id, scope_parent)
+        action = self.decide(chain, request_id, scope_parent)
         if inspect.isawaitable(action):
             action = await action
         if not isinstance(action, (AppendSteps, Complete, Fail)):

@@ -15,6 +15,7 @@ use crate::events::{EventData, LoopEvent, LoopEventKind};
 #[derive(Debug, Default)]
 pub struct DeltaExtractor {
     call_ids: HashMap<u64, Arc<str>>,
+    names: HashMap<u64, Arc<str>>,
     unknown: Option<Arc<str>>,
 }
 
@@ -49,6 +50,11 @@ impl DeltaExtractor {
             if let Some(id) = call.id.as_deref() {
                 self.call_ids.insert(index, Arc::from(id));
             }
+            if let Some(name) = call.function.as_ref().and_then(|f| f.name.as_deref())
+                && !name.is_empty()
+            {
+                self.names.insert(index, Arc::from(name));
+            }
             let Some(arguments) = call
                 .function
                 .as_ref()
@@ -68,6 +74,7 @@ impl DeltaExtractor {
                 LoopEventKind::FunctionCallArgumentsDelta,
                 EventData::ArgumentsDelta {
                     call_id,
+                    name: self.names.get(&index).cloned(),
                     delta: arguments.to_owned(),
                 },
             ));

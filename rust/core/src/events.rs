@@ -65,10 +65,13 @@ impl LoopEventKind {
 pub enum EventData {
     /// `{"delta": text}`: a text or reasoning delta.
     Delta(String),
-    /// `{"call_id": id, "delta": arguments}`: a piece of a tool call's arguments.
+    /// `{"call_id": id, "name": name, "delta": arguments}`: a piece of a tool
+    /// call's arguments.
     ArgumentsDelta {
         /// The call the piece belongs to, shared by all its pieces.
         call_id: Arc<str>,
+        /// The function's name, once the upstream has sent it.
+        name: Option<Arc<str>>,
         /// The piece.
         delta: String,
     },
@@ -89,9 +92,14 @@ impl EventData {
     pub fn to_json(&self) -> Value {
         match self {
             EventData::Delta(delta) => json!({ "delta": delta }),
-            EventData::ArgumentsDelta { call_id, delta } => {
-                json!({ "call_id": &**call_id, "delta": delta })
-            }
+            EventData::ArgumentsDelta {
+                call_id,
+                name,
+                delta,
+            } => match name {
+                Some(name) => json!({ "call_id": &**call_id, "name": &**name, "delta": delta }),
+                None => json!({ "call_id": &**call_id, "delta": delta }),
+            },
             EventData::Json(value) => value.clone(),
         }
     }
@@ -100,15 +108,9 @@ impl EventData {
 impl fmt::Display for EventData {
     /// One line of JSON.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let string = |s: &str| Value::String(s.to_owned());
         match self {
-            EventData::Delta(delta) => write!(f, "{{\"delta\":{}}}", string(delta)),
-            EventData::ArgumentsDelta { call_id, delta } => write!(
-                f,
-                "{{\"call_id\":{},\"delta\":{}}}",
-                string(call_id),
-                string(delta)
-            ),
+            EventData::Delta(delta) => write!(f, "{{\"delta\":{}}}", Value::from(delta.as_str())),
+            EventData::ArgumentsDelta { .. } => write!(f, "{}", self.to_json()),
             // serde_json never emits raw newlines, so this stays on one line.
             EventData::Json(value) => write!(f, "{value}"),
         }
@@ -156,6 +158,7 @@ mod tests {
         );
         let arguments = EventData::ArgumentsDelta {
             call_id: "c\"1".into(),
+            name: None,
             delta: "{".into(),
         };
         let parsed: Value = serde_json::from_str(&arguments.to_string()).unwrap();

@@ -16,6 +16,7 @@ pub mod http;
 pub mod model_call;
 pub mod reassemble;
 pub mod response_loop;
+pub mod responses_stream;
 pub mod sse;
 pub mod traits;
 pub mod types;

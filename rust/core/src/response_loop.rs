@@ -238,9 +238,15 @@ impl LoopRun<'_> {
         match outcome {
             Ok(payload) => {
                 let done = (descriptor.kind == StepKind::ToolCall && sink.is_some()).then(|| {
+                    // The model's id for the call when the step carries one (Open
+                    // Responses needs it to pair call and output); else onwards'.
+                    let call_id = match descriptor.request_payload.get("call_id") {
+                        Some(Value::String(id)) => id.clone(),
+                        _ => format!("call_step_{}", step.sequence),
+                    };
                     json!({
                         "type": "function_call_output",
-                        "call_id": format!("call_step_{}", step.sequence),
+                        "call_id": call_id,
                         "output": payload.to_string(),
                     })
                 });

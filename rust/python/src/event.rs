@@ -74,9 +74,16 @@ impl PyLoopEvent {
                 dict.set_item(intern!(py, "delta"), delta)?;
                 Ok(dict.into_any())
             }
-            EventData::ArgumentsDelta { call_id, delta } => {
+            EventData::ArgumentsDelta {
+                call_id,
+                name,
+                delta,
+            } => {
                 let dict = PyDict::new(py);
                 dict.set_item(intern!(py, "call_id"), &**call_id)?;
+                if let Some(name) = name {
+                    dict.set_item(intern!(py, "name"), &**name)?;
+                }
                 dict.set_item(intern!(py, "delta"), delta)?;
                 Ok(dict.into_any())
             }

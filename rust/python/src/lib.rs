@@ -12,7 +12,9 @@ mod counting_sink;
 mod errors;
 mod event;
 mod executor;
+mod http_tool;
 mod local;
+mod responses_sink;
 mod run;
 mod sink;
 mod store;
@@ -24,7 +26,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<client::PyHttpClient>()?;
     m.add_class::<event::PyLoopEvent>()?;
     m.add_class::<counting_sink::PyCountingSink>()?;
+    m.add_class::<responses_sink::PyResponsesStream>()?;
     m.add_function(wrap_pyfunction!(run::run_response_loop, m)?)?;
+    m.add_function(wrap_pyfunction!(http_tool::post_json, m)?)?;
     m.add_function(wrap_pyfunction!(run::_panic_probe, m)?)?;
     Ok(())
 }

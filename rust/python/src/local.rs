@@ -99,6 +99,76 @@ impl<T: Send + 'static> LocalTask<T> {
     }
 }
 
+/// Something the awaitable's done-callback can cancel.
+trait Cancel: Send + Sync {
+    fn cancel(&self);
+}
+
+impl<T: Send + 'static> Cancel for LocalTask<T> {
+    fn cancel(&self) {
+        LocalTask::cancel(self);
+    }
+}
+
+/// Done-callback of an awaitable: a cancelled awaitable cancels its task.
+#[pyclass(frozen)]
+struct CancelOnDone {
+    task: Arc<dyn Cancel>,
+}
+
+#[pymethods]
+impl CancelOnDone {
+    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        if future.call_method0("cancelled")?.is_truthy()? {
+            self.task.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// Drives `work` on the event loop thread and returns an asyncio future that
+/// `to_python` completes with its outcome (a result, or an exception to set).
+/// Cancelling the future drops `work`.
+pub fn awaitable<'py, T: Send + 'static>(
+    event_loop: &Bound<'py, PyAny>,
+    waker: Arc<LoopWaker>,
+    work: BoxFuture<'static, T>,
+    to_python: impl for<'a> FnOnce(Python<'a>, Outcome<T>) -> PyResult<Bound<'a, PyAny>>
+    + Send
+    + 'static,
+) -> PyResult<Bound<'py, PyAny>> {
+    let future = event_loop.call_method0("create_future")?;
+    let completer = future.clone().unbind();
+    let task = LocalTask::spawn(waker, work, move |py, outcome| {
+        let future = completer.bind(py);
+        // Cancelled meanwhile: nobody is waiting for the outcome.
+        if future
+            .call_method0("done")
+            .and_then(|done| done.is_truthy())
+            .unwrap_or(true)
+        {
+            return;
+        }
+        let _ = match to_python(py, outcome) {
+            Ok(value) => future.call_method1("set_result", (value,)),
+            Err(error) => future.call_method1("set_exception", (error.value(py),)),
+        };
+    });
+    future.call_method1("add_done_callback", (CancelOnDone { task },))?;
+    Ok(future)
+}
+
+/// The message of a caught panic.
+pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message
+    } else {
+        "unknown panic"
+    }
+}
+
 impl<T: Send + 'static> Wake for LocalTask<T> {
     fn wake(self: Arc<Self>) {
         self.schedule();

@@ -1,7 +1,6 @@
 //! The `run_response_loop` entry point: gathers the Python arguments, runs the
 //! core loop on tokio, and hands the result back as an asyncio awaitable.
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -19,7 +18,8 @@ use crate::convert;
 use crate::counting_sink::PyCountingSink;
 use crate::errors::PyErrors;
 use crate::executor::PyToolExecutor;
-use crate::local::{LocalTask, Outcome};
+use crate::local::{awaitable, panic_message};
+use crate::responses_sink::PyResponsesStream;
 use crate::sink::PySink;
 use crate::store::PyStore;
 
@@ -103,10 +103,16 @@ pub fn run_response_loop<'py>(
     };
     let sink: Option<Arc<dyn EventSink>> = match sink {
         None => None,
-        Some(sink) => Some(match sink.bind(py).cast::<PyCountingSink>() {
-            Ok(counting) => counting.get().counts.clone(),
-            Err(_) => Arc::new(PySink::new(py, Callee::new(sink, handle.clone()))),
-        }),
+        Some(sink) => {
+            let bound = sink.bind(py);
+            Some(if let Ok(counting) = bound.cast::<PyCountingSink>() {
+                counting.get().counts.clone()
+            } else if let Ok(stream) = bound.cast::<PyResponsesStream>() {
+                Arc::new(stream.get().sink(py, handle.clone()))
+            } else {
+                Arc::new(PySink::new(py, Callee::new(sink, handle.clone())))
+            })
+        }
     };
 
     let work = async move {
@@ -140,70 +146,21 @@ fn deliberate_panic() -> Result<Value, LoopError> {
     panic!("deliberate panic from _panic_probe")
 }
 
-/// Drives `work` on the event loop thread and returns an asyncio future for
-/// its outcome.
-///
-/// Errors become `stepwell.errors` exceptions and a panic becomes a
-/// `LoopError`. Cancelling the future drops `work`, which aborts its upstream
-/// requests and cancels the Python calls it was awaiting.
+/// Drives the loop on the event loop thread as an asyncio awaitable. Errors
+/// become `stepwell.errors` exceptions and a panic becomes a `LoopError`.
 fn spawn_guarded<'py>(
     event_loop: &Bound<'py, PyAny>,
     handle: LoopHandle,
     work: impl Future<Output = Result<Value, LoopError>> + Send + 'static,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let future = event_loop.call_method0("create_future")?;
-    let completer = future.clone().unbind();
-    let task = LocalTask::spawn(handle.waker(), Box::pin(work), move |py, outcome| {
-        complete(py, completer.bind(py), outcome);
-    });
-    future.call_method1("add_done_callback", (CancelOnDone { task },))?;
-    Ok(future)
-}
-
-/// Sets the awaitable's result or exception, unless it was cancelled meanwhile.
-fn complete(py: Python<'_>, future: &Bound<'_, PyAny>, outcome: Outcome<Result<Value, LoopError>>) {
-    if future
-        .call_method0("done")
-        .and_then(|done| done.is_truthy())
-        .unwrap_or(true)
-    {
-        return;
-    }
-    let result = PyErrors::get(py).and_then(|errors| match outcome {
-        Ok(Ok(payload)) => Ok(convert::to_py(py, &payload)?),
-        Ok(Err(error)) => Err(errors.loop_error(py, &error)),
-        Err(panic) => {
-            Err(errors.internal(py, format!("stepwell panicked: {}", panic_message(&panic))))
+    awaitable(event_loop, handle.waker(), Box::pin(work), |py, outcome| {
+        let errors = PyErrors::get(py)?;
+        match outcome {
+            Ok(Ok(payload)) => convert::to_py(py, &payload),
+            Ok(Err(error)) => Err(errors.loop_error(py, &error)),
+            Err(panic) => {
+                Err(errors.internal(py, format!("stepwell panicked: {}", panic_message(&*panic))))
+            }
         }
-    });
-    let _ = match result {
-        Ok(value) => future.call_method1("set_result", (value,)),
-        Err(error) => future.call_method1("set_exception", (error.value(py),)),
-    };
-}
-
-/// Done-callback of the awaitable: a cancelled awaitable cancels the loop.
-#[pyclass(frozen)]
-struct CancelOnDone {
-    task: Arc<LocalTask<Result<Value, LoopError>>>,
-}
-
-#[pymethods]
-impl CancelOnDone {
-    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0("cancelled")?.is_truthy()? {
-            self.task.cancel();
-        }
-        Ok(())
-    }
-}
-
-fn panic_message(panic: &Box<dyn Any + Send>) -> &str {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        message
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message
-    } else {
-        "unknown panic"
-    }
+    })
 }

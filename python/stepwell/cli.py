@@ -1,0 +1,148 @@
+"""The `stepwell` command.
+
+    stepwell run "question" --base-url URL --model M [--api-key-env VAR]
+                 [--tools FILE] [--store sqlite:PATH]
+    stepwell demo
+
+`run` streams one response to the terminal against any OpenAI-compatible
+chat-completions server, showing tool calls as they happen. `demo` runs a
+complete two-round, tool-using response against a scripted upstream it starts
+on loopback: nothing to configure, no key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+from .openresponses import Responses
+from .stores import MemoryStore, SQLiteStore
+from .testing.upstream import (
+    ScriptedUpstream,
+    StreamReply,
+    UpstreamRequest,
+    text_chunks,
+    tool_call_chunks,
+)
+from .tools import FunctionTools, HttpTools, Toolbox
+from .types import UpstreamTarget
+
+
+def _events(frames: str) -> list[dict[str, Any]]:
+    events = []
+    for frame in frames.split("\n\n"):
+        for line in frame.splitlines():
+            if line.startswith("data: ") and line != "data: [DONE]":
+                events.append(json.loads(line[len("data: ") :]))
+    return events
+
+
+async def _print_stream(responses: Responses, body: dict[str, Any]) -> int:
+    """Streams a response to stdout; returns the exit status."""
+    final: dict[str, Any] = {}
+    async for frames in responses.stream(body):
+        for event in _events(frames):
+            kind = event["type"]
+            if kind == "response.output_text.delta":
+                print(event["delta"], end="", flush=True)
+            elif kind == "response.output_item.done":
+                item = event["item"]
+                if item["type"] == "function_call":
+                    print(f"→ {item['name']}({item['arguments']})", flush=True)
+                elif item["type"] == "function_call_output":
+                    print(f"← {item['output']}", flush=True)
+                elif item["type"] == "message":
+                    print(flush=True)  # ends the streamed line
+            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+                final = event["response"]
+    usage = final.get("usage") or {}
+    print(f"[{final.get('status')}] {final.get('id')} · {usage.get('total_tokens', 0)} tokens")
+    if final.get("error"):
+        print(f"error: {final['error']['message']}", file=sys.stderr)
+    return 0 if final.get("status") in ("completed", "incomplete") else 1
+
+
+def _store(spec: str | None) -> Any:
+    if not spec or spec == "memory":
+        return MemoryStore()
+    if spec.startswith("sqlite:"):
+        return SQLiteStore(spec[len("sqlite:") :])
+    raise SystemExit(f"--store must be 'memory' or 'sqlite:PATH', not {spec!r}")
+
+
+def _target(base_url: str, api_key_env: str | None) -> UpstreamTarget:
+    key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not key:
+        raise SystemExit(f"${api_key_env} is not set")
+    return UpstreamTarget(base_url.rstrip("/"), "/chat/completions", api_key=key)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    tools = HttpTools.from_file(args.tools) if args.tools else HttpTools([])
+    responses = Responses(_store(args.store), tools, _target(args.base_url, args.api_key_env))
+    body = {"model": args.model, "input": args.question}
+    if args.instructions:
+        body["instructions"] = args.instructions
+    return await _print_stream(responses, body)
+
+
+def get_weather(city: str) -> dict[str, Any]:
+    """Current weather for a city.
+
+    Args:
+        city: The city to look up.
+    """
+    return {"city": city, "temp_c": 14, "sky": "overcast"}
+
+
+def _demo_model(request: UpstreamRequest) -> StreamReply:
+    """A scripted model: asks for two cities' weather, then answers from it."""
+    messages = request.body["messages"]
+    if messages[-1]["role"] != "tool":
+        calls = [
+            {"id": "call_paris", "name": "get_weather", "arguments": '{"city": "Paris"}'},
+            {"id": "call_lima", "name": "get_weather", "arguments": '{"city": "Lima"}'},
+        ]
+        return StreamReply(tool_call_chunks(calls))
+    results = [json.loads(m["content"]) for m in messages if m["role"] == "tool"]
+    answer = " ".join(f"{r['city']}: {r['temp_c']}°C, {r['sky']}." for r in results)
+    words = ("Here is the weather. " + answer).split(" ")
+    return StreamReply(text_chunks([words[0]] + [" " + w for w in words[1:]]))
+
+
+async def _demo() -> int:
+    with ScriptedUpstream(_demo_model) as upstream:
+        responses = Responses(
+            MemoryStore(),
+            Toolbox(FunctionTools(get_weather)),
+            UpstreamTarget(upstream.endpoint),
+        )
+        body = {"model": "scripted", "input": "What's the weather in Paris and Lima?"}
+        print(f"> {body['input']}")
+        return await _print_stream(responses, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stepwell", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="stream one response from an OpenAI-compatible server")
+    run.add_argument("question")
+    run.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--model", required=True)
+    run.add_argument("--api-key-env", help="environment variable holding the API key")
+    run.add_argument("--tools", help="HTTP tools declared in a TOML or JSON file")
+    run.add_argument("--store", help="'memory' (default) or 'sqlite:PATH'")
+    run.add_argument("--instructions")
+    commands.add_parser("demo", help="a tool-using response against a built-in scripted model")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return asyncio.run(_demo())
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Open Responses on top of the loop: the transition from a Responses request to
+steps, the assembly of the `Response`, the spec's event stream (encoded in
+Rust), and `Responses`, which runs requests over any store that keeps them."""
+
+from .assemble import assemble, output_items, response_object, usage
+from .request import InvalidRequest, input_messages, model_request, validate
+from .service import Responses
+from .transition import Agent, ResponsesTransition, stored
+
+__all__ = [
+    "Agent",
+    "InvalidRequest",
+    "Responses",
+    "ResponsesTransition",
+    "assemble",
+    "input_messages",
+    "model_request",
+    "output_items",
+    "response_object",
+    "stored",
+    "usage",
+    "validate",
+]

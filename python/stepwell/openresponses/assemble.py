@@ -1,0 +1,216 @@
+"""The Open Responses `Response` object, assembled from a response's steps."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..types import ChainStep, StepKind, StepState
+from .request import JSONDict
+
+
+def message_id(request_id: str, sequence: int) -> str:
+    return f"msg_{request_id}_{sequence}"
+
+
+def reasoning_id(request_id: str, sequence: int) -> str:
+    return f"rs_{request_id}_{sequence}"
+
+
+def function_call_id(request_id: str, sequence: int, call_id: str) -> str:
+    return f"fc_{request_id}_{sequence}_{call_id}"
+
+
+def function_output_id(request_id: str, sequence: int) -> str:
+    return f"fco_{request_id}_{sequence}"
+
+
+def compact_json(value: Any) -> str:
+    """JSON as the Rust core writes it (compact, sorted keys, UTF-8), so streamed
+    and assembled tool outputs are the same text."""
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def tool_output_text(step: ChainStep) -> str:
+    """What a tool step returns to the model: its result (as JSON), or its error."""
+    if step.state is StepState.COMPLETED:
+        return compact_json(step.response_payload)
+    message = (step.error or {}).get("message", "the tool failed")
+    return compact_json({"error": message})
+
+
+def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
+    """The output items the steps produced, in step order."""
+    items: list[JSONDict] = []
+    for step in steps:
+        if step.kind is StepKind.MODEL_CALL and step.state is StepState.COMPLETED:
+            choices = (step.response_payload or {}).get("choices") or [{}]
+            message = choices[0].get("message") or {}
+            reasoning = message.get("reasoning_content")
+            if reasoning:
+                items.append(
+                    {
+                        "type": "reasoning",
+                        "id": reasoning_id(request_id, step.sequence),
+                        "summary": [],
+                        "content": [{"type": "reasoning_text", "text": reasoning}],
+                    }
+                )
+            if message.get("content"):
+                items.append(
+                    {
+                        "type": "message",
+                        "id": message_id(request_id, step.sequence),
+                        "status": "completed",
+                        "role": "assistant",
+                        "content": [
+                            {
+                                "type": "output_text",
+                                "text": message["content"],
+                                "annotations": [],
+                                "logprobs": [],
+                            }
+                        ],
+                    }
+                )
+            for call in message.get("tool_calls") or []:
+                items.append(
+                    {
+                        "type": "function_call",
+                        "id": function_call_id(request_id, step.sequence, call["id"]),
+                        "call_id": call["id"],
+                        "name": call["function"]["name"],
+                        "arguments": call["function"]["arguments"],
+                        "status": "completed",
+                    }
+                )
+        elif step.kind is StepKind.TOOL_CALL and step.state in (
+            StepState.COMPLETED,
+            StepState.FAILED,
+        ):
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "id": function_output_id(request_id, step.sequence),
+                    "call_id": step.request_payload.get("call_id", f"call_step_{step.sequence}"),
+                    "output": tool_output_text(step),
+                    "status": "completed",
+                }
+            )
+    return items
+
+
+def usage(steps: list[ChainStep]) -> JSONDict:
+    """Token usage summed over every model step."""
+    total = {"input": 0, "output": 0, "cached": 0, "reasoning": 0}
+    for step in steps:
+        if step.kind is not StepKind.MODEL_CALL or step.state is not StepState.COMPLETED:
+            continue
+        used = (step.response_payload or {}).get("usage") or {}
+        total["input"] += used.get("prompt_tokens") or 0
+        total["output"] += used.get("completion_tokens") or 0
+        total["cached"] += (used.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+        total["reasoning"] += (used.get("completion_tokens_details") or {}).get(
+            "reasoning_tokens"
+        ) or 0
+    return {
+        "input_tokens": total["input"],
+        "output_tokens": total["output"],
+        "total_tokens": total["input"] + total["output"],
+        "input_tokens_details": {"cached_tokens": total["cached"]},
+        "output_tokens_details": {"reasoning_tokens": total["reasoning"]},
+    }
+
+
+def echo_tools(tools: list[JSONDict]) -> list[JSONDict]:
+    """The request's function tools as a Response echoes them."""
+    return [
+        {
+            "type": "function",
+            "name": t["name"],
+            "description": t.get("description"),
+            "parameters": t.get("parameters"),
+            "strict": t.get("strict"),
+        }
+        for t in tools
+    ]
+
+
+def response_object(
+    body: JSONDict,
+    request_id: str,
+    *,
+    status: str,
+    output: list[JSONDict],
+    usage_block: JSONDict | None,
+    created_at: int,
+    tools: list[JSONDict],
+    error: JSONDict | None = None,
+    incomplete_reason: str | None = None,
+) -> JSONDict:
+    """A complete `Response`, every required field present."""
+    finished = status in ("completed", "incomplete", "failed")
+    return {
+        "id": f"resp_{request_id}",
+        "object": "response",
+        "created_at": created_at,
+        "completed_at": int(time.time()) if finished else None,
+        "status": status,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "model": body["model"],
+        "previous_response_id": body.get("previous_response_id"),
+        "instructions": body.get("instructions"),
+        "output": output,
+        "error": error,
+        "tools": echo_tools(tools),
+        "tool_choice": body.get("tool_choice") or "auto",
+        "truncation": body.get("truncation") or "disabled",
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
+        "presence_penalty": body.get("presence_penalty") or 0.0,
+        "frequency_penalty": body.get("frequency_penalty") or 0.0,
+        "top_logprobs": body.get("top_logprobs") or 0,
+        "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
+        "reasoning": body.get("reasoning"),
+        "usage": usage_block,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": body.get("max_tool_calls"),
+        "store": body.get("store", True),
+        "background": body.get("background", False),
+        "service_tier": body.get("service_tier") or "default",
+        "metadata": body.get("metadata") or {},
+        "safety_identifier": body.get("safety_identifier"),
+        "prompt_cache_key": body.get("prompt_cache_key"),
+    }
+
+
+def assemble(
+    body: JSONDict,
+    request_id: str,
+    steps: list[ChainStep],
+    *,
+    status: str,
+    tools: list[JSONDict],
+    created_at: int,
+    error: JSONDict | None = None,
+) -> JSONDict:
+    """The Response for `steps` (the top-level chain) ending in `status`."""
+    reason = None
+    last_model = next((s for s in reversed(steps) if s.kind is StepKind.MODEL_CALL), None)
+    if status == "completed" and last_model is not None and last_model.response_payload:
+        choices = last_model.response_payload.get("choices") or [{}]
+        if choices[0].get("finish_reason") == "length":
+            status, reason = "incomplete", "max_output_tokens"
+    return response_object(
+        body,
+        request_id,
+        status=status,
+        output=output_items(request_id, steps),
+        usage_block=usage(steps),
+        created_at=created_at,
+        tools=tools,
+        error=error,
+        incomplete_reason=reason,
+    )

@@ -1,0 +1,148 @@
+"""`Responses`: create, stream and resume Open Responses over a store and tools."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from .._core import HttpClient, ResponsesStream
+from .._loop import run_response_loop
+from ..errors import LoopError, LoopFailed
+from ..protocols import ToolExecutor
+from ..types import LoopConfig, RequestContext, UpstreamTarget
+from .assemble import response_object
+from .request import JSONDict, validate
+from .transition import Agent, ResponsesTransition, stored
+
+_DEFAULT_CONFIG = LoopConfig()
+
+
+class Responses:
+    """Runs Open Responses requests to completion.
+
+    ``store`` keeps the steps and requests (``MemoryStore`` or ``SQLiteStore``);
+    ``tools`` serves the server-side tools (anything it does not serve is a
+    client-side tool, returned to the caller); ``target`` is the
+    chat-completions upstream.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        tools: ToolExecutor,
+        target: UpstreamTarget,
+        *,
+        agents: Iterable[Agent] = (),
+        client: HttpClient | None = None,
+        config: LoopConfig = _DEFAULT_CONFIG,
+    ) -> None:
+        self.store = store
+        self.tools = tools
+        self.target = target
+        # A Toolbox carries its agents; the transition must know them too.
+        self.agents = tuple(agents) or tuple(getattr(tools, "agents", ()))
+        self.client = client
+        self.config = config
+
+    async def _prepare(self, body: Any, request_id: str | None) -> tuple[str, JSONDict, JSONDict]:
+        validate(body)
+        request_id = request_id or uuid.uuid4().hex
+        served = await self.tools.tools(RequestContext(model=body["model"]))
+        transition = ResponsesTransition(self.store, served=served, agents=self.agents)
+        self.store.decide = transition
+        created_at = int(time.time())
+        self.store.save_request(request_id, stored(body, created_at))
+        _, tools = transition.context(body)
+        initial = response_object(
+            body,
+            request_id,
+            status="in_progress",
+            output=[],
+            usage_block=None,
+            created_at=created_at,
+            tools=tools,
+        )
+        return request_id, body, initial
+
+    async def _run(self, request_id: str, body: JSONDict, sink: Any, initial: JSONDict) -> JSONDict:
+        try:
+            result = await run_response_loop(
+                self.store,
+                self.tools,
+                RequestContext(model=body["model"]),
+                self.target,
+                request_id=request_id,
+                sink=sink,
+                config=self.config,
+                client=self.client,
+            )
+        except LoopFailed as failed:
+            if isinstance(failed.payload, dict) and failed.payload.get("object") == "response":
+                return failed.payload
+            return {**initial, "status": "failed", "error": _error(failed)}
+        except LoopError as error:
+            failed_response = {**initial, "status": "failed", "error": _error(error)}
+            self.store.set_outcome(request_id, "failed", failed_response)
+            return failed_response
+        return result  # type: ignore[no-any-return]
+
+    async def create(self, body: Any, *, request_id: str | None = None) -> JSONDict:
+        """Runs the request to its end and returns the `Response`."""
+        request_id, body, initial = await self._prepare(body, request_id)
+        return await self._run(request_id, body, None, initial)
+
+    async def resume(self, request_id: str) -> JSONDict:
+        """Drives a response whose worker stopped to its end (completed steps are kept)."""
+        saved = self.store.load_request(request_id)
+        if saved is None:
+            raise KeyError(f"no response {request_id!r}")
+        body = saved["request"]
+        served = await self.tools.tools(RequestContext(model=body["model"]))
+        transition = ResponsesTransition(self.store, served=served, agents=self.agents)
+        self.store.decide = transition
+        _, tools = transition.context(body)
+        initial = response_object(
+            body,
+            request_id,
+            status="in_progress",
+            output=[],
+            usage_block=None,
+            created_at=saved["created_at"],
+            tools=tools,
+        )
+        return await self._run(request_id, body, None, initial)
+
+    async def stream(self, body: Any, *, request_id: str | None = None) -> AsyncIterator[str]:
+        """Runs the request, yielding the Open Responses SSE stream frame by frame.
+
+        The model calls stream whatever `body["stream"]` says, so text arrives live.
+        """
+        body = {**validate(body), "stream": True}
+        request_id, body, initial = await self._prepare(body, request_id)
+        frames: asyncio.Queue[str] = asyncio.Queue()
+        encoder = ResponsesStream(request_id, frames.put_nowait)
+        yield encoder.start(initial)
+        task = asyncio.ensure_future(self._run(request_id, body, encoder, initial))
+        try:
+            while not (task.done() and frames.empty()):
+                getter = asyncio.ensure_future(frames.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            task.result()
+        finally:
+            task.cancel()
+        yield ResponsesStream.done()
+
+
+def _error(error: LoopError) -> JSONDict:
+    payload = error.payload if isinstance(error.payload, dict) else {}
+    return {
+        "code": str(payload.get("type") or "loop_error"),
+        "message": str(payload.get("message") or error),
+    }

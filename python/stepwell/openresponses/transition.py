@@ -1,0 +1,254 @@
+"""The Open Responses transition: what a response does next, given its steps.
+
+A response starts with one model call built from its request. A model answer
+that calls tools the executor serves fans out into one tool step per call; the
+next model call then carries the assistant's calls and one tool message per
+result. An answer that calls tools the executor does not serve (client-side
+tools) completes the response with `function_call` items, which the client
+answers in a new request with `function_call_output` items and
+`previous_response_id`. A plain answer completes it. A step found pending or
+processing when the transition runs was abandoned by a worker that died: the
+response fails with `step_abandoned` (completed steps are never run again).
+
+`agent` tools run a sub-loop under the calling step: its own instructions, the
+call's arguments as the user message, and its own tools; its final text is the
+calling step's result.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..types import (
+    AppendSteps,
+    ChainStep,
+    Complete,
+    Fail,
+    NextAction,
+    StepDescriptor,
+    StepKind,
+    StepState,
+    ToolKind,
+    ToolSchema,
+)
+from .assemble import assemble, tool_output_text
+from .request import JSONDict, input_messages, model_request, validate
+
+
+class ResponseStore(Protocol):
+    """What the transition needs of a store besides the loop's protocol."""
+
+    def load_request(self, request_id: str) -> Any: ...
+    def outcome(self, request_id: str) -> Any: ...
+    def step(self, step_id: str) -> ChainStep: ...
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An `agent` tool: a sub-loop with its own instructions and tools."""
+
+    name: str
+    instructions: str
+    description: str = ""
+    model: str | None = None
+    tools: tuple[str, ...] = ()
+    parameters: JSONDict = field(
+        default_factory=lambda: {
+            "type": "object",
+            "properties": {"input": {"type": "string"}},
+            "required": ["input"],
+        }
+    )
+
+
+def stored(body: JSONDict, created_at: int | None = None) -> JSONDict:
+    """What a store keeps for a response: its request and when it was created."""
+    return {"request": body, "created_at": created_at or int(time.time())}
+
+
+def _schema_tool(schema: ToolSchema) -> JSONDict:
+    return {
+        "type": "function",
+        "name": schema.name,
+        "description": schema.description,
+        "parameters": schema.parameters,
+    }
+
+
+def _arguments(raw: str) -> Any:
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        return {"_invalid_arguments": raw}
+    return parsed if isinstance(parsed, dict) else {"_invalid_arguments": raw}
+
+
+class ResponsesTransition:
+    """The transition function of Open Responses, for any store that keeps requests.
+
+    ``served`` are the tools the executor runs (server-side); calls of any other
+    tool are returned to the client. ``agents`` are the `agent` tools.
+    """
+
+    def __init__(
+        self,
+        store: ResponseStore,
+        *,
+        served: Iterable[ToolSchema] = (),
+        agents: Iterable[Agent] = (),
+    ) -> None:
+        self.store = store
+        self.agents: Mapping[str, Agent] = {a.name: a for a in agents}
+        self.served: dict[str, ToolSchema] = {s.name: s for s in served}
+        for agent in self.agents.values():
+            self.served.setdefault(
+                agent.name,
+                ToolSchema(agent.name, ToolKind.AGENT, agent.description, agent.parameters),
+            )
+
+    def __call__(
+        self, chain: list[ChainStep], request_id: str, scope_parent: str | None
+    ) -> NextAction:
+        saved = self.store.load_request(request_id)
+        if saved is None:
+            return Fail({"type": "unknown_request", "message": f"no request {request_id!r}"})
+        body, created_at = saved["request"], saved["created_at"]
+        if scope_parent is None:
+            context, tools = self.context(body)
+            model_body = body
+        else:
+            agent, context, tools = self._agent_context(scope_parent)
+            model_body = {**body, "model": agent.model or body["model"]}
+
+        def finish(status: str, error: JSONDict | None = None) -> JSONDict:
+            return assemble(
+                body,
+                request_id,
+                chain,
+                status=status,
+                tools=tools,
+                created_at=created_at,
+                error=error,
+            )
+
+        for step in chain:
+            if step.state in (StepState.PENDING, StepState.PROCESSING):
+                error = {
+                    "code": "step_abandoned",
+                    "message": f"step {step.sequence} was left {step.state.value} by a worker "
+                    "that stopped; it is not run twice",
+                }
+                if scope_parent is not None:
+                    return Fail({"type": "step_abandoned", "message": error["message"]})
+                return Fail({**finish("failed", error), "type": "step_abandoned"})
+
+        all_tools = self._chat_tools(tools)
+        if not chain or chain[-1].kind is StepKind.TOOL_CALL:
+            messages = context + self.history(chain)
+            return AppendSteps(
+                [StepDescriptor.model_call(model_request(model_body, messages, all_tools))]
+            )
+
+        last = chain[-1]
+        if last.state is StepState.FAILED:
+            error = {
+                "code": (last.error or {}).get("code", "model_call_failed"),
+                "message": (last.error or {}).get("message", "the model call failed"),
+            }
+            if scope_parent is not None:
+                return Fail({"type": "agent_failed", "message": error["message"]})
+            return Fail(finish("failed", error))
+
+        choices = (last.response_payload or {}).get("choices") or [{}]
+        message = choices[0].get("message") or {}
+        calls = message.get("tool_calls") or []
+        executed = sum(1 for s in chain if s.kind is StepKind.TOOL_CALL)
+        limit = model_body.get("max_tool_calls")
+        within_limit = limit is None or executed + len(calls) <= limit
+        if calls and within_limit and all(c["function"]["name"] in self.served for c in calls):
+            return AppendSteps(
+                [
+                    StepDescriptor(
+                        StepKind.TOOL_CALL,
+                        {
+                            "name": call["function"]["name"],
+                            "args": _arguments(call["function"].get("arguments", "")),
+                            "call_id": call["id"],
+                        },
+                    )
+                    for call in calls
+                ]
+            )
+        if scope_parent is not None:
+            return Complete({"output": message.get("content") or ""})
+        return Complete(finish("completed"))
+
+    def context(self, body: JSONDict) -> tuple[list[JSONDict], list[JSONDict]]:
+        """The messages before this response's steps, and the request's tools.
+
+        With `previous_response_id`, the earlier response's context and output
+        come first, and its tools carry over when this request names none.
+        """
+        validate(body)
+        messages: list[JSONDict] = []
+        tools = list(body.get("tools") or [])
+        previous_id = body.get("previous_response_id")
+        if previous_id:
+            previous = self.store.load_request(str(previous_id).removeprefix("resp_"))
+            outcome = self.store.outcome(str(previous_id).removeprefix("resp_"))
+            if previous is None or outcome is None:
+                raise ValueError(f"previous response {previous_id!r} is unknown or unfinished")
+            earlier, earlier_tools = self.context(previous["request"])
+            earlier = [m for m in earlier if m["role"] != "system"]
+            messages += earlier + input_messages(outcome[1].get("output") or [])
+            tools = tools or earlier_tools
+        if body.get("instructions"):
+            messages.insert(0, {"role": "system", "content": body["instructions"]})
+        messages += input_messages(body.get("input", []))
+        return messages, tools
+
+    def _agent_context(self, scope_parent: str) -> tuple[Agent, list[JSONDict], list[JSONDict]]:
+        step = self.store.step(scope_parent)
+        name = step.request_payload.get("name")
+        agent = self.agents.get(name or "")
+        if agent is None:
+            raise ValueError(f"step {scope_parent} calls {name!r}, which is not an agent tool")
+        args = step.request_payload.get("args") or {}
+        task = args.get("input") if isinstance(args.get("input"), str) else json.dumps(args)
+        messages: list[JSONDict] = [
+            {"role": "system", "content": agent.instructions},
+            {"role": "user", "content": task},
+        ]
+        tools = [_schema_tool(self.served[t]) for t in agent.tools if t in self.served]
+        return agent, messages, tools
+
+    def _chat_tools(self, tools: list[JSONDict]) -> list[JSONDict]:
+        """The request's tools plus every served tool the request does not name."""
+        named = {t["name"] for t in tools}
+        return tools + [_schema_tool(s) for n, s in self.served.items() if n not in named]
+
+    @staticmethod
+    def history(chain: list[ChainStep]) -> list[JSONDict]:
+        """The chat messages of the steps so far."""
+        messages: list[JSONDict] = []
+        for step in chain:
+            if step.kind is StepKind.MODEL_CALL and step.state is StepState.COMPLETED:
+                choices = (step.response_payload or {}).get("choices") or [{}]
+                message = choices[0].get("message") or {}
+                assistant: JSONDict = {"role": "assistant", "content": message.get("content")}
+                if message.get("tool_calls"):
+                    assistant["tool_calls"] = message["tool_calls"]
+                messages.append(assistant)
+            elif step.kind is StepKind.TOOL_CALL:
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": step.request_payload.get("call_id"),
+                        "content": tool_output_text(step),
+                    }
+                )
+        return messages

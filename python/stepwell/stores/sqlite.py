@@ -1,0 +1,325 @@
+"""``SQLiteStore``: the embedded, durable store.
+
+Every state change is one transaction in a WAL-mode SQLite file, so a process
+killed at any point (SIGKILL included) loses no completed step, and another
+process can resume the response with ``run_response_loop``. A unique index on
+``(request_id, scope_parent, prev_step_id, kind)`` makes a re-run transition
+find the step it already recorded instead of recording it twice, and each
+step's sequence is allocated inside its own insert.
+
+Calls are short local transactions and run on the caller's thread; a database
+locked by another writer for longer than ``busy_timeout`` seconds raises
+``StoreLocked``, a file that is not a SQLite database raises ``StoreCorrupt``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from ..types import (
+    JSON,
+    AppendSteps,
+    ChainStep,
+    Complete,
+    Fail,
+    NextAction,
+    RecordedStep,
+    StepDescriptor,
+    StepKind,
+    StepState,
+)
+from .memory import IllegalTransition
+
+Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    request_id   TEXT PRIMARY KEY,
+    request      TEXT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'in_progress',
+    output       TEXT,
+    created_at   REAL NOT NULL,
+    completed_at REAL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    id               TEXT PRIMARY KEY,
+    request_id       TEXT NOT NULL,
+    scope_parent     TEXT,
+    prev_step_id     TEXT,
+    kind             TEXT NOT NULL,
+    state            TEXT NOT NULL,
+    sequence         INTEGER NOT NULL,
+    request_payload  TEXT NOT NULL,
+    response_payload TEXT,
+    error            TEXT,
+    sub_request_id   TEXT,
+    created_at       REAL NOT NULL,
+    UNIQUE (request_id, sequence)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
+    request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
+);
+CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
+"""
+
+_ALLOWED = {
+    StepState.PENDING: (StepState.PROCESSING, StepState.FAILED),
+    StepState.PROCESSING: (StepState.COMPLETED, StepState.FAILED),
+    StepState.COMPLETED: (),
+    StepState.FAILED: (),
+}
+
+
+class StoreLocked(RuntimeError):
+    """Another process held the database longer than ``busy_timeout``."""
+
+
+class StoreCorrupt(RuntimeError):
+    """The file is not a usable SQLite database."""
+
+
+class SQLiteStore:
+    """A durable ``MultiStepStore`` in one SQLite file; ``decide`` is the transition.
+
+    Also keeps each response's request and final outcome, which the Open
+    Responses layer reads (``save_request``, ``load_request``, ``outcome``).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        decide: Decide | None = None,
+        *,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = str(path)
+        self.decide = decide
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            with self._errors():
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as error:
+            raise _translate(error, self.path) from error
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    # ------------------------------------------------------------ the protocol
+
+    async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
+        if self.decide is None:
+            raise RuntimeError("SQLiteStore has no transition: pass decide=")
+        chain = self._chain(request_id, scope_parent)
+        action = self.decide(chain, request_id, scope_parent)
+        if inspect.isawaitable(action):
+            action = await action
+        if not isinstance(action, (AppendSteps, Complete, Fail)):
+            raise TypeError(
+                f"the transition returned {type(action).__name__}; "
+                "expected AppendSteps, Complete or Fail"
+            )
+        if scope_parent is None and isinstance(action, (Complete, Fail)):
+            status = "completed" if isinstance(action, Complete) else "failed"
+            if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
+                status = action.payload["status"]
+            self.set_outcome(request_id, status, action.payload)
+        return action
+
+    async def record_step(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptor: StepDescriptor,
+    ) -> RecordedStep:
+        kind = StepKind(descriptor.kind)
+        step_id = f"step_{uuid.uuid4().hex}"
+        sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
+        with self._transaction() as db:
+            # The same link recorded twice is the same step: a re-run transition
+            # gets back what it recorded the first time.
+            existing = db.execute(
+                "SELECT id, sequence, sub_request_id FROM steps WHERE request_id = ? "
+                "AND coalesce(scope_parent, '') = coalesce(?, '') "
+                "AND coalesce(prev_step_id, '') = coalesce(?, '') AND kind = ?",
+                (request_id, scope_parent, prev_step, kind.value),
+            ).fetchone()
+            if existing is not None:
+                return RecordedStep(existing[0], existing[1], existing[2])
+            db.execute(
+                "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
+                "sequence, request_payload, sub_request_id, created_at) "
+                "SELECT ?, ?, ?, ?, ?, 'pending', coalesce(max(sequence), 0) + 1, ?, ?, ? "
+                "FROM steps WHERE request_id = ?",
+                (
+                    step_id,
+                    request_id,
+                    scope_parent,
+                    prev_step,
+                    kind.value,
+                    json.dumps(descriptor.request_payload),
+                    sub_request_id,
+                    time.time(),
+                    request_id,
+                ),
+            )
+            (sequence,) = db.execute(
+                "SELECT sequence FROM steps WHERE id = ?", (step_id,)
+            ).fetchone()
+        return RecordedStep(step_id, sequence, sub_request_id)
+
+    async def mark_step_processing(self, step_id: str) -> None:
+        self._move(step_id, StepState.PROCESSING)
+
+    async def complete_step(self, step_id: str, payload: JSON) -> None:
+        self._move(step_id, StepState.COMPLETED, response_payload=json.dumps(payload))
+
+    async def fail_step(self, step_id: str, error: JSON) -> None:
+        self._move(step_id, StepState.FAILED, error=json.dumps(error))
+
+    async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+        return self._chain(request_id, scope_parent)
+
+    async def assemble_response(self, request_id: str) -> JSON:
+        """The final payload of a finished response, else ``None``."""
+        outcome = self.outcome(request_id)
+        return outcome[1] if outcome else None
+
+    # ------------------------------------------------------------ extras
+
+    def save_request(self, request_id: str, request: JSON) -> None:
+        """Keep the request a response was created from (once; later saves are ignored)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO responses (request_id, request, created_at) "
+                "VALUES (?, ?, ?)",
+                (request_id, json.dumps(request), time.time()),
+            )
+
+    def load_request(self, request_id: str) -> JSON | None:
+        """The request a response was created from, if saved."""
+        row = self._query_one("SELECT request FROM responses WHERE request_id = ?", (request_id,))
+        return json.loads(row[0]) if row else None
+
+    def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
+        """Record how a response ended."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE responses SET status = ?, output = ?, completed_at = ? "
+                "WHERE request_id = ?",
+                (status, json.dumps(output), time.time(), request_id),
+            )
+
+    def outcome(self, request_id: str) -> tuple[str, JSON] | None:
+        """``(status, output)`` of a finished response, else ``None``."""
+        row = self._query_one(
+            "SELECT status, output FROM responses WHERE request_id = ? AND output IS NOT NULL",
+            (request_id,),
+        )
+        return (row[0], json.loads(row[1])) if row else None
+
+    def step(self, step_id: str) -> ChainStep:
+        """One step by id."""
+        rows = self._steps("id = ?", (step_id,))
+        if not rows:
+            raise KeyError(f"no step {step_id!r}")
+        return rows[0]
+
+    def steps(self, request_id: str) -> list[ChainStep]:
+        """Every step of a request, in all scopes, ordered by sequence."""
+        return self._steps("request_id = ?", (request_id,))
+
+    # ------------------------------------------------------------ internals
+
+    def _chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+        return self._steps(
+            "request_id = ? AND coalesce(scope_parent, '') = coalesce(?, '')",
+            (request_id, scope_parent),
+        )
+
+    def _steps(self, where: str, args: tuple[Any, ...]) -> list[ChainStep]:
+        with self._errors(), self._lock:
+            rows = self._db.execute(
+                "SELECT id, sequence, kind, state, request_payload, response_payload, error, "
+                f"prev_step_id, scope_parent, sub_request_id FROM steps WHERE {where} "
+                "ORDER BY sequence",
+                args,
+            ).fetchall()
+        return [
+            ChainStep(
+                id=r[0],
+                sequence=r[1],
+                kind=StepKind(r[2]),
+                state=StepState(r[3]),
+                request_payload=json.loads(r[4]),
+                response_payload=json.loads(r[5]) if r[5] is not None else None,
+                error=json.loads(r[6]) if r[6] is not None else None,
+                prev_step_id=r[7],
+                scope_parent=r[8],
+                sub_request_id=r[9],
+            )
+            for r in rows
+        ]
+
+    def _move(self, step_id: str, to: StepState, **columns: str) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT state FROM steps WHERE id = ?", (step_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no step {step_id!r}")
+            state = StepState(row[0])
+            if to not in _ALLOWED[state]:
+                raise IllegalTransition(
+                    f"step {step_id} cannot go from {state.value} to {to.value}"
+                )
+            sets = ", ".join(f"{name} = ?" for name in ["state", *columns])
+            db.execute(
+                f"UPDATE steps SET {sets} WHERE id = ?", (to.value, *columns.values(), step_id)
+            )
+
+    def _query_one(self, sql: str, args: tuple[Any, ...]) -> Any:
+        with self._errors(), self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._errors(), self._lock:
+            # IMMEDIATE takes the write lock up front, so the read-then-write
+            # steps inside cannot interleave with another process's.
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as error:
+            raise _translate(error, self.path) from error
+
+
+def _translate(error: sqlite3.DatabaseError, path: str) -> Exception:
+    message = str(error)
+    if "locked" in message or "busy" in message:
+        return StoreLocked(f"SQLite database {path} is locked by another writer: {message}")
+    if "not a database" in message or "malformed" in message or "corrupt" in message:
+        return StoreCorrupt(f"{path} is not a usable SQLite database: {message}")
+    return error

@@ -1,0 +1,521 @@
+//! The Open Responses event stream, encoded from a response's loop events.
+//!
+//! [`ResponsesEncoder`] turns the loop's events (live deltas, tool results, the
+//! terminal event) into the spec's stream: `response.created` and
+//! `response.in_progress`, then per output item `output_item.added`, its content
+//! events and `output_item.done`, then `response.completed` (or `incomplete` /
+//! `failed`) carrying the full response, each frame `event: <type>\ndata: <one
+//! line of JSON>\n\n`, and `data: [DONE]` at the end. `sequence_number` counts
+//! every event from 0; `output_index` is each item's position in the response.
+//!
+//! Item ids follow the assembly's rule (`msg_`, `rs_`, `fc_`, `fco_` with the
+//! request id and the step's sequence), so streamed items and the final response
+//! name the same items. An item stays open until its step can no longer add to
+//! it: when tool results arrive (the next round) or the response ends.
+
+use serde_json::{Value, json};
+
+use crate::events::{EventData, LoopEvent, LoopEventKind};
+
+#[derive(Debug)]
+enum Open {
+    Reasoning {
+        sequence: i64,
+        id: String,
+        index: usize,
+        text: String,
+    },
+    Message {
+        sequence: i64,
+        id: String,
+        index: usize,
+        text: String,
+    },
+    FunctionCall {
+        sequence: i64,
+        id: String,
+        index: usize,
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+}
+
+/// Encodes one response's events as the Open Responses SSE stream.
+#[derive(Debug)]
+pub struct ResponsesEncoder {
+    request_id: String,
+    sequence_number: u64,
+    next_output_index: usize,
+    open: Vec<Open>,
+    /// The response as announced by `response.created`, for a failure that
+    /// carries no response of its own.
+    snapshot: Value,
+}
+
+/// The frame terminating the stream.
+pub const DONE_FRAME: &str = "data: [DONE]\n\n";
+
+impl ResponsesEncoder {
+    /// An encoder for the response of `request_id`.
+    pub fn new(request_id: &str) -> Self {
+        Self {
+            request_id: request_id.to_owned(),
+            sequence_number: 0,
+            next_output_index: 0,
+            open: Vec::new(),
+            snapshot: Value::Null,
+        }
+    }
+
+    /// `response.created` and `response.in_progress` for `response` (its
+    /// `output` is sent empty).
+    pub fn start(&mut self, mut response: Value, out: &mut String) {
+        if let Some(object) = response.as_object_mut() {
+            object.insert("output".into(), json!([]));
+            object.insert("status".into(), json!("in_progress"));
+        }
+        self.snapshot = response.clone();
+        self.frame("response.created", json!({ "response": response }), out);
+        self.frame(
+            "response.in_progress",
+            json!({ "response": self.snapshot.clone() }),
+            out,
+        );
+    }
+
+    /// Appends the frames `event` produces.
+    pub fn encode(&mut self, event: &LoopEvent, out: &mut String) {
+        match (event.kind, &event.data) {
+            (LoopEventKind::ReasoningDelta, data) => {
+                let Some(delta) = data.delta() else { return };
+                let (id, index) = self.reasoning(event.sequence, out);
+                self.frame(
+                    "response.reasoning.delta",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
+                    out,
+                );
+            }
+            (LoopEventKind::OutputTextDelta, data) => {
+                let Some(delta) = data.delta() else { return };
+                self.close_reasoning(event.sequence, out);
+                let (id, index) = self.message(event.sequence, delta, out);
+                self.frame(
+                    "response.output_text.delta",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                           "delta": delta, "logprobs": []}),
+                    out,
+                );
+            }
+            (LoopEventKind::FunctionCallArgumentsDelta, data) => {
+                let (call_id, name, delta) = match data {
+                    EventData::ArgumentsDelta {
+                        call_id,
+                        name,
+                        delta,
+                    } => (
+                        call_id.to_string(),
+                        name.as_deref().unwrap_or(""),
+                        delta.as_str(),
+                    ),
+                    _ => return,
+                };
+                self.close_reasoning(event.sequence, out);
+                let (id, index) = self.function_call(event.sequence, &call_id, name, delta, out);
+                self.frame(
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": id, "output_index": index, "delta": delta}),
+                    out,
+                );
+            }
+            (LoopEventKind::OutputItemDone, EventData::Json(item)) => {
+                // A tool result: the round that called the tool is over.
+                self.close_all(out);
+                let call_id = item.get("call_id").cloned().unwrap_or(Value::Null);
+                let output = item.get("output").cloned().unwrap_or(json!(""));
+                let item = json!({
+                    "type": "function_call_output",
+                    "id": format!("fco_{}_{}", self.request_id, event.sequence),
+                    "call_id": call_id,
+                    "output": output,
+                    "status": "completed",
+                });
+                let index = self.add_item(item.clone(), out);
+                self.frame(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+            }
+            (LoopEventKind::Completed | LoopEventKind::Failed, EventData::Json(payload)) => {
+                self.close_all(out);
+                self.terminal(event.kind, payload, out);
+            }
+            // `response.created` was sent by `start`; other shapes carry nothing.
+            _ => {}
+        }
+    }
+
+    fn terminal(&mut self, kind: LoopEventKind, payload: &Value, out: &mut String) {
+        let is_response = payload.get("object").and_then(Value::as_str) == Some("response");
+        let response = if is_response {
+            payload.clone()
+        } else {
+            // A loop error (e.g. the iteration cap): the announced response, failed.
+            let mut failed = self.snapshot.clone();
+            if let Some(object) = failed.as_object_mut() {
+                let code = payload.get("type").cloned().unwrap_or(json!("loop_error"));
+                let message = payload
+                    .get("message")
+                    .cloned()
+                    .unwrap_or_else(|| json!(code.as_str().unwrap_or("the response failed")));
+                object.insert("status".into(), json!("failed"));
+                object.insert("error".into(), json!({"code": code, "message": message}));
+            }
+            failed
+        };
+        let status = response.get("status").and_then(Value::as_str).unwrap_or("");
+        let name = match (kind, status) {
+            (LoopEventKind::Completed, "incomplete") => "response.incomplete",
+            (LoopEventKind::Completed, _) => "response.completed",
+            _ => "response.failed",
+        };
+        self.frame(name, json!({ "response": response }), out);
+    }
+
+    fn frame(&mut self, kind: &str, mut body: Value, out: &mut String) {
+        if let Some(object) = body.as_object_mut() {
+            object.insert("type".into(), json!(kind));
+            object.insert("sequence_number".into(), json!(self.sequence_number));
+        }
+        self.sequence_number += 1;
+        // serde_json writes no raw newlines, so `data` stays one line.
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push_str("\ndata: ");
+        out.push_str(&body.to_string());
+        out.push_str("\n\n");
+    }
+
+    fn add_item(&mut self, item: Value, out: &mut String) -> usize {
+        let index = self.next_output_index;
+        self.next_output_index += 1;
+        self.frame(
+            "response.output_item.added",
+            json!({"output_index": index, "item": item}),
+            out,
+        );
+        index
+    }
+
+    fn reasoning(&mut self, sequence: i64, out: &mut String) -> (String, usize) {
+        let found = self.open.iter().find_map(|o| match o {
+            Open::Reasoning {
+                sequence: s,
+                id,
+                index,
+                ..
+            } if *s == sequence => Some((id.clone(), *index)),
+            _ => None,
+        });
+        if let Some(found) = found {
+            return found;
+        }
+        let id = format!("rs_{}_{}", self.request_id, sequence);
+        let index = self.add_item(
+            json!({"type": "reasoning", "id": id, "summary": [], "content": []}),
+            out,
+        );
+        self.open.push(Open::Reasoning {
+            sequence,
+            id: id.clone(),
+            index,
+            text: String::new(),
+        });
+        (id, index)
+    }
+
+    fn message(&mut self, sequence: i64, delta: &str, out: &mut String) -> (String, usize) {
+        for open in &mut self.open {
+            if let Open::Message {
+                sequence: s,
+                id,
+                index,
+                text,
+            } = open
+                && *s == sequence
+            {
+                text.push_str(delta);
+                return (id.clone(), *index);
+            }
+        }
+        let id = format!("msg_{}_{}", self.request_id, sequence);
+        let index = self.add_item(
+            json!({"type": "message", "id": id, "status": "in_progress",
+                   "role": "assistant", "content": []}),
+            out,
+        );
+        self.frame(
+            "response.content_part.added",
+            json!({"item_id": id, "output_index": index, "content_index": 0,
+                   "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+            out,
+        );
+        self.open.push(Open::Message {
+            sequence,
+            id: id.clone(),
+            index,
+            text: delta.to_owned(),
+        });
+        (id, index)
+    }
+
+    fn function_call(
+        &mut self,
+        sequence: i64,
+        call_id: &str,
+        name: &str,
+        delta: &str,
+        out: &mut String,
+    ) -> (String, usize) {
+        for open in &mut self.open {
+            if let Open::FunctionCall {
+                sequence: s,
+                id,
+                index,
+                call_id: c,
+                arguments,
+                ..
+            } = open
+                && *s == sequence
+                && c == call_id
+            {
+                arguments.push_str(delta);
+                return (id.clone(), *index);
+            }
+        }
+        let id = format!("fc_{}_{}_{}", self.request_id, sequence, call_id);
+        let index = self.add_item(
+            json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
+                   "arguments": "", "status": "in_progress"}),
+            out,
+        );
+        self.open.push(Open::FunctionCall {
+            sequence,
+            id: id.clone(),
+            index,
+            call_id: call_id.to_owned(),
+            name: name.to_owned(),
+            arguments: delta.to_owned(),
+        });
+        (id, index)
+    }
+
+    fn close_reasoning(&mut self, sequence: i64, out: &mut String) {
+        let position = self
+            .open
+            .iter()
+            .position(|o| matches!(o, Open::Reasoning { sequence: s, .. } if *s == sequence));
+        if let Some(position) = position {
+            let open = self.open.remove(position);
+            self.close(open, out);
+        }
+    }
+
+    fn close_all(&mut self, out: &mut String) {
+        for open in std::mem::take(&mut self.open) {
+            self.close(open, out);
+        }
+    }
+
+    fn close(&mut self, open: Open, out: &mut String) {
+        match open {
+            Open::Reasoning {
+                id, index, text, ..
+            } => {
+                self.frame(
+                    "response.reasoning.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
+                    out,
+                );
+                let item = json!({"type": "reasoning", "id": id, "summary": [],
+                                  "content": [{"type": "reasoning_text", "text": text}]});
+                self.frame(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+            }
+            Open::Message {
+                id, index, text, ..
+            } => {
+                let part =
+                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                self.frame(
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0,
+                           "text": text, "logprobs": []}),
+                    out,
+                );
+                self.frame(
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
+                    out,
+                );
+                let item = json!({"type": "message", "id": id, "status": "completed",
+                                  "role": "assistant", "content": [part]});
+                self.frame(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+            }
+            Open::FunctionCall {
+                id,
+                index,
+                call_id,
+                name,
+                arguments,
+                ..
+            } => {
+                self.frame(
+                    "response.function_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "name": name,
+                           "arguments": arguments}),
+                    out,
+                );
+                let item = json!({"type": "function_call", "id": id, "call_id": call_id,
+                                  "name": name, "arguments": arguments, "status": "completed"});
+                self.frame(
+                    "response.output_item.done",
+                    json!({"output_index": index, "item": item}),
+                    out,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn events(text: &str) -> Vec<Value> {
+        text.split("\n\n")
+            .filter(|f| !f.is_empty())
+            .map(|frame| {
+                let (head, data) = frame.split_once("\ndata: ").unwrap();
+                let value: Value = serde_json::from_str(data).unwrap();
+                assert_eq!(head.strip_prefix("event: "), value["type"].as_str());
+                value
+            })
+            .collect()
+    }
+
+    fn delta(sequence: i64, kind: LoopEventKind, data: EventData) -> LoopEvent {
+        LoopEvent {
+            sequence,
+            kind,
+            data,
+        }
+    }
+
+    #[test]
+    fn a_text_answer_then_completion() {
+        let mut encoder = ResponsesEncoder::new("r");
+        let mut out = String::new();
+        encoder.start(
+            json!({"id": "resp_r", "object": "response", "status": "queued"}),
+            &mut out,
+        );
+        for piece in ["Hel", "lo"] {
+            let event = delta(
+                1,
+                LoopEventKind::OutputTextDelta,
+                EventData::Delta(piece.into()),
+            );
+            encoder.encode(&event, &mut out);
+        }
+        let done = json!({"id": "resp_r", "object": "response", "status": "completed"});
+        encoder.encode(
+            &delta(2, LoopEventKind::Completed, EventData::Json(done)),
+            &mut out,
+        );
+        let events = events(&out);
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let numbers: Vec<u64> = events
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, (0..10).collect::<Vec<_>>());
+        assert_eq!(events[6]["text"], "Hello");
+        assert_eq!(events[2]["item"]["id"], "msg_r_1");
+        assert_eq!(events[1]["response"]["status"], "in_progress");
+    }
+
+    #[test]
+    fn function_calls_and_tool_outputs_get_their_own_indexes() {
+        let mut encoder = ResponsesEncoder::new("r");
+        let mut out = String::new();
+        encoder.start(json!({"object": "response"}), &mut out);
+        for (call, piece) in [("a", "{\"x\""), ("b", "{}"), ("a", ":1}")] {
+            let data = EventData::ArgumentsDelta {
+                call_id: Arc::from(call),
+                name: Some(Arc::from("f")),
+                delta: piece.into(),
+            };
+            encoder.encode(
+                &delta(1, LoopEventKind::FunctionCallArgumentsDelta, data),
+                &mut out,
+            );
+        }
+        let output = json!({"type": "function_call_output", "call_id": "a", "output": "{}"});
+        encoder.encode(
+            &delta(2, LoopEventKind::OutputItemDone, EventData::Json(output)),
+            &mut out,
+        );
+        let events = events(&out);
+        let done: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.done")
+            .collect();
+        assert_eq!(done.len(), 3);
+        assert_eq!(done[0]["item"]["arguments"], "{\"x\":1}");
+        assert_eq!(done[0]["output_index"], 0);
+        assert_eq!(done[1]["output_index"], 1);
+        assert_eq!(done[2]["item"]["id"], "fco_r_2");
+        assert_eq!(done[2]["output_index"], 2);
+    }
+
+    #[test]
+    fn a_loop_error_fails_the_announced_response() {
+        let mut encoder = ResponsesEncoder::new("r");
+        let mut out = String::new();
+        encoder.start(json!({"id": "resp_r", "object": "response"}), &mut out);
+        let error = json!({"type": "max_iterations_exceeded"});
+        encoder.encode(
+            &delta(9, LoopEventKind::Failed, EventData::Json(error)),
+            &mut out,
+        );
+        let last = events(&out).pop().unwrap();
+        assert_eq!(last["type"], "response.failed");
+        assert_eq!(last["response"]["status"], "failed");
+        assert_eq!(last["response"]["error"]["code"], "max_iterations_exceeded");
+    }
+}

@@ -1,0 +1,89 @@
+//! `stepwell._core.ResponsesStream`: a sink that encodes a response's events as
+//! the Open Responses SSE stream in Rust and hands each batch's frames to a
+//! Python callable as one string.
+
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use pyo3::prelude::*;
+use stepwell_core::LoopEvent;
+use stepwell_core::responses_stream::{DONE_FRAME, ResponsesEncoder};
+use stepwell_core::traits::{EventSink, SinkError};
+
+use crate::aio::LoopHandle;
+use crate::callee::Callee;
+use crate::convert;
+
+/// Encodes the events of the response `request_id`; `on_frames(text)` receives
+/// the encoded frames, batch by batch, on the event loop thread.
+#[pyclass(frozen, name = "ResponsesStream", module = "stepwell._core")]
+pub struct PyResponsesStream {
+    encoder: Arc<Mutex<ResponsesEncoder>>,
+    on_frames: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyResponsesStream {
+    #[new]
+    fn new(request_id: &str, on_frames: Py<PyAny>) -> Self {
+        Self {
+            encoder: Arc::new(Mutex::new(ResponsesEncoder::new(request_id))),
+            on_frames,
+        }
+    }
+
+    /// The frames announcing `response`: `response.created`, `response.in_progress`.
+    fn start(&self, response: &Bound<'_, PyAny>) -> PyResult<String> {
+        let response = convert::from_py(response, "the response")?;
+        let mut out = String::new();
+        if let Ok(mut encoder) = self.encoder.lock() {
+            encoder.start(response, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// The frame that ends the stream.
+    #[staticmethod]
+    fn done() -> &'static str {
+        DONE_FRAME
+    }
+}
+
+impl PyResponsesStream {
+    /// The core sink that encodes into this stream, calling back on `handle`'s loop.
+    pub fn sink(&self, py: Python<'_>, handle: LoopHandle) -> ResponsesSink {
+        ResponsesSink {
+            encoder: self.encoder.clone(),
+            on_frames: Callee::new(self.on_frames.clone_ref(py), handle),
+        }
+    }
+}
+
+/// Encodes a batch in Rust, then makes one Python call with the frames.
+pub struct ResponsesSink {
+    encoder: Arc<Mutex<ResponsesEncoder>>,
+    on_frames: Callee,
+}
+
+impl EventSink for ResponsesSink {
+    fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
+        let mut frames = String::new();
+        if let Ok(mut encoder) = self.encoder.lock() {
+            for event in &events {
+                encoder.encode(event, &mut frames);
+            }
+        }
+        Box::pin(async move {
+            if frames.is_empty() {
+                return Ok(());
+            }
+            let call = self.on_frames.call(
+                "__call__",
+                move |py| (frames,).into_pyobject(py),
+                |outcome| outcome.map(drop).map_err(|e| SinkError(e.to_string())),
+            );
+            call.await
+                .unwrap_or_else(|gone| Err(SinkError(gone.to_string())))
+        })
+    }
+}
