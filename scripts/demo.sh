@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up (see setup.sh) and runs the quickstart: a two-round, tool-using response
-# against a scripted upstream on loopback that the example starts itself.
+# Sets up (see setup.sh) and runs `stepwell demo`: a complete two-round,
+# tool-using Open Responses response, streamed to the terminal, against a
+# scripted model on loopback that the demo starts itself. No key, no config.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/python examples/quickstart.py
+.venv/bin/stepwell demo

@@ -1,0 +1,169 @@
+"""A pytest suite any `MultiStepStore` can run to show it keeps the contract.
+
+In a test module of yours::
+
+    from stepwell.testing.store_conformance import *  # noqa: F403
+
+    @pytest.fixture
+    def make_store(tmp_path):
+        return lambda: MyStore(...)   # a fresh, empty store per call
+
+Every test below then runs against your store: sequences, chain order, scopes,
+the step life cycle (illegal moves rejected), idempotent links, concurrent
+siblings, payload round trips, and the request/outcome records the Open
+Responses layer uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from ..types import StepDescriptor, StepKind, StepState
+
+__all__ = [
+    "test_chain_order_and_links",
+    "test_concurrent_siblings_get_distinct_sequences",
+    "test_illegal_moves_are_rejected",
+    "test_life_cycle",
+    "test_payloads_round_trip",
+    "test_recording_a_link_twice_returns_the_same_step",
+    "test_requests_and_outcomes",
+    "test_scopes_are_separate_chains",
+    "test_sequences_are_per_request",
+    "test_unknown_steps_are_rejected",
+]
+
+TOOL = StepDescriptor.tool_call("t", {"x": 1})
+MODEL = StepDescriptor.model_call({"model": "m", "messages": []})
+
+
+async def test_sequences_are_per_request(make_store: Any) -> None:
+    store = make_store()
+    a1 = await store.record_step("a", None, None, MODEL)
+    b1 = await store.record_step("b", None, None, MODEL)
+    a2 = await store.record_step("a", None, a1.id, TOOL)
+    assert (a1.sequence, a2.sequence, b1.sequence) == (1, 2, 1)
+    assert a1.sub_request_id and b1.sub_request_id and a1.sub_request_id != b1.sub_request_id
+    assert a2.sub_request_id is None
+
+
+async def test_chain_order_and_links(make_store: Any) -> None:
+    store = make_store()
+    prev = None
+    ids = []
+    for _ in range(5):
+        step = await store.record_step("r", None, prev, TOOL)
+        ids.append(step.id)
+        prev = step.id
+    chain = await store.list_chain("r", None)
+    assert [s.id for s in chain] == ids
+    assert [s.sequence for s in chain] == [1, 2, 3, 4, 5]
+    assert [s.prev_step_id for s in chain] == [None, *ids[:-1]]
+    assert all(s.kind is StepKind.TOOL_CALL and s.state is StepState.PENDING for s in chain)
+
+
+async def test_scopes_are_separate_chains(make_store: Any) -> None:
+    store = make_store()
+    parent = await store.record_step("r", None, None, TOOL)
+    child = await store.record_step("r", parent.id, None, MODEL)
+    after = await store.record_step("r", None, parent.id, MODEL)
+    assert [s.id for s in await store.list_chain("r", None)] == [parent.id, after.id]
+    [inner] = await store.list_chain("r", parent.id)
+    assert (inner.id, inner.scope_parent, inner.sequence) == (child.id, parent.id, 2)
+    assert await store.list_chain("r", "no-such-scope") == []
+
+
+async def test_life_cycle(make_store: Any) -> None:
+    store = make_store()
+    ok = await store.record_step("r", None, None, TOOL)
+    bad = await store.record_step("r", None, ok.id, TOOL)
+    await store.mark_step_processing(ok.id)
+    await store.complete_step(ok.id, {"result": [1, 2]})
+    await store.mark_step_processing(bad.id)
+    await store.fail_step(bad.id, {"type": "executor_error", "message": "boom"})
+    first, second = await store.list_chain("r", None)
+    assert (first.state, first.response_payload) == (StepState.COMPLETED, {"result": [1, 2]})
+    assert (second.state, second.error["message"]) == (StepState.FAILED, "boom")
+
+
+async def test_illegal_moves_are_rejected(make_store: Any) -> None:
+    store = make_store()
+    step = await store.record_step("r", None, None, TOOL)
+    with pytest.raises(ValueError):
+        await store.complete_step(step.id, {})  # pending → completed skips processing
+    await store.mark_step_processing(step.id)
+    await store.complete_step(step.id, {})
+    for move in (
+        store.mark_step_processing(step.id),
+        store.complete_step(step.id, {}),
+        store.fail_step(step.id, {}),
+    ):
+        with pytest.raises(ValueError):
+            await move
+    [kept] = await store.list_chain("r", None)
+    assert kept.state is StepState.COMPLETED
+
+
+async def test_unknown_steps_are_rejected(make_store: Any) -> None:
+    store = make_store()
+    with pytest.raises(KeyError):
+        await store.mark_step_processing("no-such-step")
+    with pytest.raises(KeyError):
+        await store.complete_step("no-such-step", {})
+
+
+async def test_recording_a_link_twice_returns_the_same_step(make_store: Any) -> None:
+    store = make_store()
+    first = await store.record_step("r", None, None, MODEL)
+    again = await store.record_step("r", None, None, MODEL)
+    assert (again.id, again.sequence, again.sub_request_id) == (
+        first.id,
+        first.sequence,
+        first.sub_request_id,
+    )
+    other = await store.record_step("r", None, None, TOOL)
+    assert other.id != first.id
+    assert len(await store.list_chain("r", None)) == 2
+
+
+async def test_concurrent_siblings_get_distinct_sequences(make_store: Any) -> None:
+    store = make_store()
+    anchors = []
+    prev = None
+    for _ in range(20):
+        prev = (await store.record_step("r", None, prev, TOOL)).id
+        anchors.append(prev)
+    siblings = await asyncio.gather(
+        *(store.record_step("r", None, anchor, MODEL) for anchor in anchors)
+    )
+    assert sorted(s.sequence for s in siblings) == list(range(21, 41))
+    await asyncio.gather(*(store.mark_step_processing(s.id) for s in siblings))
+    await asyncio.gather(*(store.complete_step(s.id, {"n": s.sequence}) for s in siblings))
+    chain = await store.list_chain("r", None)
+    assert [s.sequence for s in chain] == list(range(1, 41))
+    assert all(s.response_payload == {"n": s.sequence} for s in chain[20:])
+
+
+async def test_payloads_round_trip(make_store: Any) -> None:
+    store = make_store()
+    payload = {"text": "é 🙂 \n \"quoted\"", "nested": {"list": [1, 2.5, None, True]}, "n": 2**40}
+    step = await store.record_step("r", None, None, StepDescriptor.tool_call("t", payload))
+    await store.mark_step_processing(step.id)
+    await store.complete_step(step.id, payload)
+    [kept] = await store.list_chain("r", None)
+    assert kept.request_payload == {"name": "t", "args": payload}
+    assert kept.response_payload == payload
+
+
+async def test_requests_and_outcomes(make_store: Any) -> None:
+    store = make_store()
+    assert store.load_request("r") is None
+    assert store.outcome("r") is None
+    store.save_request("r", {"request": {"model": "m"}, "created_at": 1})
+    store.save_request("r", {"request": {"model": "other"}, "created_at": 2})  # kept: the first
+    assert store.load_request("r") == {"request": {"model": "m"}, "created_at": 1}
+    store.set_outcome("r", "completed", {"status": "completed"})
+    assert store.outcome("r") == ("completed", {"status": "completed"})

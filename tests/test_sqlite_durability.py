@@ -1,0 +1,219 @@
+"""SQLiteStore survives SIGKILL: a child process runs a response and is killed at
+several points; a new process resumes it to a terminal state, losing no
+completed step and duplicating none. Locked and corrupt files give typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from stepwell import (
+    AppendSteps,
+    StepDescriptor,
+    StepKind,
+    StepState,
+    StoreError,
+    UpstreamTarget,
+    run_response_loop,
+)
+from stepwell.openresponses import Responses
+from stepwell.stores import SQLiteStore, StoreCorrupt, StoreLocked
+from stepwell.testing import (
+    JsonReply,
+    ScriptedTransition,
+    ScriptedUpstream,
+    StreamReply,
+    UpstreamRequest,
+    chat_completion,
+    text_chunks,
+)
+from stepwell.tools import FunctionTools, Toolbox
+
+from .conftest import Tools
+
+CHILD = r"""
+import asyncio, json, sys
+from stepwell import UpstreamTarget
+from stepwell.openresponses import Responses
+from stepwell.stores import SQLiteStore
+from stepwell.tools import FunctionTools, Toolbox
+
+db, endpoint, mode, request_id = sys.argv[1:]
+
+def say(word):
+    print(word, flush=True)
+
+async def forecast(city: str) -> dict:
+    "The forecast for a city."
+    if mode == "kill_in_tool":
+        say("IN_TOOL")
+        await asyncio.Event().wait()
+    return {"city": city, "temp_c": 9}
+
+class Store(SQLiteStore):
+    async def complete_step(self, step_id, payload):
+        await super().complete_step(step_id, payload)
+        if mode == "kill_after_tool" and self.step(step_id).kind.value == "tool_call":
+            say("TOOL_DONE")
+            await asyncio.Event().wait()
+
+async def main():
+    tools = Toolbox(FunctionTools(forecast))
+    responses = Responses(Store(db), tools, UpstreamTarget(endpoint))
+    body = {"model": "m", "input": "go", "stream": mode == "kill_in_stream"}
+    result = await responses.create(body, request_id=request_id)
+    say("RESULT " + result["status"])
+
+asyncio.run(main())
+"""
+
+
+def forecast(city: str) -> dict[str, Any]:
+    """The forecast for a city."""
+    return {"city": city, "temp_c": 9}
+
+
+class Model:
+    """First call: one tool call (or, streaming, a stream held open); then an answer."""
+
+    def __init__(self) -> None:
+        self.first_arrived = threading.Event()
+
+    def __call__(self, request: UpstreamRequest) -> Any:
+        if request.body["messages"][-1]["role"] == "tool":
+            return JsonReply(chat_completion("It is 9 degrees."))
+        self.first_arrived.set()
+        if request.body.get("stream"):
+            return StreamReply(text_chunks(["still"])[:2], done=False, after="hold")
+        call = {"id": "call_1", "name": "forecast", "arguments": '{"city": "Oslo"}'}
+        return JsonReply(chat_completion(tool_calls=[call]))
+
+
+@pytest.fixture
+def model() -> Iterator[tuple[ScriptedUpstream, Model]]:
+    handler = Model()
+    with ScriptedUpstream(handler) as upstream:
+        yield upstream, handler
+
+
+def run_child_until(db: Path, endpoint: str, mode: str, marker: str | None, model: Model) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(db), endpoint, mode, "r1"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if marker is None:
+            assert model.first_arrived.wait(30), "the child never called the model"
+        else:
+            assert child.stdout is not None
+            for line in child.stdout:
+                if line.strip() == marker:
+                    break
+            else:
+                raise AssertionError(f"the child ended before {marker}")
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+
+
+def links_are_unique(store: SQLiteStore) -> None:
+    steps = store.steps("r1")
+    links = [(s.scope_parent, s.prev_step_id, s.kind) for s in steps]
+    assert len(set(links)) == len(links)
+    assert len({s.sequence for s in steps}) == len(steps)
+
+
+@pytest.mark.parametrize(
+    ("mode", "marker", "status", "states_before"),
+    [
+        ("kill_in_tool", "IN_TOOL", "failed", [StepState.COMPLETED, StepState.PROCESSING]),
+        ("kill_after_tool", "TOOL_DONE", "completed", [StepState.COMPLETED] * 2),
+        ("kill_in_stream", None, "failed", [StepState.PROCESSING]),
+    ],
+)
+async def test_sigkill_then_resume(
+    model: tuple[ScriptedUpstream, Model],
+    tmp_path: Path,
+    mode: str,
+    marker: str | None,
+    status: str,
+    states_before: list[StepState],
+) -> None:
+    upstream, handler = model
+    db = tmp_path / "durable.db"
+    await asyncio.to_thread(run_child_until, db, upstream.endpoint, mode, marker, handler)
+
+    store = SQLiteStore(db)
+    before = store.steps("r1")
+    assert [s.state for s in before] == states_before
+    calls_before = len(upstream.requests)
+
+    responses = Responses(
+        store, Toolbox(FunctionTools(forecast)), UpstreamTarget(upstream.endpoint)
+    )
+    response = await responses.resume("r1")
+
+    assert response["status"] == status
+    after = store.steps("r1")
+    # Nothing persisted before the kill was lost or changed.
+    assert [(s.id, s.state, s.response_payload) for s in after[: len(before)]] == [
+        (s.id, s.state, s.response_payload) for s in before
+    ]
+    links_are_unique(store)
+    if status == "failed":
+        assert response["error"]["code"] == "step_abandoned"
+        assert len(upstream.requests) == calls_before  # nothing ran twice
+    else:
+        assert [s.kind for s in after] == [
+            StepKind.MODEL_CALL,
+            StepKind.TOOL_CALL,
+            StepKind.MODEL_CALL,
+        ]
+        assert response["output"][-1]["content"][0]["text"] == "It is 9 degrees."
+        assert json_output(response) == {"city": "Oslo", "temp_c": 9}
+    assert store.outcome("r1") == (status, response)
+
+
+def json_output(response: dict[str, Any]) -> Any:
+    [output] = [i for i in response["output"] if i["type"] == "function_call_output"]
+    return json.loads(output["output"])
+
+
+async def test_locked_database_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreLocked, match="locked"):
+            await store.record_step("r", None, None, StepDescriptor.tool_call("t"))
+        store.decide = ScriptedTransition([AppendSteps([StepDescriptor.tool_call("t")])])
+        with pytest.raises(StoreError) as raised:
+            await run_response_loop(
+                store, Tools(), None, UpstreamTarget("http://127.0.0.1:9"), request_id="r"
+            )
+        assert isinstance(raised.value.__cause__, StoreLocked)
+    finally:
+        blocker.execute("ROLLBACK")
+    # Once the lock is gone the store works, and nothing half-written is there.
+    assert store.steps("r") == []
+    await store.record_step("r", None, None, StepDescriptor.tool_call("t"))
+    assert len(store.steps("r")) == 1
+
+
+def test_corrupt_file_is_a_typed_error(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not a database at all " * 200)
+    with pytest.raises(StoreCorrupt, match="not a usable SQLite database"):
+        SQLiteStore(path)
