@@ -448,3 +448,26 @@ async def test_bad_requests_are_typed_errors(model: ScriptedUpstream, body: Any)
     with pytest.raises(InvalidRequest):
         await service(model).create(body)
     assert model.requests == []
+
+
+async def test_reasoning_items_and_failed_tools(model: ScriptedUpstream) -> None:
+    def answer(request: UpstreamRequest) -> JsonReply:
+        if last_role(request) == "tool":
+            completion = chat_completion("Could not check.")
+            completion["choices"][0]["message"]["reasoning_content"] = "The tool failed."
+            return JsonReply(completion)
+        call = {"id": "call_b", "name": "weather", "arguments": '{"town": "x"}'}
+        return JsonReply(chat_completion(tool_calls=[call]))
+
+    model.handler = answer
+    response = await service(model).create({"model": "m", "input": "weather?"})
+    assert list(RESPONSE.iter_errors(response)) == []
+    kinds = [item["type"] for item in response["output"]]
+    assert kinds == ["function_call", "function_call_output", "reasoning", "message"]
+    assert response["output"][2]["content"] == [
+        {"type": "reasoning_text", "text": "The tool failed."}
+    ]
+    # The failed call's error went back to the model as that tool's content.
+    tool_message = model.requests[1].body["messages"][-1]
+    assert tool_message["role"] == "tool"
+    assert "invalid tool arguments" in json.loads(tool_message["content"])["error"]
