@@ -195,8 +195,8 @@ class Pipelines:
         self.runs += 1
         return f"bench-{self.runs}"
 
-    async def stepwell(self, chunks: int) -> Count:
-        sink = CountingPySink()
+    async def stream_through(self, chunks: int, sink: Any) -> None:
+        """One streaming model call of `chunks` chunks through stepwell into `sink`."""
         await stepwell.run_response_loop(
             one_call_store(stream_request(chunks)),
             NoTools(),
@@ -207,20 +207,15 @@ class Pipelines:
             config=self.config,
             client=self.client,
         )
+
+    async def stepwell(self, chunks: int) -> Count:
+        sink = CountingPySink()
+        await self.stream_through(chunks, sink)
         return sink.count
 
     async def rust_ceiling(self, chunks: int) -> Count:
         sink = CountingSink()
-        await stepwell.run_response_loop(
-            one_call_store(stream_request(chunks)),
-            NoTools(),
-            RequestContext(),
-            self.target,
-            request_id=self._request_id(),
-            sink=sink,
-            config=self.config,
-            client=self.client,
-        )
+        await self.stream_through(chunks, sink)
         # CountingSink counts every event; the stream adds created + completed.
         return Count(sink.events - 2, sink.delta_chars)
 
@@ -342,16 +337,7 @@ async def s2_first_delta(p: Pipelines, reps: int) -> str:
     for _ in range(reps):
         sink = CountingPySink()
         start = time.perf_counter()
-        await stepwell.run_response_loop(
-            one_call_store(stream_request(chunks)),
-            NoTools(),
-            RequestContext(),
-            p.target,
-            request_id=p._request_id(),
-            sink=sink,
-            config=p.config,
-            client=p.client,
-        )
+        await p.stream_through(chunks, sink)
         assert sink.first_delta_at is not None
         ours.append(sink.first_delta_at - start)
 

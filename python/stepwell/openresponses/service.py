@@ -47,16 +47,14 @@ class Responses:
         self.client = client
         self.config = config
 
-    async def _prepare(self, body: Any, request_id: str | None) -> tuple[str, JSONDict, JSONDict]:
-        validate(body)
-        request_id = request_id or uuid.uuid4().hex
+    async def _setup(self, body: JSONDict, request_id: str, created_at: int) -> JSONDict:
+        """Points the store at this request's transition; returns the response as
+        it stands before any step (what `response.created` announces)."""
         served = await self.tools.tools(RequestContext(model=body["model"]))
         transition = ResponsesTransition(self.store, served=served, agents=self.agents)
         self.store.decide = transition
-        created_at = int(time.time())
-        self.store.save_request(request_id, stored(body, created_at))
         _, tools = transition.context(body)
-        initial = response_object(
+        return response_object(
             body,
             request_id,
             status="in_progress",
@@ -65,7 +63,13 @@ class Responses:
             created_at=created_at,
             tools=tools,
         )
-        return request_id, body, initial
+
+    async def _prepare(self, body: Any, request_id: str | None) -> tuple[str, JSONDict, JSONDict]:
+        validate(body)
+        request_id = request_id or uuid.uuid4().hex
+        created_at = int(time.time())
+        self.store.save_request(request_id, stored(body, created_at))
+        return request_id, body, await self._setup(body, request_id, created_at)
 
     async def _run(self, request_id: str, body: JSONDict, sink: Any, initial: JSONDict) -> JSONDict:
         try:
@@ -100,19 +104,7 @@ class Responses:
         if saved is None:
             raise KeyError(f"no response {request_id!r}")
         body = saved["request"]
-        served = await self.tools.tools(RequestContext(model=body["model"]))
-        transition = ResponsesTransition(self.store, served=served, agents=self.agents)
-        self.store.decide = transition
-        _, tools = transition.context(body)
-        initial = response_object(
-            body,
-            request_id,
-            status="in_progress",
-            output=[],
-            usage_block=None,
-            created_at=saved["created_at"],
-            tools=tools,
-        )
+        initial = await self._setup(body, request_id, saved["created_at"])
         return await self._run(request_id, body, None, initial)
 
     async def stream(self, body: Any, *, request_id: str | None = None) -> AsyncIterator[str]:

@@ -8,7 +8,6 @@ function you pass in, so the same store serves any protocol.
 
 from __future__ import annotations
 
-import inspect
 import threading
 import uuid
 from collections.abc import Awaitable
@@ -17,16 +16,14 @@ from typing import Callable, Optional, Union
 
 from ..types import (
     JSON,
-    AppendSteps,
     ChainStep,
-    Complete,
-    Fail,
     NextAction,
     RecordedStep,
     StepDescriptor,
     StepKind,
     StepState,
 )
+from ._transition import decide_next
 
 Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
 """A transition function: ``decide(chain, request_id, scope_parent) -> NextAction``.
@@ -72,23 +69,8 @@ class MemoryStore:
         self._requests: dict[str, JSON] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
-        if self.decide is None:
-            raise RuntimeError("MemoryStore has no transition: pass decide= or set .decide")
         chain = self._chain(request_id, scope_parent)
-        action = self.decide(chain, request_id, scope_parent)
-        if inspect.isawaitable(action):
-            action = await action
-        if not isinstance(action, (AppendSteps, Complete, Fail)):
-            raise TypeError(
-                f"the transition returned {type(action).__name__}; "
-                "expected AppendSteps, Complete or Fail"
-            )
-        if scope_parent is None and isinstance(action, (Complete, Fail)):
-            status = "completed" if isinstance(action, Complete) else "failed"
-            if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
-                status = action.payload["status"]
-            self.set_outcome(request_id, status, action.payload)
-        return action
+        return await decide_next(self, self.decide, chain, request_id, scope_parent)
 
     def save_request(self, request_id: str, request: JSON) -> None:
         """Keep the request a response was created from (once; later saves are ignored)."""

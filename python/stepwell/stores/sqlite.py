@@ -14,7 +14,6 @@ locked by another writer for longer than ``busy_timeout`` seconds raises
 
 from __future__ import annotations
 
-import inspect
 import json
 import sqlite3
 import threading
@@ -27,16 +26,14 @@ from typing import Any, Callable, Optional, Union
 
 from ..types import (
     JSON,
-    AppendSteps,
     ChainStep,
-    Complete,
-    Fail,
     NextAction,
     RecordedStep,
     StepDescriptor,
     StepKind,
     StepState,
 )
+from ._transition import decide_next
 from .memory import IllegalTransition
 
 Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
@@ -122,23 +119,8 @@ class SQLiteStore:
     # ------------------------------------------------------------ the protocol
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
-        if self.decide is None:
-            raise RuntimeError("SQLiteStore has no transition: pass decide=")
         chain = self._chain(request_id, scope_parent)
-        action = self.decide(chain, request_id, scope_parent)
-        if inspect.isawaitable(action):
-            action = await action
-        if not isinstance(action, (AppendSteps, Complete, Fail)):
-            raise TypeError(
-                f"the transition returned {type(action).__name__}; "
-                "expected AppendSteps, Complete or Fail"
-            )
-        if scope_parent is None and isinstance(action, (Complete, Fail)):
-            status = "completed" if isinstance(action, Complete) else "failed"
-            if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
-                status = action.payload["status"]
-            self.set_outcome(request_id, status, action.payload)
-        return action
+        return await decide_next(self, self.decide, chain, request_id, scope_parent)
 
     async def record_step(
         self,

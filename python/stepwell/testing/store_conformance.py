@@ -149,7 +149,7 @@ async def test_concurrent_siblings_get_distinct_sequences(make_store: Any) -> No
 
 async def test_payloads_round_trip(make_store: Any) -> None:
     store = make_store()
-    payload = {"text": "é 🙂 \n \"quoted\"", "nested": {"list": [1, 2.5, None, True]}, "n": 2**40}
+    payload = {"text": 'é 🙂 \n "quoted"', "nested": {"list": [1, 2.5, None, True]}, "n": 2**40}
     step = await store.record_step("r", None, None, StepDescriptor.tool_call("t", payload))
     await store.mark_step_processing(step.id)
     await store.complete_step(step.id, payload)
