@@ -602,6 +602,7 @@ def chart(rates: dict[str, float], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     bars = ax.barh(names[::-1], values[::-1], color="#3b6ea8")
     ax.set_xscale("log")
+    ax.set_xlim(right=max(values) * 5)  # room for the value labels
     ax.set_xlabel("chunks per second (log scale, higher is better)")
     ax.set_title("S1: consuming one 200,000-chunk LLM stream from Python")
     for bar, value in zip(bars, values[::-1]):
