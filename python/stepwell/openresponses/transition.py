@@ -144,7 +144,7 @@ class ResponsesTransition:
                 }
                 if scope_parent is not None:
                     return Fail({"type": "step_abandoned", "message": error["message"]})
-                return Fail({**finish("failed", error), "type": "step_abandoned"})
+                return Fail(finish("failed", error))
 
         all_tools = self._chat_tools(tools)
         if not chain or chain[-1].kind is StepKind.TOOL_CALL:
