@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from . import _core
+
 JSON = Any
 """A JSON-shaped value."""
 
@@ -136,32 +138,54 @@ class RequestContext:
     extensions: dict[str, Any] = field(default_factory=dict)
 
 
+_LOOP_DEFAULTS: dict[str, Any] = _core.loop_config_defaults()
+
+
 @dataclass(frozen=True)
 class LoopConfig:
-    """Safety caps of the loop, and the size of its live-event bridge."""
+    """Safety caps of the loop, its fan-out bound, and how it treats its sink.
 
-    max_response_step_depth: int = 8
+    The defaults are the Rust core's, and the core checks every value: a bad one
+    raises ``ValueError`` or ``TypeError`` naming the field.
+    """
+
+    max_response_step_depth: int = _LOOP_DEFAULTS["max_response_step_depth"]
     """Deepest sub-agent recursion; deeper fails with ``MaxDepthExceeded``."""
-    max_response_iterations: int = 10
+    max_response_iterations: int = _LOOP_DEFAULTS["max_response_iterations"]
     """Most transition rounds per loop level; more fails with ``MaxIterationsExceeded``."""
-    bridge_capacity: int = 1024
+    bridge_capacity: int = _LOOP_DEFAULTS["bridge_capacity"]
     """Live events buffered for a slow sink."""
-    bridge_overflow: str = "drop_newest"
+    bridge_overflow: str = _LOOP_DEFAULTS["bridge_overflow"]
     """When that buffer is full: ``"drop_newest"`` drops the event (the upstream read
     never waits for a client), ``"block"`` waits (a slow sink slows the read)."""
+    sink_drain_timeout: float | None = _LOOP_DEFAULTS["sink_drain_timeout"]
+    """Seconds the sink gets, once the response is terminal and persisted, to take
+    the events still queued; the rest are dropped and counted. ``None`` waits as
+    long as the sink takes."""
+    max_concurrent_steps: int | None = _LOOP_DEFAULTS["max_concurrent_steps"]
+    """Most sibling steps of one level running at once (the others wait, in order);
+    ``None`` runs every sibling at once."""
+    subagent_events: bool = _LOOP_DEFAULTS["subagent_events"]
+    """Forward sub-agents' events to the sink, each with its ``depth`` and
+    ``scope_parent``. Off by default: a sub-agent's steps stay out of the stream."""
 
     def __post_init__(self) -> None:
-        for name in ("max_response_step_depth", "max_response_iterations", "bridge_capacity"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"LoopConfig.{name} must be a non-negative int, got {value!r}")
-        if self.bridge_capacity == 0:
-            raise ValueError("LoopConfig.bridge_capacity must be at least 1")
-        if self.bridge_overflow not in ("drop_newest", "block"):
-            raise ValueError(
-                f"LoopConfig.bridge_overflow must be 'drop_newest' or 'block', "
-                f"got {self.bridge_overflow!r}"
-            )
+        _core.check_loop_config(self)
+
+
+@dataclass
+class RunStats:
+    """What happened to a run's live events; pass one as ``stats=`` and read it after.
+
+    ``dropped_events`` counts every event the sink never received: deltas dropped
+    when the bridge was full, events after the sink failed, and events still
+    queued when ``sink_drain_timeout`` ran out.
+    """
+
+    dropped_events: int = 0
+    sink_detached: bool = False
+    """The sink raised and was detached; ``sink_error`` says what it raised."""
+    sink_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
+from .._core import (
+    compact_json,
+    function_call_id,
+    function_output_id,
+    message_id,
+    reasoning_id,
+)
 from ..types import ChainStep, StepKind, StepState
 from .request import JSONDict
 
-
-def message_id(request_id: str, sequence: int) -> str:
-    return f"msg_{request_id}_{sequence}"
-
-
-def reasoning_id(request_id: str, sequence: int) -> str:
-    return f"rs_{request_id}_{sequence}"
-
-
-def function_call_id(request_id: str, sequence: int, call_id: str) -> str:
-    return f"fc_{request_id}_{sequence}_{call_id}"
-
-
-def function_output_id(request_id: str, sequence: int) -> str:
-    return f"fco_{request_id}_{sequence}"
-
-
-def compact_json(value: Any) -> str:
-    """JSON as the Rust core writes it (compact, sorted keys, UTF-8), so streamed
-    and assembled tool outputs are the same text."""
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+# Item ids and tool-output text come from the Rust core, which renders the
+# streamed items with the same functions: a streamed item and the final
+# response always name and spell it alike.
 
 
 def tool_output_text(step: ChainStep) -> str:

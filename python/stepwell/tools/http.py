@@ -36,13 +36,16 @@ class HttpTools:
 
     The answer's JSON is the tool's result (plain text if it is not JSON); a
     non-2xx answer raises `ToolExecutionError`, no answer in time `ToolTimeout`.
+    Calls go through `client` (the shared default `HttpClient` when `None`): the
+    model calls' connection pool and timeouts, with each tool's `timeout` on top.
     """
 
-    def __init__(self, tools: list[HttpTool]) -> None:
+    def __init__(self, tools: list[HttpTool], *, client: _core.HttpClient | None = None) -> None:
         self._tools = {t.name: t for t in tools}
+        self._client = client
 
     @classmethod
-    def from_file(cls, path: str | Path) -> HttpTools:
+    def from_file(cls, path: str | Path, *, client: _core.HttpClient | None = None) -> HttpTools:
         """Reads ``[[tool]]`` tables from TOML, or a JSON list (or ``{"tools": [...]}``)."""
         path = Path(path)
         text = path.read_text()
@@ -56,7 +59,7 @@ class HttpTools:
             if not isinstance(entry, dict) or not entry.get("name") or not entry.get("url"):
                 raise ValueError(f"{path}: every tool needs a name and a url")
             tools.append(HttpTool(**entry))
-        return cls(tools)
+        return cls(tools, client=client)
 
     async def tools(self, ctx: RequestContext) -> list[ToolSchema]:
         return [
@@ -73,7 +76,7 @@ class HttpTools:
         headers = {"X-Tool-Call-Id": tool_call_id, **tool.headers}
         try:
             status, text = await _core.post_json(
-                tool.url, json.dumps(arguments), headers, tool.timeout
+                tool.url, json.dumps(arguments), headers, tool.timeout, self._client
             )
         except TimeoutError as error:
             raise ToolTimeout(f"{tool_name}: {error}") from error

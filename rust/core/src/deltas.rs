@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::chunk::{Chunk, index_or};
-use crate::events::{EventData, LoopEvent, LoopEventKind};
+use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind};
 
 /// Per-stream state of delta extraction.
 #[derive(Debug, Default)]
@@ -17,21 +17,32 @@ pub struct DeltaExtractor {
     call_ids: HashMap<u64, Arc<str>>,
     names: HashMap<u64, Arc<str>>,
     unknown: Option<Arc<str>>,
+    scope: Option<Arc<EventScope>>,
 }
 
 /// The id used when an upstream never named a call.
 const UNKNOWN_CALL_ID: &str = "call_unknown";
 
 impl DeltaExtractor {
+    /// An extractor whose events carry `scope` (a sub-agent's stream).
+    pub fn scoped(scope: Option<Arc<EventScope>>) -> Self {
+        Self {
+            scope,
+            ..Self::default()
+        }
+    }
+
     /// Appends the events carried by the first choice of one chunk.
     pub fn extract(&mut self, chunk: &Chunk<'_>, sequence: i64, out: &mut Vec<LoopEvent>) {
         let Some(delta) = chunk.choices().first().and_then(|c| c.delta.as_ref()) else {
             return;
         };
+        let scope = &self.scope;
         let event = |kind, data| LoopEvent {
             sequence,
             kind,
             data,
+            scope: scope.clone(),
         };
         if let Some(text) = delta.reasoning_piece().filter(|t| !t.is_empty()) {
             out.push(event(

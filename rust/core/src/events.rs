@@ -117,6 +117,16 @@ impl fmt::Display for EventData {
     }
 }
 
+/// Where a sub-agent's event comes from: how deep the sub-agent runs and the
+/// step that called it. Top-level events have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventScope {
+    /// The sub-agent's depth, 1 for an agent called by a top-level step.
+    pub depth: u32,
+    /// The id of the step that called the sub-agent.
+    pub scope_parent: String,
+}
+
 /// One event of a response's live stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoopEvent {
@@ -127,9 +137,32 @@ pub struct LoopEvent {
     pub kind: LoopEventKind,
     /// The event's body.
     pub data: EventData,
+    /// The sub-agent that produced it; `None` at the top level. Shared by every
+    /// event of one sub-agent level, so tagging a delta costs one reference count.
+    pub scope: Option<Arc<EventScope>>,
 }
 
 impl LoopEvent {
+    /// A top-level event.
+    pub fn new(sequence: i64, kind: LoopEventKind, data: EventData) -> Self {
+        Self {
+            sequence,
+            kind,
+            data,
+            scope: None,
+        }
+    }
+
+    /// How deep the sub-agent that produced the event runs; 0 at the top level.
+    pub fn depth(&self) -> u32 {
+        self.scope.as_ref().map_or(0, |s| s.depth)
+    }
+
+    /// The step that called the sub-agent that produced the event, if any.
+    pub fn scope_parent(&self) -> Option<&str> {
+        self.scope.as_ref().map(|s| s.scope_parent.as_str())
+    }
+
     /// Renders the event as one SSE frame: `id`, `event` and a one-line `data`.
     pub fn to_sse(&self) -> String {
         format!(
@@ -147,11 +180,11 @@ mod tests {
 
     #[test]
     fn sse_frame_is_one_event_with_one_data_line() {
-        let event = LoopEvent {
-            sequence: 3,
-            kind: LoopEventKind::OutputTextDelta,
-            data: EventData::Delta("a\nb".into()),
-        };
+        let event = LoopEvent::new(
+            3,
+            LoopEventKind::OutputTextDelta,
+            EventData::Delta("a\nb".into()),
+        );
         assert_eq!(
             event.to_sse(),
             "id: 3\nevent: response.output_text.delta\ndata: {\"delta\":\"a\\nb\"}\n\n"

@@ -90,8 +90,10 @@ pub struct PostRequest<'a> {
     pub body: Vec<u8>,
     /// The Bearer key, if any.
     pub bearer: Option<&'a str>,
-    /// Stamped in the request-id header.
-    pub request_id: &'a str,
+    /// Stamped in the request-id header, when there is one.
+    pub request_id: Option<&'a str>,
+    /// Headers for this request only; an invalid one is left out.
+    pub headers: &'a [(String, String)],
     /// Whether the answer is expected as an SSE stream.
     pub streaming: bool,
 }
@@ -154,10 +156,22 @@ impl HttpClient {
                     "application/json"
                 },
             );
-        let request_id = HeaderValue::from_str(request.request_id).map_err(|_| {
-            ExecutorError::Execution("sub_request_id is not a valid header value".into())
-        })?;
-        builder = builder.header(self.request_id_header.clone(), request_id);
+        if let Some(request_id) = request.request_id {
+            let request_id = HeaderValue::from_str(request_id).map_err(|_| {
+                ExecutorError::Execution("sub_request_id is not a valid header value".into())
+            })?;
+            builder = builder.header(self.request_id_header.clone(), request_id);
+        }
+        for (name, value) in request.headers {
+            // These come from observers (trace context), not from the caller's
+            // configuration: a malformed one must not fail the model call.
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                builder = builder.header(name, value);
+            }
+        }
         if let Some(key) = request.bearer {
             let mut value = HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
                 // Never echo the key: say only that it is malformed.
@@ -210,6 +224,14 @@ impl Deadlines {
             body: config.body_timeout.map(|d| (now + d, d)),
             chunk: config.chunk_timeout,
         }
+    }
+
+    /// Like [`Deadlines::start`], with the whole request also held to `limit`.
+    pub fn start_within(config: &HttpClientConfig, limit: Duration) -> Self {
+        let mut deadlines = Self::start(config);
+        let body = config.body_timeout.map_or(limit, |d| d.min(limit));
+        deadlines.body = Some((Instant::now() + body, body));
+        deadlines
     }
 
     /// The first chunk arrived: from now on only the idle and body limits apply.

@@ -14,19 +14,23 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod model_call;
+pub mod observe;
+pub mod output_items;
 pub mod reassemble;
 pub mod response_loop;
 pub mod responses_stream;
 pub mod sse;
+pub mod tool_post;
 pub mod traits;
 pub mod types;
 
 pub use error::{ExecutorError, LoopError, StoreError, TimeoutPhase, ToolError};
-pub use events::{EventData, LoopEvent, LoopEventKind};
+pub use events::{EventData, EventScope, LoopEvent, LoopEventKind};
 pub use http::{HttpClient, HttpClientConfig};
+pub use observe::{LoopObserver, StepEnd, StepInfo};
 pub use response_loop::run_response_loop;
 pub use traits::{EventSink, MultiStepStore, ToolExecutor};
 pub use types::{
-    ChainStep, LoopConfig, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind,
-    ToolKind, ToolSchema, UpstreamTarget,
+    ChainStep, LoopConfig, NextAction, Overflow, RecordedStep, RequestContext, StepDescriptor,
+    StepKind, ToolKind, ToolSchema, UpstreamTarget,
 };

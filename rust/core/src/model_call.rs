@@ -2,6 +2,8 @@
 //! parse the SSE as it arrives, forward live deltas to the bridge and reassemble
 //! the final completion in the same pass, under the client's timeouts.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
@@ -10,7 +12,7 @@ use crate::bridge::BridgeSender;
 use crate::chunk::Chunk;
 use crate::deltas::DeltaExtractor;
 use crate::error::ExecutorError;
-use crate::events::LoopEvent;
+use crate::events::{EventScope, LoopEvent};
 use crate::http::{Deadlines, HttpClient, PostRequest, describe};
 use crate::reassemble::Reassembler;
 use crate::sse::{SseError, SseEventRef, SseParser};
@@ -27,6 +29,20 @@ pub struct ModelCall {
     pub sub_request_id: String,
     /// The step's sequence, carried by every live event.
     pub sequence: i64,
+    /// The sub-agent the call runs in, carried by every live event; `None` at
+    /// the top level.
+    pub scope: Option<Arc<EventScope>>,
+    /// Headers for this request only (a `traceparent`, say), after the client's own.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A model call's answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelAnswer {
+    /// The upstream's HTTP status (2xx: any other status is an error).
+    pub status: u16,
+    /// The completion: the one JSON body, or the stream reassembled.
+    pub body: Value,
 }
 
 /// Runs the call as a tokio task of its own, so reading and parsing the stream
@@ -37,7 +53,7 @@ pub async fn spawn_model_call(
     client: HttpClient,
     call: ModelCall,
     live: Option<BridgeSender>,
-) -> Result<Value, ExecutorError> {
+) -> Result<ModelAnswer, ExecutorError> {
     let task = AbortOnDrop(tokio::spawn(async move {
         fire_model_call(&client, &call, live.as_ref()).await
     }));
@@ -50,7 +66,7 @@ pub async fn spawn_model_call(
 }
 
 /// A task handle that aborts its task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
@@ -69,12 +85,12 @@ impl<T> Future for AbortOnDrop<T> {
     }
 }
 
-/// Sends the call and returns the completion JSON. Live deltas go to `live`.
+/// Sends the call and returns its answer. Live deltas go to `live`.
 pub async fn fire_model_call(
     client: &HttpClient,
     call: &ModelCall,
     live: Option<&BridgeSender>,
-) -> Result<Value, ExecutorError> {
+) -> Result<ModelAnswer, ExecutorError> {
     let stream_flag = call
         .request_payload
         .get("stream")
@@ -88,7 +104,8 @@ pub async fn fire_model_call(
         url: &url,
         body,
         bearer: call.target.bearer(),
-        request_id: &call.sub_request_id,
+        request_id: Some(&call.sub_request_id),
+        headers: &call.headers,
         streaming,
     };
     let mut deadlines = Deadlines::start(client.config());
@@ -108,24 +125,27 @@ pub async fn fire_model_call(
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
+    let status = status.as_u16();
     if streaming && is_sse {
         let mut reader = StreamReader {
             parser: SseParser::new(client.config().max_event_bytes),
             reassembler: Reassembler::default(),
-            extractor: DeltaExtractor::default(),
+            extractor: DeltaExtractor::scoped(call.scope.clone()),
             sequence: call.sequence,
             live,
         };
-        return reader.read(&mut bytes, &mut deadlines).await;
+        let body = reader.read(&mut bytes, &mut deadlines).await?;
+        return Ok(ModelAnswer { status, body });
     }
     // Buffered, or an upstream that ignored `stream: true` and sent one body.
     let body = read_to_end(&mut bytes, &mut deadlines).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ExecutorError::Execution(format!("model call body parse: {e}")))
+    let body = serde_json::from_slice(&body)
+        .map_err(|e| ExecutorError::Execution(format!("model call body parse: {e}")))?;
+    Ok(ModelAnswer { status, body })
 }
 
 /// The next body chunk, or the limit that ran out first.
-async fn next_chunk(
+pub(crate) async fn next_chunk(
     bytes: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
     deadlines: &Deadlines,
 ) -> Result<Option<Bytes>, ExecutorError> {
@@ -135,7 +155,8 @@ async fn next_chunk(
     }
 }
 
-async fn read_to_end(
+/// The whole body, within the deadlines.
+pub(crate) async fn read_to_end(
     bytes: &mut (impl Stream<Item = reqwest::Result<Bytes>> + Unpin),
     deadlines: &mut Deadlines,
 ) -> Result<Vec<u8>, ExecutorError> {

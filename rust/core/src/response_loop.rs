@@ -6,27 +6,34 @@
 //! `agent`-kind tool calls recurse into a sub-loop scoped under the calling step.
 //!
 //! What reaches the sink: `response.created` and the terminal event at the top
-//! level only; live deltas and `output_item.done` for top-level steps only. A
-//! sub-agent's steps never reach the user's stream (a deliberate change from
-//! onwards, whose sub-agents leaked deltas into the parent's stream); its result
-//! becomes the calling step's payload.
+//! level only; live deltas and `output_item.done` for top-level steps. A
+//! sub-agent's steps reach the user's stream only when
+//! [`LoopConfig::subagent_events`] asks for them, each event tagged with the
+//! sub-agent's depth and calling step (onwards leaked them untagged into the
+//! parent's stream); a sub-agent's result becomes the calling step's payload.
 //!
-//! Events flow through one bounded, ordered bridge drained by its own task
-//! (see [`crate::bridge`]): a stalled client can delay a control event, but never
-//! the reading of a model's stream, and a step completes when its upstream
-//! answer is read, whatever the sink is doing.
+//! Events flow through one bounded, ordered bridge drained concurrently with the
+//! loop (see [`crate::bridge`]): a stalled client can delay a control event, but
+//! never the reading of a model's stream, and a step completes when its upstream
+//! answer is read, whatever the sink is doing. Once the response is terminal the
+//! loop gives the sink [`LoopConfig::sink_drain_timeout`] to take what is still
+//! queued, then returns: a client that stopped reading cannot hold it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
 
-use futures::future::{BoxFuture, join_all};
+use futures::future::{BoxFuture, Either, join_all, select};
+use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 
-use crate::bridge;
-use crate::bridge::BridgeSender;
+use crate::bridge::{self, BridgeSender, Detached};
 use crate::error::{ExecutorError, LoopError};
-use crate::events::{EventData, LoopEvent, LoopEventKind};
+use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
 use crate::model_call::{ModelCall, spawn_model_call};
+use crate::observe::{LoopObserver, StepEnd, StepInfo};
+use crate::output_items::compact_json;
 use crate::traits::{EventSink, MultiStepStore, ToolExecutor};
 use crate::types::{
     ChainStep, LoopConfig, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind,
@@ -45,14 +52,21 @@ pub struct LoopRun<'a> {
     pub target: &'a UpstreamTarget,
     /// The pooled client model calls go through.
     pub client: &'a HttpClient,
-    /// Safety caps and bridge size.
+    /// Safety caps, fan-out bound and sink handling.
     pub config: LoopConfig,
     /// The response being driven.
     pub request_id: &'a str,
+    /// Told of every step and of the sink's fate ([`crate::observe::Unobserved`]
+    /// for nobody).
+    pub observer: &'a dyn LoopObserver,
 }
 
 /// Drives the response's `scope_parent` scope to a terminal state and returns
 /// its final payload.
+///
+/// With a sink, events are delivered while the loop runs; once it is terminal,
+/// what is still queued gets `config.sink_drain_timeout` to reach the sink and
+/// is then dropped. The observer hears how many events never reached it.
 pub async fn run_response_loop(
     run: &LoopRun<'_>,
     sink: Option<&dyn EventSink>,
@@ -62,27 +76,65 @@ pub async fn run_response_loop(
         return run.level(None, scope_parent, 0).await;
     };
     let (tx, rx) = bridge::bounded(run.config.bridge_capacity, run.config.bridge_overflow);
-    let drive = async move {
-        let result = run.level(Some(&tx), scope_parent, 0).await;
-        // Closing the bridge lets the drain finish once the sink has everything.
-        drop(tx);
-        result
+    let observer = run.observer;
+    let mut drain = Box::pin(rx.drain_into(sink, |why| match why {
+        Detached::SinkFailed(error) => observer.sink_detached(&error),
+    }));
+    let result = {
+        let drive = std::pin::pin!(run.level(Some(&tx), scope_parent, 0));
+        match select(drive, drain.as_mut()).await {
+            Either::Left((result, _)) => result,
+            // The drain ends only once every sender is gone, which is after the
+            // loop; this arm is here for completeness.
+            Either::Right(((), drive)) => drive.await,
+        }
     };
-    let (result, _dropped) = tokio::join!(drive, rx.drain_into(sink));
-    result
-}
-
-/// Queues a control event, if there is a sink.
-fn emit(events: Option<&BridgeSender>, event: LoopEvent) {
-    if let Some(events) = events {
-        events.send_control(event);
+    // Closing the bridge lets the drain finish once the sink has everything.
+    drop(tx);
+    match run.config.sink_drain_timeout {
+        Some(limit) => {
+            let _ = tokio::time::timeout(limit, drain.as_mut()).await;
+        }
+        None => drain.as_mut().await,
     }
+    // Dropping the drain cancels a sink call still in flight.
+    drop(drain);
+    observer.sink_finished(rx.undelivered());
+    result
 }
 
 type ToolKinds = HashMap<String, ToolKind>;
 
+/// One loop level: where its steps' events go and where it sits in the tree.
+struct Level<'s> {
+    /// Where this level's steps send their events, if anywhere.
+    sink: Option<&'s BridgeSender>,
+    /// The step whose sub-agent this level runs, if any.
+    scope_parent: Option<&'s str>,
+    depth: u32,
+    /// Carried by this level's events; `None` at the top level.
+    scope: Option<Arc<EventScope>>,
+}
+
+impl Level<'_> {
+    fn event(&self, sequence: i64, kind: LoopEventKind, data: Value) -> LoopEvent {
+        LoopEvent {
+            scope: self.scope.clone(),
+            ..LoopEvent::new(sequence, kind, EventData::Json(data))
+        }
+    }
+
+    /// Queues a control event, if there is a sink.
+    fn emit(&self, sequence: i64, kind: LoopEventKind, data: Value) {
+        if let Some(sink) = self.sink {
+            sink.send_control(self.event(sequence, kind, data));
+        }
+    }
+}
+
 impl LoopRun<'_> {
     /// One loop level. Boxed because a level recurses into sub-agent levels.
+    /// `sink` is the response's bridge, whatever the level.
     fn level<'s>(
         &'s self,
         sink: Option<&'s BridgeSender>,
@@ -94,6 +146,18 @@ impl LoopRun<'_> {
                 return Err(LoopError::MaxDepthExceeded);
             }
             let top_level = depth == 0 && scope_parent.is_none();
+            let level = Level {
+                // Sub-agent steps stay out of the user's stream unless asked for.
+                sink: sink.filter(|_| depth == 0 || self.config.subagent_events),
+                scope_parent,
+                depth,
+                scope: scope_parent.filter(|_| depth > 0).map(|parent| {
+                    Arc::new(EventScope {
+                        depth,
+                        scope_parent: parent.to_owned(),
+                    })
+                }),
+            };
 
             // Resolved once per level so dispatch never asks the executor again.
             let kinds: ToolKinds = self
@@ -115,7 +179,7 @@ impl LoopRun<'_> {
                     "object": "response",
                     "status": "in_progress",
                 });
-                emit(sink, event(0, LoopEventKind::Created, created));
+                level.emit(0, LoopEventKind::Created, created);
             }
 
             let mut iterations: u32 = 0;
@@ -124,7 +188,7 @@ impl LoopRun<'_> {
                     if top_level {
                         let sequence = max_sequence(&chain_at_start) + i64::from(iterations) + 1;
                         let payload = json!({"type": "max_iterations_exceeded"});
-                        emit(sink, event(sequence, LoopEventKind::Failed, payload));
+                        level.emit(sequence, LoopEventKind::Failed, payload);
                     }
                     return Err(LoopError::MaxIterationsExceeded);
                 }
@@ -136,18 +200,16 @@ impl LoopRun<'_> {
                     .await?
                 {
                     NextAction::Complete(payload) => {
-                        if top_level && sink.is_some() {
+                        if top_level && level.sink.is_some() {
                             let sequence = self.terminal_sequence(scope_parent).await;
-                            let done = event(sequence, LoopEventKind::Completed, payload.clone());
-                            emit(sink, done);
+                            level.emit(sequence, LoopEventKind::Completed, payload.clone());
                         }
                         return Ok(payload);
                     }
                     NextAction::Fail(payload) => {
-                        if top_level && sink.is_some() {
+                        if top_level && level.sink.is_some() {
                             let sequence = self.terminal_sequence(scope_parent).await;
-                            let failed = event(sequence, LoopEventKind::Failed, payload.clone());
-                            emit(sink, failed);
+                            level.emit(sequence, LoopEventKind::Failed, payload.clone());
                         }
                         return Err(LoopError::Failed(payload));
                     }
@@ -158,12 +220,22 @@ impl LoopRun<'_> {
                         let recorded = self
                             .record_siblings(scope_parent, prev_step.as_deref(), &descriptors)
                             .await?;
-                        // Sub-agent steps stay out of the user's stream.
-                        let step_sink = if depth == 0 { sink } else { None };
-                        let runs = descriptors.iter().zip(&recorded).map(|(descriptor, step)| {
-                            self.execute_step(step_sink, &kinds, step, descriptor, depth)
-                        });
-                        for outcome in join_all(runs).await {
+                        // Built in a loop, not with a closure: a closure here makes the
+                        // boxed future's lifetimes too general for the compiler.
+                        let mut runs = Vec::with_capacity(recorded.len());
+                        for (descriptor, step) in descriptors.iter().zip(&recorded) {
+                            runs.push(self.execute_step(&level, sink, &kinds, step, descriptor));
+                        }
+                        // Bounded, siblings start in order and results come back in
+                        // order; a sibling waits for a slot, never for a sibling's sibling.
+                        let outcomes: Vec<Result<(), LoopError>> = match self
+                            .config
+                            .max_concurrent_steps
+                        {
+                            None => join_all(runs).await,
+                            Some(limit) => stream::iter(runs).buffered(limit.get()).collect().await,
+                        };
+                        for outcome in outcomes {
                             outcome?;
                         }
                         prev_step = recorded.last().map(|r| r.id.clone());
@@ -194,81 +266,131 @@ impl LoopRun<'_> {
     }
 
     /// Runs one step. The step's own failure is persisted with `fail_step` and
-    /// swallowed; store failures and malformed steps abort the loop.
+    /// swallowed; store failures and malformed steps abort the loop. `sink` is the
+    /// response's bridge, handed on to a sub-agent this step may run.
     async fn execute_step(
         &self,
+        level: &Level<'_>,
         sink: Option<&BridgeSender>,
         kinds: &ToolKinds,
         step: &RecordedStep,
         descriptor: &StepDescriptor,
-        depth: u32,
     ) -> Result<(), LoopError> {
         self.store.mark_step_processing(&step.id).await?;
-        let outcome = match descriptor.kind {
-            StepKind::ModelCall => {
-                let sub_request_id = step.sub_request_id.as_deref().ok_or_else(|| {
-                    ExecutorError::Execution(
-                        "model_call step has no sub_request_id; \
-                         MultiStepStore.record_step must set it for model calls"
-                            .into(),
-                    )
-                })?;
-                let call = ModelCall {
-                    target: self.target.clone(),
-                    request_payload: descriptor.request_payload.clone(),
-                    sub_request_id: sub_request_id.to_owned(),
-                    sequence: step.sequence,
-                };
-                spawn_model_call(self.client.clone(), call, sink.cloned())
-                    .await
-                    .map_err(LoopError::from)
-            }
+        let payload = &descriptor.request_payload;
+        let tool_name = match descriptor.kind {
+            StepKind::ModelCall => None,
             StepKind::ToolCall => {
-                let name = descriptor
-                    .request_payload
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        ExecutorError::Execution("tool_call request_payload missing 'name'".into())
-                    })?;
-                self.tool_call(kinds, step, name, &descriptor.request_payload, depth)
-                    .await
+                Some(payload.get("name").and_then(Value::as_str).ok_or_else(|| {
+                    ExecutorError::Execution("tool_call request_payload missing 'name'".into())
+                })?)
+            }
+        };
+        let info = StepInfo {
+            request_id: self.request_id,
+            step_id: &step.id,
+            sequence: step.sequence,
+            kind: descriptor.kind,
+            tool_name,
+            depth: level.depth,
+            scope_parent: level.scope_parent,
+        };
+        let started = Instant::now();
+        let headers = self.observer.step_started(&info);
+        let (outcome, upstream_status) = match tool_name {
+            None => self.model_call(level, step, payload, headers).await?,
+            Some(name) => {
+                let result = self.tool_call(sink, kinds, step, name, payload, level.depth);
+                (result.await, None)
             }
         };
         match outcome {
-            Ok(payload) => {
-                let done = (descriptor.kind == StepKind::ToolCall && sink.is_some()).then(|| {
+            Ok(result) => {
+                let done = tool_name.is_some() && level.sink.is_some();
+                let output = done.then(|| {
                     // The model's id for the call when the step carries one (Open
                     // Responses needs it to pair call and output); else onwards'.
-                    let call_id = match descriptor.request_payload.get("call_id") {
+                    let call_id = match payload.get("call_id") {
                         Some(Value::String(id)) => id.clone(),
                         _ => format!("call_step_{}", step.sequence),
                     };
                     json!({
                         "type": "function_call_output",
                         "call_id": call_id,
-                        "output": payload.to_string(),
+                        "output": compact_json(&result),
                     })
                 });
-                self.store.complete_step(&step.id, payload).await?;
-                if let Some(done) = done {
-                    emit(
-                        sink,
-                        event(step.sequence, LoopEventKind::OutputItemDone, done),
-                    );
+                let usage = result.get("usage").filter(|_| tool_name.is_none()).cloned();
+                self.store.complete_step(&step.id, result).await?;
+                if let Some(output) = output {
+                    level.emit(step.sequence, LoopEventKind::OutputItemDone, output);
                 }
+                let end = StepEnd {
+                    state: "completed",
+                    duration: started.elapsed(),
+                    upstream_status,
+                    usage: usage.as_ref(),
+                    error: None,
+                };
+                self.observer.step_finished(&info, &end);
                 Ok(())
             }
             Err(error @ LoopError::Store(_)) => Err(error),
             Err(error) => {
-                self.store.fail_step(&step.id, error.to_payload()).await?;
+                let payload = error.to_payload();
+                let upstream_status = match &error {
+                    LoopError::Executor(e) => e.status(),
+                    _ => None,
+                };
+                self.store.fail_step(&step.id, payload.clone()).await?;
+                let end = StepEnd {
+                    state: "failed",
+                    duration: started.elapsed(),
+                    upstream_status,
+                    usage: None,
+                    error: Some(&payload),
+                };
+                self.observer.step_finished(&info, &end);
                 Ok(())
             }
         }
     }
 
+    /// Fires a model call; returns its outcome and the upstream's status on
+    /// success. A step without a `sub_request_id` aborts the loop.
+    async fn model_call(
+        &self,
+        level: &Level<'_>,
+        step: &RecordedStep,
+        request_payload: &Value,
+        headers: Vec<(String, String)>,
+    ) -> Result<(Result<Value, LoopError>, Option<u16>), LoopError> {
+        let sub_request_id = step.sub_request_id.as_deref().ok_or_else(|| {
+            ExecutorError::Execution(
+                "model_call step has no sub_request_id; \
+                 MultiStepStore.record_step must set it for model calls"
+                    .into(),
+            )
+        })?;
+        let call = ModelCall {
+            target: self.target.clone(),
+            request_payload: request_payload.clone(),
+            sub_request_id: sub_request_id.to_owned(),
+            sequence: step.sequence,
+            scope: level.scope.clone(),
+            headers,
+        };
+        Ok(
+            match spawn_model_call(self.client.clone(), call, level.sink.cloned()).await {
+                Ok(answer) => (Ok(answer.body), Some(answer.status)),
+                Err(error) => (Err(LoopError::from(error)), None),
+            },
+        )
+    }
+
     async fn tool_call(
         &self,
+        sink: Option<&BridgeSender>,
         kinds: &ToolKinds,
         step: &RecordedStep,
         name: &str,
@@ -282,7 +404,7 @@ impl LoopRun<'_> {
                 if depth + 1 > self.config.max_response_step_depth {
                     return Err(LoopError::MaxDepthExceeded);
                 }
-                self.level(None, Some(&step.id), depth + 1).await
+                self.level(sink, Some(&step.id), depth + 1).await
             }
             ToolKind::Http => {
                 let empty = json!({});
@@ -308,12 +430,4 @@ impl LoopRun<'_> {
 
 fn max_sequence(chain: &[ChainStep]) -> i64 {
     chain.iter().map(|s| s.sequence).max().unwrap_or(0)
-}
-
-fn event(sequence: i64, kind: LoopEventKind, data: Value) -> LoopEvent {
-    LoopEvent {
-        sequence,
-        kind,
-        data: EventData::Json(data),
-    }
 }

@@ -8,14 +8,14 @@
 //! line of JSON>\n\n`, and `data: [DONE]` at the end. `sequence_number` counts
 //! every event from 0; `output_index` is each item's position in the response.
 //!
-//! Item ids follow the assembly's rule (`msg_`, `rs_`, `fc_`, `fco_` with the
-//! request id and the step's sequence), so streamed items and the final response
-//! name the same items. An item stays open until its step can no longer add to
+//! Item ids come from [`crate::output_items`], as the assembly's do, so streamed
+//! items and the final response name the same items. An item stays open until its step can no longer add to
 //! it: when tool results arrive (the next round) or the response ends.
 
 use serde_json::{Value, json};
 
 use crate::events::{EventData, LoopEvent, LoopEventKind};
+use crate::output_items::{function_call_id, function_output_id, message_id, reasoning_id};
 
 #[derive(Debug)]
 enum Open {
@@ -84,8 +84,12 @@ impl ResponsesEncoder {
         );
     }
 
-    /// Appends the frames `event` produces.
+    /// Appends the frames `event` produces. A sub-agent's events are not part of
+    /// the spec's stream and produce none.
     pub fn encode(&mut self, event: &LoopEvent, out: &mut String) {
+        if event.scope.is_some() {
+            return;
+        }
         match (event.kind, &event.data) {
             (LoopEventKind::ReasoningDelta, data) => {
                 let Some(delta) = data.delta() else { return };
@@ -135,7 +139,7 @@ impl ResponsesEncoder {
                 let output = item.get("output").cloned().unwrap_or(json!(""));
                 let item = json!({
                     "type": "function_call_output",
-                    "id": format!("fco_{}_{}", self.request_id, event.sequence),
+                    "id": function_output_id(&self.request_id, event.sequence),
                     "call_id": call_id,
                     "output": output,
                     "status": "completed",
@@ -221,7 +225,7 @@ impl ResponsesEncoder {
         if let Some(found) = found {
             return found;
         }
-        let id = format!("rs_{}_{}", self.request_id, sequence);
+        let id = reasoning_id(&self.request_id, sequence);
         let index = self.add_item(
             json!({"type": "reasoning", "id": id, "summary": [], "content": []}),
             out,
@@ -249,7 +253,7 @@ impl ResponsesEncoder {
                 return (id.clone(), *index);
             }
         }
-        let id = format!("msg_{}_{}", self.request_id, sequence);
+        let id = message_id(&self.request_id, sequence);
         let index = self.add_item(
             json!({"type": "message", "id": id, "status": "in_progress",
                    "role": "assistant", "content": []}),
@@ -294,7 +298,7 @@ impl ResponsesEncoder {
                 return (id.clone(), *index);
             }
         }
-        let id = format!("fc_{}_{}_{}", self.request_id, sequence, call_id);
+        let id = function_call_id(&self.request_id, sequence, call_id);
         let index = self.add_item(
             json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
                    "arguments": "", "status": "in_progress"}),
@@ -414,11 +418,7 @@ mod tests {
     }
 
     fn delta(sequence: i64, kind: LoopEventKind, data: EventData) -> LoopEvent {
-        LoopEvent {
-            sequence,
-            kind,
-            data,
-        }
+        LoopEvent::new(sequence, kind, data)
     }
 
     #[test]

@@ -80,11 +80,17 @@ pub trait ToolExecutor: Send + Sync {
 
 /// Receives the live events of a response.
 ///
-/// An error from the sink is reported to the caller of `emit_many` but never stops
-/// the loop: the bridge's drain swallows it (see [`crate::bridge`]).
+/// An error from the sink never stops the loop: the bridge's drain detaches the
+/// sink and reports it (see [`crate::bridge`]).
 pub trait EventSink: Send + Sync {
-    /// Delivers a batch of events, in order.
+    /// Delivers a batch of events, in order. An event counts as delivered once
+    /// the call carrying it returned.
     fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// The most events one `emit_many` call may carry.
+    fn max_batch(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// A sink failed to take events. Informational only.

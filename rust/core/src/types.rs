@@ -2,10 +2,10 @@
 //! schemas, configuration. No behaviour lives here.
 
 use std::fmt;
+use std::num::NonZeroUsize;
+use std::time::Duration;
 
 use serde_json::Value;
-
-use crate::bridge::Overflow;
 
 /// What a step does when it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,36 @@ pub struct RequestContext {
     pub extensions: Value,
 }
 
-/// The loop's safety caps and live-event bridge size.
+/// What the bridge does with live deltas that do not fit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Drop them: the upstream read never waits for a client.
+    #[default]
+    DropNewest,
+    /// Wait for room: back-pressure from the sink to the upstream read.
+    Block,
+}
+
+impl Overflow {
+    /// The wire name: `drop_newest` or `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::DropNewest => "drop_newest",
+            Overflow::Block => "block",
+        }
+    }
+
+    /// Parses `drop_newest` or `block`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Overflow::DropNewest, Overflow::Block]
+            .into_iter()
+            .find(|o| o.as_str() == name)
+    }
+}
+
+/// The loop's safety caps, its fan-out bound and how it treats its sink.
+///
+/// This is the one source of every default; the Python face reads them from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoopConfig {
     /// Deepest sub-agent recursion allowed; deeper fails with `MaxDepthExceeded`.
@@ -116,18 +145,35 @@ pub struct LoopConfig {
     /// Most transition rounds one loop level may take.
     pub max_response_iterations: u32,
     /// Capacity of the bounded channel between the upstream read and the sink.
-    pub bridge_capacity: usize,
+    pub bridge_capacity: NonZeroUsize,
     /// What happens to live events when that channel is full.
     pub bridge_overflow: Overflow,
+    /// How long events still queued when the response is terminal may take to
+    /// reach the sink before they are dropped; `None` waits as long as it takes.
+    pub sink_drain_timeout: Option<Duration>,
+    /// Most sibling steps of one level running at once; `None` runs them all.
+    pub max_concurrent_steps: Option<NonZeroUsize>,
+    /// Forward sub-agents' events to the sink, tagged with their depth and scope.
+    pub subagent_events: bool,
 }
+
+/// The default bridge capacity: a burst of deltas from a fast model while a
+/// client is briefly stalled, without unbounded growth.
+const DEFAULT_BRIDGE_CAPACITY: NonZeroUsize = match NonZeroUsize::new(1024) {
+    Some(capacity) => capacity,
+    None => NonZeroUsize::MIN,
+};
 
 impl Default for LoopConfig {
     fn default() -> Self {
         Self {
             max_response_step_depth: 8,
             max_response_iterations: 10,
-            bridge_capacity: 1024,
+            bridge_capacity: DEFAULT_BRIDGE_CAPACITY,
             bridge_overflow: Overflow::DropNewest,
+            sink_drain_timeout: Some(Duration::from_secs(5)),
+            max_concurrent_steps: None,
+            subagent_events: false,
         }
     }
 }

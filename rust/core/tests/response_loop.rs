@@ -4,16 +4,21 @@
 // Test scaffolding: a failed unwrap here is a failed test, which is its job.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
+use std::num::NonZeroUsize;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
+use stepwell_core::observe::{StepEnd, StepInfo, Unobserved};
 use stepwell_core::response_loop::LoopRun;
 use stepwell_core::traits::SinkError;
 use stepwell_core::{
     ChainStep, EventSink, HttpClient, HttpClientConfig, LoopConfig, LoopError, LoopEvent,
-    MultiStepStore, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind, StoreError,
-    ToolError, ToolExecutor, ToolKind, ToolSchema, UpstreamTarget, run_response_loop,
+    LoopObserver, MultiStepStore, NextAction, RecordedStep, RequestContext, StepDescriptor,
+    StepKind, StoreError, ToolError, ToolExecutor, ToolKind, ToolSchema, UpstreamTarget,
+    run_response_loop,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -229,8 +234,19 @@ fn chunk(delta: Value, finish: Option<&str>) -> String {
 async fn run(
     store: &ScriptStore,
     endpoint: String,
-    sink: &Collect,
+    sink: &dyn EventSink,
     config: LoopConfig,
+) -> Result<Value, LoopError> {
+    run_with(store, &Echo, endpoint, sink, config, &Unobserved).await
+}
+
+async fn run_with(
+    store: &ScriptStore,
+    executor: &dyn ToolExecutor,
+    endpoint: String,
+    sink: &dyn EventSink,
+    config: LoopConfig,
+    observer: &dyn LoopObserver,
 ) -> Result<Value, LoopError> {
     let client = HttpClient::new(&HttpClientConfig::default()).unwrap();
     let target = UpstreamTarget {
@@ -241,12 +257,13 @@ async fn run(
     let ctx = RequestContext::default();
     let run = LoopRun {
         store,
-        executor: &Echo,
+        executor,
         ctx: &ctx,
         target: &target,
         client: &client,
         config,
         request_id: "r",
+        observer,
     };
     run_response_loop(&run, Some(sink), None).await
 }
@@ -341,4 +358,231 @@ async fn empty_action_and_iteration_cap() {
     let last = sink.0.lock().unwrap().last().cloned().unwrap();
     assert_eq!(last.kind.as_str(), "response.failed");
     assert_eq!(last.sequence, 3);
+}
+
+/// A sink whose every call waits forever.
+struct Stalled(AtomicUsize);
+
+impl EventSink for Stalled {
+    fn emit_many<'a>(&'a self, _events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(std::future::pending())
+    }
+}
+
+fn tool_step(name: &str) -> StepDescriptor {
+    StepDescriptor {
+        kind: StepKind::ToolCall,
+        request_payload: json!({"name": name, "args": {}}),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_sink_holds_the_loop_only_for_the_drain_timeout() {
+    let store = ScriptStore::new(vec![
+        NextAction::AppendSteps(vec![tool_step("echo")]),
+        NextAction::Complete(json!("done")),
+    ]);
+    let sink = Stalled(AtomicUsize::new(0));
+    let config = LoopConfig {
+        sink_drain_timeout: Some(Duration::from_secs(2)),
+        ..LoopConfig::default()
+    };
+    let started = tokio::time::Instant::now();
+    let journal = Journal::default();
+    let endpoint = "http://127.0.0.1:9".to_string();
+    let result = run_with(&store, &Echo, endpoint, &sink, config, &journal).await;
+    assert_eq!(result.unwrap(), json!("done"));
+    // created, the tool's output_item.done and completed: none was delivered.
+    let journal = journal.0.lock().unwrap().clone();
+    assert_eq!(journal.last().map(String::as_str), Some("undelivered 3"));
+    // Time is paused: the loop returned when the drain timeout ran out, not later.
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert_eq!(sink.0.load(Ordering::SeqCst), 1);
+    assert_eq!(store.rows()[0].state, "completed");
+}
+
+/// Counts tool calls in flight and the most seen at once; each call waits for
+/// the test to let it go, so calls overlap as much as the loop allows.
+#[derive(Default)]
+struct Gauge {
+    now: AtomicUsize,
+    most: AtomicUsize,
+    calls: AtomicUsize,
+}
+
+impl ToolExecutor for Gauge {
+    fn tools<'a>(
+        &'a self,
+        _ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Vec<ToolSchema>, stepwell_core::ExecutorError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        _tool_name: &'a str,
+        _tool_call_id: &'a str,
+        _arguments: &'a Value,
+        _ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        Box::pin(async move {
+            let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            // Yield a few times so every sibling that may start does start.
+            for _ in 0..8 {
+                tokio::task::yield_now().await;
+            }
+            self.now.fetch_sub(1, Ordering::SeqCst);
+            Ok(json!(self.calls.fetch_add(1, Ordering::SeqCst)))
+        })
+    }
+}
+
+#[tokio::test]
+async fn bounded_fan_out_runs_at_most_the_limit_at_once() {
+    for (limit, expected_most) in [(Some(4), 4), (None, 64)] {
+        let steps: Vec<StepDescriptor> = (0..64).map(|_| tool_step("t")).collect();
+        let store = ScriptStore::new(vec![
+            NextAction::AppendSteps(steps),
+            NextAction::Complete(json!("done")),
+        ]);
+        let gauge = Gauge::default();
+        let config = LoopConfig {
+            max_concurrent_steps: limit.and_then(NonZeroUsize::new),
+            ..LoopConfig::default()
+        };
+        let sink = Collect::default();
+        let result = run_with(
+            &store,
+            &gauge,
+            "http://127.0.0.1:9".into(),
+            &sink,
+            config,
+            &Unobserved,
+        );
+        assert_eq!(result.await.unwrap(), json!("done"));
+        assert_eq!(gauge.most.load(Ordering::SeqCst), expected_most);
+        let rows = store.rows();
+        assert!(rows.iter().all(|r| r.state == "completed"));
+        // Every sibling's result reaches the sink.
+        let done: Vec<i64> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind.as_str() == "response.output_item.done")
+            .map(|e| e.sequence)
+            .collect();
+        assert_eq!(done.len(), 64);
+    }
+}
+
+/// An executor serving one `agent` tool and one `http` tool.
+struct WithAgent;
+
+impl ToolExecutor for WithAgent {
+    fn tools<'a>(
+        &'a self,
+        _ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Vec<ToolSchema>, stepwell_core::ExecutorError>> {
+        Box::pin(async {
+            Ok(vec![
+                ToolSchema {
+                    name: "helper".into(),
+                    kind: ToolKind::Agent,
+                },
+                ToolSchema {
+                    name: "echo".into(),
+                    kind: ToolKind::Http,
+                },
+            ])
+        })
+    }
+
+    fn execute<'a>(
+        &'a self,
+        _tool_name: &'a str,
+        _tool_call_id: &'a str,
+        arguments: &'a Value,
+        _ctx: &'a RequestContext,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        Box::pin(async move { Ok(arguments.clone()) })
+    }
+}
+
+/// Records what it is told, as text.
+#[derive(Default)]
+struct Journal(Mutex<Vec<String>>);
+
+impl LoopObserver for Journal {
+    fn step_started(&self, step: &StepInfo<'_>) -> Vec<(String, String)> {
+        self.0.lock().unwrap().push(format!(
+            "start {} {} depth={}",
+            step.sequence, step.kind, step.depth
+        ));
+        Vec::new()
+    }
+
+    fn step_finished(&self, step: &StepInfo<'_>, end: &StepEnd<'_>) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("end {} {}", step.sequence, end.state));
+    }
+
+    fn sink_finished(&self, undelivered: u64) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("undelivered {undelivered}"));
+    }
+}
+
+#[tokio::test]
+async fn subagent_events_are_opt_in_and_tagged() {
+    for forwarded in [false, true] {
+        // Top level: call the agent; the agent's level: one echo, then done.
+        let store = ScriptStore::new(vec![
+            NextAction::AppendSteps(vec![tool_step("helper")]),
+            NextAction::AppendSteps(vec![tool_step("echo")]),
+            NextAction::Complete(json!("agent done")),
+            NextAction::Complete(json!("done")),
+        ]);
+        let sink = Collect::default();
+        let journal = Journal::default();
+        let config = LoopConfig {
+            subagent_events: forwarded,
+            ..LoopConfig::default()
+        };
+        let endpoint = "http://127.0.0.1:9".to_string();
+        let result = run_with(&store, &WithAgent, endpoint, &sink, config, &journal).await;
+        assert_eq!(result.unwrap(), json!("done"));
+        let events = sink.0.lock().unwrap().clone();
+        let nested: Vec<&LoopEvent> = events.iter().filter(|e| e.depth() > 0).collect();
+        if forwarded {
+            assert_eq!(nested.len(), 1);
+            assert_eq!(nested[0].kind.as_str(), "response.output_item.done");
+            assert_eq!(nested[0].depth(), 1);
+            assert_eq!(nested[0].scope_parent(), Some("step1"));
+        } else {
+            assert!(nested.is_empty());
+        }
+        // The agent's own terminal never reaches the stream: one completed, at the top.
+        let terminals = events
+            .iter()
+            .filter(|e| e.kind.as_str() == "response.completed")
+            .count();
+        assert_eq!(terminals, 1);
+        assert_eq!(
+            journal.0.lock().unwrap().clone(),
+            [
+                "start 1 tool_call depth=0",
+                "start 2 tool_call depth=1",
+                "end 2 completed",
+                "end 1 completed",
+                "undelivered 0",
+            ]
+        );
+    }
 }

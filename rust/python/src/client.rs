@@ -6,8 +6,7 @@ use std::time::Duration;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use stepwell_core::http::{DEFAULT_REQUEST_ID_HEADER, HttpClient, HttpClientConfig};
-use stepwell_core::sse::DEFAULT_MAX_EVENT_BYTES;
+use stepwell_core::http::{HttpClient, HttpClientConfig};
 
 /// The HTTP client for model calls. One client pools connections across every
 /// step and loop that uses it; `run_response_loop` uses a shared default one
@@ -30,6 +29,12 @@ fn seconds(name: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
         .transpose()
 }
 
+/// A default of the core's `HttpClientConfig`, in seconds: the signature's
+/// defaults come from there, so there is one source for each.
+fn default_seconds(field: fn(&HttpClientConfig) -> Option<Duration>) -> Option<f64> {
+    field(&HttpClientConfig::default()).map(|d| d.as_secs_f64())
+}
+
 fn show(value: Option<Duration>) -> String {
     value.map_or_else(|| "None".into(), |d| d.as_secs_f64().to_string())
 }
@@ -39,14 +44,14 @@ impl PyHttpClient {
     #[new]
     #[pyo3(signature = (
         *,
-        first_chunk_timeout = Some(120.0),
-        chunk_timeout = Some(60.0),
-        body_timeout = Some(600.0),
-        upload_stall_timeout = Some(30.0),
+        first_chunk_timeout = default_seconds(|c| c.first_chunk_timeout),
+        chunk_timeout = default_seconds(|c| c.chunk_timeout),
+        body_timeout = default_seconds(|c| c.body_timeout),
+        upload_stall_timeout = default_seconds(|c| c.upload_stall_timeout),
         streamable_paths = Vec::new(),
-        request_id_header = DEFAULT_REQUEST_ID_HEADER.to_string(),
+        request_id_header = HttpClientConfig::default().request_id_header,
         headers = None,
-        max_event_bytes = DEFAULT_MAX_EVENT_BYTES,
+        max_event_bytes = HttpClientConfig::default().max_event_bytes,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(

@@ -45,12 +45,7 @@ impl PyLoopEvent {
         let kind = LoopEventKind::parse(kind)
             .ok_or_else(|| PyValueError::new_err(format!("unknown event kind {kind:?}")))?;
         let data = EventData::Json(convert::from_py(data, "LoopEvent.data")?);
-        Ok(LoopEvent {
-            sequence,
-            kind,
-            data,
-        }
-        .into())
+        Ok(LoopEvent::new(sequence, kind, data).into())
     }
 
     /// The sequence of the step that produced the event (0 for `response.created`).
@@ -91,6 +86,19 @@ impl PyLoopEvent {
         }
     }
 
+    /// How deep the sub-agent that produced the event runs; 0 at the top level.
+    #[getter]
+    fn depth(&self) -> u32 {
+        self.inner.depth()
+    }
+
+    /// The step that called the sub-agent that produced the event; `None` at
+    /// the top level.
+    #[getter]
+    fn scope_parent(&self) -> Option<&str> {
+        self.inner.scope_parent()
+    }
+
     /// The `delta` text of a delta event, else `None` (no dict is built).
     #[getter]
     fn delta(&self) -> Option<&str> {
@@ -104,10 +112,11 @@ impl PyLoopEvent {
 
     fn __repr__(&self) -> String {
         format!(
-            "LoopEvent(sequence={}, kind={:?}, data={})",
+            "LoopEvent(sequence={}, kind={:?}, data={}, depth={})",
             self.inner.sequence,
             self.inner.kind.as_str(),
-            self.inner.data
+            self.inner.data,
+            self.inner.depth()
         )
     }
 
@@ -116,6 +125,7 @@ impl PyLoopEvent {
             let other = &other.get().inner;
             other.sequence == self.inner.sequence
                 && other.kind == self.inner.kind
+                && other.scope == self.inner.scope
                 && other.data.to_json() == self.inner.data.to_json()
         })
     }

@@ -1,75 +1,44 @@
-//! `stepwell._core.post_json`: the HTTP call of an `HttpTools` tool, fired from
-//! the Rust core (reqwest on tokio) and awaited from asyncio.
+//! `stepwell._core.post_json`: the HTTP call of an `HttpTools` tool, fired through
+//! the core's `HttpClient` (the model calls' pool and timeouts) and awaited from
+//! asyncio.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyConnectionError, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
-use stepwell_core::http::describe;
+use stepwell_core::ExecutorError;
+use stepwell_core::tool_post::post_tool;
 
 use crate::aio::waker_for;
+use crate::client::{PyHttpClient, default_client};
 use crate::local::{awaitable, panic_message};
 
-fn client() -> Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| reqwest::Client::builder().build().map_err(|e| describe(&e)))
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-/// What a tool's POST came to.
-enum Answer {
-    Reply(u16, String),
-    TimedOut,
-    Failed(String),
-}
-
-/// POSTs `body` (JSON text) to `url` and resolves to `(status, body text)`;
-/// raises `TimeoutError` after `timeout` seconds and `ConnectionError` when no
-/// answer came. The request runs on tokio; the awaitable completes on the loop.
+/// POSTs `body` (JSON text) to `url` through `client` (the shared default one
+/// when `None`) and resolves to `(status, body text)`; raises `TimeoutError`
+/// when a limit ran out (`timeout` seconds for the whole request, or the
+/// client's own) and `ConnectionError` when no answer came. Cancelling the
+/// awaitable aborts the request.
 #[pyfunction]
-#[pyo3(signature = (url, body, headers, timeout))]
+#[pyo3(signature = (url, body, headers, timeout, client = None))]
 pub fn post_json<'py>(
     py: Python<'py>,
     url: String,
     body: String,
     headers: BTreeMap<String, String>,
     timeout: f64,
+    client: Option<PyRef<'py, PyHttpClient>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let timeout = Duration::try_from_secs_f64(timeout)
-        .map_err(|_| PyValueError::new_err("timeout must be a positive number of seconds"))?;
-    let client = client().map_err(PyRuntimeError::new_err)?;
-    let mut request = client
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .timeout(timeout);
-    for (name, value) in &headers {
-        request = request.header(name.as_str(), value.as_str());
-    }
-    let work = async move {
-        let task = pyo3_async_runtimes::tokio::get_runtime().spawn(async move {
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e) if e.is_timeout() => return Answer::TimedOut,
-                Err(e) => return Answer::Failed(describe(&e)),
-            };
-            let status = response.status().as_u16();
-            match response.text().await {
-                Ok(text) => Answer::Reply(status, text),
-                Err(e) if e.is_timeout() => Answer::TimedOut,
-                Err(e) => Answer::Failed(describe(&e)),
-            }
-        });
-        let abort = task.abort_handle();
-        // Dropping this future (a cancelled tool call) aborts the request too.
-        let _guard = AbortGuard(abort);
-        task.await
-            .unwrap_or_else(|e| Answer::Failed(format!("tool request task failed: {e}")))
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| PyValueError::new_err("timeout must be a positive number of seconds"))?;
+    let client = match client {
+        Some(client) => client.inner.clone(),
+        None => default_client(py)?,
     };
+    let headers = headers.into_iter().collect();
+    let work = post_tool(client, url, body.into_bytes(), headers, timeout);
     let event_loop = pyo3_async_runtimes::tokio::get_current_loop(py)?;
     let waker = waker_for(&event_loop)?;
     awaitable(
@@ -77,28 +46,17 @@ pub fn post_json<'py>(
         waker,
         Box::pin(work),
         move |py, outcome| match outcome {
-            Ok(Answer::Reply(status, text)) => {
-                (status, text).into_pyobject(py).map(Bound::into_any)
+            Ok(Ok(reply)) => (reply.status, reply.body)
+                .into_pyobject(py)
+                .map(Bound::into_any),
+            Ok(Err(ExecutorError::Timeout(phase))) => {
+                Err(PyTimeoutError::new_err(phase.to_string()))
             }
-            Ok(Answer::TimedOut) => Err(pyo3::exceptions::PyTimeoutError::new_err(format!(
-                "no answer within {:?}",
-                timeout
-            ))),
-            Ok(Answer::Failed(message)) => {
-                Err(pyo3::exceptions::PyConnectionError::new_err(message))
-            }
+            Ok(Err(error)) => Err(PyConnectionError::new_err(error.to_string())),
             Err(panic) => Err(PyRuntimeError::new_err(format!(
                 "stepwell panicked: {}",
                 panic_message(&*panic)
             ))),
         },
     )
-}
-
-struct AbortGuard(tokio::task::AbortHandle);
-
-impl Drop for AbortGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

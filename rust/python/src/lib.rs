@@ -1,12 +1,14 @@
 //! `stepwell._core`: the native module behind the `stepwell` package.
 //!
-//! It exposes `run_response_loop`, `HttpClient`, `LoopEvent` and `CountingSink`, and adapts the
+//! It exposes `run_response_loop`, `HttpClient`, `LoopEvent`, the sinks written in Rust and the
+//! Open Responses item ids, and adapts the
 //! caller's Python store, tool executor and sink to the core's traits. All
 //! behaviour lives in `stepwell-core`; this crate only adapts.
 
 mod aio;
 mod callee;
 mod client;
+mod config;
 mod convert;
 mod counting_sink;
 mod errors;
@@ -14,6 +16,8 @@ mod event;
 mod executor;
 mod http_tool;
 mod local;
+mod observer;
+mod output_items;
 mod responses_sink;
 mod run;
 mod sink;
@@ -30,5 +34,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run::run_response_loop, m)?)?;
     m.add_function(wrap_pyfunction!(http_tool::post_json, m)?)?;
     m.add_function(wrap_pyfunction!(run::_panic_probe, m)?)?;
+    m.add_function(wrap_pyfunction!(config::loop_config_defaults, m)?)?;
+    m.add_function(wrap_pyfunction!(config::check_loop_config, m)?)?;
+    output_items::register(m)?;
     Ok(())
 }

@@ -4,21 +4,22 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use serde_json::Value;
-use stepwell_core::bridge::Overflow;
+use stepwell_core::observe::{LoopObserver, Unobserved};
 use stepwell_core::response_loop::LoopRun;
-use stepwell_core::{EventSink, LoopConfig, LoopError, RequestContext, UpstreamTarget};
+use stepwell_core::{EventSink, LoopError, RequestContext, UpstreamTarget};
 
 use crate::aio::LoopHandle;
 use crate::callee::Callee;
 use crate::client::{PyHttpClient, default_client};
+use crate::config::config_from;
 use crate::convert;
 use crate::counting_sink::PyCountingSink;
 use crate::errors::PyErrors;
 use crate::executor::PyToolExecutor;
 use crate::local::{awaitable, panic_message};
+use crate::observer::PyObserver;
 use crate::responses_sink::PyResponsesStream;
 use crate::sink::PySink;
 use crate::store::PyStore;
@@ -31,35 +32,9 @@ fn target_from(target: &Bound<'_, PyAny>) -> PyResult<UpstreamTarget> {
     })
 }
 
-fn config_from(config: &Bound<'_, PyAny>) -> PyResult<LoopConfig> {
-    let field = |name: &str| {
-        config.getattr(name)?.extract::<u64>().map_err(|_| {
-            PyValueError::new_err(format!("LoopConfig.{name} must be a non-negative integer"))
-        })
-    };
-    let small = |name: &str| {
-        u32::try_from(field(name)?)
-            .map_err(|_| PyValueError::new_err(format!("LoopConfig.{name} is too large")))
-    };
-    Ok(LoopConfig {
-        max_response_step_depth: small("max_response_step_depth")?,
-        max_response_iterations: small("max_response_iterations")?,
-        bridge_capacity: usize::try_from(field("bridge_capacity")?)
-            .map_err(|_| PyValueError::new_err("LoopConfig.bridge_capacity is too large"))?,
-        bridge_overflow: config
-            .getattr("bridge_overflow")?
-            .extract::<String>()
-            .ok()
-            .and_then(|name| Overflow::parse(&name))
-            .ok_or_else(|| {
-                PyValueError::new_err("LoopConfig.bridge_overflow must be 'drop_newest' or 'block'")
-            })?,
-    })
-}
-
 /// Drives a response to a terminal state; see `stepwell.run_response_loop`.
 #[pyfunction]
-#[pyo3(signature = (store, tool_executor, ctx, target, *, request_id, sink, scope_parent, config, client))]
+#[pyo3(signature = (store, tool_executor, ctx, target, *, request_id, sink, scope_parent, config, client, observer))]
 #[allow(clippy::too_many_arguments)]
 pub fn run_response_loop<'py>(
     py: Python<'py>,
@@ -72,6 +47,7 @@ pub fn run_response_loop<'py>(
     scope_parent: Option<String>,
     config: &Bound<'py, PyAny>,
     client: Option<PyRef<'py, PyHttpClient>>,
+    observer: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let target = target_from(target)?;
     let config = config_from(config)?;
@@ -115,6 +91,11 @@ pub fn run_response_loop<'py>(
         }
     };
 
+    let observer: Box<dyn LoopObserver> = match observer {
+        Some(observer) => Box::new(PyObserver(observer)),
+        None => Box::new(Unobserved),
+    };
+
     let work = async move {
         let run = LoopRun {
             store: &store,
@@ -124,6 +105,7 @@ pub fn run_response_loop<'py>(
             client: &client,
             config,
             request_id: &request_id,
+            observer: &*observer,
         };
         let sink = sink.as_deref();
         stepwell_core::run_response_loop(&run, sink, scope_parent.as_deref()).await
