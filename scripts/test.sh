@@ -14,5 +14,7 @@ echo "== ruff / mypy"
 .venv/bin/ruff check python tests examples benches
 .venv/bin/ruff format --check python tests examples benches
 .venv/bin/mypy python/stepwell
+echo "== stubtest (python/stepwell/_core.pyi against the built module)"
+.venv/bin/python -m mypy.stubtest stepwell._core
 echo "== pytest"
 .venv/bin/pytest -q

@@ -1,40 +1,67 @@
-"""The native module behind stepwell (Rust, PyO3). Use it through ``stepwell``."""
+"""The native module behind stepwell (Rust, PyO3). Use it through ``stepwell``.
+
+Checked against the built module by ``python -m mypy.stubtest stepwell._core``
+(``scripts/test.sh``). Its classes are native and final: they cannot be
+subclassed, and they construct in ``__new__``.
+"""
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, final
 
+from typing_extensions import Self
+
+__all__ = [
+    "CountingSink",
+    "HttpClient",
+    "LoopEvent",
+    "ResponsesStream",
+    "_panic_probe",
+    "check_loop_config",
+    "compact_json",
+    "function_call_id",
+    "function_output_id",
+    "loop_config_defaults",
+    "message_id",
+    "post_json",
+    "reasoning_id",
+    "run_response_loop",
+]
+
+@final
 class HttpClient:
-    """The pooled HTTP client model calls go through.
+    """The pooled HTTP client model calls (and ``HttpTools`` calls) go through.
 
     Timeouts are in seconds; ``None`` disables one. ``first_chunk_timeout`` covers
     connect, upload, headers and the first SSE event; ``chunk_timeout`` the
     silence between chunks; ``body_timeout`` the whole request;
     ``upload_stall_timeout`` a request body the upstream stops taking. A request
     streams when its body says ``stream: true`` or its path is in
-    ``streamable_paths``.
+    ``streamable_paths``. Defaults (the Rust core's): 120, 60, 600 and 30
+    seconds, no streamable paths, ``X-Request-Id``, 16 MiB events.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
-        first_chunk_timeout: float | None = 120.0,
-        chunk_timeout: float | None = 60.0,
-        body_timeout: float | None = 600.0,
-        upload_stall_timeout: float | None = 30.0,
-        streamable_paths: Sequence[str] = (),
-        request_id_header: str = "X-Request-Id",
+        first_chunk_timeout: float | None = ...,
+        chunk_timeout: float | None = ...,
+        body_timeout: float | None = ...,
+        upload_stall_timeout: float | None = ...,
+        streamable_paths: Sequence[str] = ...,
+        request_id_header: str = ...,
         headers: Mapping[str, str] | None = None,
-        max_event_bytes: int = 16 * 1024 * 1024,
-    ) -> None: ...
+        max_event_bytes: int = ...,
+    ) -> Self: ...
     @property
     def request_id_header(self) -> str: ...
     @property
     def streamable_paths(self) -> list[str]: ...
 
+@final
 class LoopEvent:
     """One event of a response's live stream."""
 
-    def __init__(self, sequence: int, kind: str, data: Any) -> None: ...
+    def __new__(cls, sequence: int, kind: str, data: Any) -> Self: ...
     @property
     def sequence(self) -> int: ...
     @property
@@ -42,29 +69,41 @@ class LoopEvent:
     @property
     def data(self) -> Any: ...
     @property
+    def depth(self) -> int:
+        """0 at the top level; a sub-agent's depth for its events."""
+    @property
+    def scope_parent(self) -> str | None:
+        """The step that called the sub-agent that produced the event."""
+    @property
     def delta(self) -> str | None:
         """The text of a delta event (no dict built); ``None`` for other events."""
     def sse(self) -> str: ...
 
+@final
 class CountingSink:
     """A sink that counts events and delta characters without leaving Rust."""
 
-    def __init__(self) -> None: ...
+    def __new__(cls) -> Self: ...
     @property
     def events(self) -> int: ...
     @property
     def delta_chars(self) -> int: ...
 
+@final
 class ResponsesStream:
     """A sink encoding a response's events as the Open Responses SSE stream in Rust."""
 
-    def __init__(self, request_id: str, on_frames: Callable[[str], object]) -> None: ...
+    def __new__(cls, request_id: str, on_frames: Callable[[str], object]) -> Self: ...
     def start(self, response: Any) -> str: ...
     @staticmethod
     def done() -> str: ...
 
 def post_json(
-    url: str, body: str, headers: Mapping[str, str], timeout: float
+    url: str,
+    body: str,
+    headers: Mapping[str, str],
+    timeout: float,
+    client: HttpClient | None = None,
 ) -> Awaitable[tuple[int, str]]: ...
 def run_response_loop(
     store: Any,
@@ -77,5 +116,13 @@ def run_response_loop(
     scope_parent: str | None,
     config: Any,
     client: HttpClient | None,
+    observer: Any | None,
 ) -> Awaitable[Any]: ...
 def _panic_probe() -> Awaitable[Any]: ...
+def loop_config_defaults() -> dict[str, Any]: ...
+def check_loop_config(config: Any) -> None: ...
+def message_id(request_id: str, sequence: int) -> str: ...
+def reasoning_id(request_id: str, sequence: int) -> str: ...
+def function_call_id(request_id: str, sequence: int, call_id: str) -> str: ...
+def function_output_id(request_id: str, sequence: int) -> str: ...
+def compact_json(value: Any) -> str: ...

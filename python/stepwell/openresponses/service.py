@@ -6,12 +6,14 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
 from ..errors import LoopError, LoopFailed
 from ..protocols import ToolExecutor
+from ..stores import WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
 from .assemble import response_object
 from .request import JSONDict, validate
@@ -47,14 +49,14 @@ class Responses:
         self.client = client
         self.config = config
 
-    async def _setup(self, body: JSONDict, request_id: str, created_at: int) -> JSONDict:
-        """Points the store at this request's transition; returns the response as
-        it stands before any step (what `response.created` announces)."""
+    async def _setup(self, body: JSONDict, request_id: str, created_at: int) -> _Run:
+        """This request's view of the store (its own transition, nothing written on
+        the shared store) and the response as it stands before any step (what
+        `response.created` announces)."""
         served = await self.tools.tools(RequestContext(model=body["model"]))
         transition = ResponsesTransition(self.store, served=served, agents=self.agents)
-        self.store.decide = transition
         _, tools = transition.context(body)
-        return response_object(
+        initial = response_object(
             body,
             request_id,
             status="in_progress",
@@ -63,18 +65,20 @@ class Responses:
             created_at=created_at,
             tools=tools,
         )
+        return _Run(request_id, body, WithTransition(self.store, transition), initial)
 
-    async def _prepare(self, body: Any, request_id: str | None) -> tuple[str, JSONDict, JSONDict]:
+    async def _prepare(self, body: Any, request_id: str | None) -> _Run:
         validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
         self.store.save_request(request_id, stored(body, created_at))
-        return request_id, body, await self._setup(body, request_id, created_at)
+        return await self._setup(body, request_id, created_at)
 
-    async def _run(self, request_id: str, body: JSONDict, sink: Any, initial: JSONDict) -> JSONDict:
+    async def _run(self, run: _Run, sink: Any) -> JSONDict:
+        request_id, body, initial = run.request_id, run.body, run.initial
         try:
             result = await run_response_loop(
-                self.store,
+                run.store,
                 self.tools,
                 RequestContext(model=body["model"]),
                 self.target,
@@ -95,29 +99,26 @@ class Responses:
 
     async def create(self, body: Any, *, request_id: str | None = None) -> JSONDict:
         """Runs the request to its end and returns the `Response`."""
-        request_id, body, initial = await self._prepare(body, request_id)
-        return await self._run(request_id, body, None, initial)
+        return await self._run(await self._prepare(body, request_id), None)
 
     async def resume(self, request_id: str) -> JSONDict:
         """Drives a response whose worker stopped to its end (completed steps are kept)."""
         saved = self.store.load_request(request_id)
         if saved is None:
             raise KeyError(f"no response {request_id!r}")
-        body = saved["request"]
-        initial = await self._setup(body, request_id, saved["created_at"])
-        return await self._run(request_id, body, None, initial)
+        run = await self._setup(saved["request"], request_id, saved["created_at"])
+        return await self._run(run, None)
 
     async def stream(self, body: Any, *, request_id: str | None = None) -> AsyncIterator[str]:
         """Runs the request, yielding the Open Responses SSE stream frame by frame.
 
         The model calls stream whatever `body["stream"]` says, so text arrives live.
         """
-        body = {**validate(body), "stream": True}
-        request_id, body, initial = await self._prepare(body, request_id)
+        run = await self._prepare({**validate(body), "stream": True}, request_id)
         frames: asyncio.Queue[str] = asyncio.Queue()
-        encoder = ResponsesStream(request_id, frames.put_nowait)
-        yield encoder.start(initial)
-        task = asyncio.ensure_future(self._run(request_id, body, encoder, initial))
+        encoder = ResponsesStream(run.request_id, frames.put_nowait)
+        yield encoder.start(run.initial)
+        task = asyncio.ensure_future(self._run(run, encoder))
         try:
             while not (task.done() and frames.empty()):
                 getter = asyncio.ensure_future(frames.get())
@@ -130,6 +131,16 @@ class Responses:
         finally:
             task.cancel()
         yield ResponsesStream.done()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One request being run: its id, body, store view and announced response."""
+
+    request_id: str
+    body: JSONDict
+    store: WithTransition
+    initial: JSONDict
 
 
 def _error(error: LoopError) -> JSONDict:

@@ -1,6 +1,7 @@
 """Stores that come with stepwell: in memory, and durable in SQLite."""
 
-from .memory import Decide, IllegalTransition, MemoryStore
+from ._transition import Decide, IllegalTransition, WithTransition
+from .memory import MemoryStore
 from .sqlite import SQLiteStore, StoreCorrupt, StoreLocked
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "SQLiteStore",
     "StoreCorrupt",
     "StoreLocked",
+    "WithTransition",
 ]

@@ -1,11 +1,48 @@
-"""What every store does around its transition function."""
+"""What every store shares: the transition function's type, the step life cycle,
+running the transition, the stored-response view, and a store seen through one
+request's transition."""
 
 from __future__ import annotations
 
 import inspect
-from typing import Any, Protocol
+from collections.abc import Awaitable
+from typing import Any, Callable, Optional, Protocol, Union
 
-from ..types import AppendSteps, ChainStep, Complete, Fail, NextAction
+from ..types import (
+    JSON,
+    AppendSteps,
+    ChainStep,
+    Complete,
+    Fail,
+    NextAction,
+    RecordedStep,
+    StepDescriptor,
+    StepState,
+)
+
+Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
+"""A transition function: ``decide(chain, request_id, scope_parent) -> NextAction``.
+
+``chain`` is the scope's steps ordered by sequence. It may be sync or async.
+"""
+
+
+class IllegalTransition(ValueError):
+    """A step was moved to a state its current state does not allow."""
+
+
+_ALLOWED: dict[StepState, tuple[StepState, ...]] = {
+    StepState.PENDING: (StepState.PROCESSING, StepState.FAILED),
+    StepState.PROCESSING: (StepState.COMPLETED, StepState.FAILED),
+    StepState.COMPLETED: (),
+    StepState.FAILED: (),
+}
+
+
+def check_move(step_id: str, current: StepState, to: StepState) -> None:
+    """Raises ``IllegalTransition`` unless a step may go from ``current`` to ``to``."""
+    if to not in _ALLOWED[current]:
+        raise IllegalTransition(f"step {step_id} cannot go from {current.value} to {to.value}")
 
 
 class _Outcomes(Protocol):
@@ -14,7 +51,7 @@ class _Outcomes(Protocol):
 
 async def decide_next(
     store: _Outcomes,
-    decide: Any,
+    decide: Decide | None,
     chain: list[ChainStep],
     request_id: str,
     scope_parent: str | None,
@@ -22,7 +59,7 @@ async def decide_next(
     """Runs `decide` (sync or async) on the scope's chain, checks its answer, and
     records the response's outcome when the top level ends."""
     if decide is None:
-        raise RuntimeError(f"{type(store).__name__} has no transition: pass decide= or set .decide")
+        raise RuntimeError(f"{type(store).__name__} has no transition: pass decide=")
     action: Any = decide(chain, request_id, scope_parent)
     if inspect.isawaitable(action):
         action = await action
@@ -39,3 +76,71 @@ async def decide_next(
         store.set_outcome(request_id, status, action.payload)
     checked: NextAction = action
     return checked
+
+
+def stored_response(
+    request_id: str, outcome: tuple[str, JSON] | None, steps: list[ChainStep]
+) -> JSON:
+    """What ``assemble_response`` returns for every store: the response's status,
+    final payload (``None`` until it ends) and every step, in sequence order."""
+    return {
+        "id": f"resp_{request_id}",
+        "object": "response",
+        "status": outcome[0] if outcome else "in_progress",
+        "output": outcome[1] if outcome else None,
+        "steps": [
+            {
+                "id": s.id,
+                "sequence": s.sequence,
+                "kind": s.kind.value,
+                "state": s.state.value,
+                "scope_parent": s.scope_parent,
+                "prev_step_id": s.prev_step_id,
+                "request_payload": s.request_payload,
+                "response_payload": s.response_payload,
+                "error": s.error,
+            }
+            for s in steps
+        ],
+    }
+
+
+class WithTransition:
+    """A store seen through one request's transition.
+
+    ``next_action_for`` runs ``decide`` over the store's chain; every other call
+    goes to the store. Many requests can share one store, each with its own
+    transition, and nothing on the store is written per request.
+    """
+
+    def __init__(self, store: Any, decide: Decide) -> None:
+        self.store = store
+        self.decide = decide
+
+    async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
+        chain = await self.store.list_chain(request_id, scope_parent)
+        return await decide_next(self.store, self.decide, chain, request_id, scope_parent)
+
+    def record_step(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptor: StepDescriptor,
+    ) -> Awaitable[RecordedStep]:
+        return self.store.record_step(request_id, scope_parent, prev_step, descriptor)  # type: ignore[no-any-return]
+
+    def mark_step_processing(self, step_id: str) -> Awaitable[None]:
+        return self.store.mark_step_processing(step_id)  # type: ignore[no-any-return]
+
+    def complete_step(self, step_id: str, payload: JSON) -> Awaitable[None]:
+        return self.store.complete_step(step_id, payload)  # type: ignore[no-any-return]
+
+    def fail_step(self, step_id: str, error: JSON) -> Awaitable[None]:
+        return self.store.fail_step(step_id, error)  # type: ignore[no-any-return]
+
+    def list_chain(self, request_id: str, scope_parent: str | None) -> Awaitable[list[ChainStep]]:
+        return self.store.list_chain(request_id, scope_parent)  # type: ignore[no-any-return]
+
+    def assemble_response(self, request_id: str) -> Awaitable[JSON]:
+        return self.store.assemble_response(request_id)  # type: ignore[no-any-return]

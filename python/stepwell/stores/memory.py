@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Union
+from typing import Optional
 
 from ..types import (
     JSON,
@@ -23,25 +22,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._transition import decide_next
-
-Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
-"""A transition function: ``decide(chain, request_id, scope_parent) -> NextAction``.
-
-``chain`` is the scope's steps ordered by sequence. It may be sync or async.
-"""
-
-
-class IllegalTransition(ValueError):
-    """A step was moved to a state its current state does not allow."""
-
-
-_ALLOWED: dict[StepState, tuple[StepState, ...]] = {
-    StepState.PENDING: (StepState.PROCESSING, StepState.FAILED),
-    StepState.PROCESSING: (StepState.COMPLETED, StepState.FAILED),
-    StepState.COMPLETED: (),
-    StepState.FAILED: (),
-}
+from ._transition import Decide, check_move, decide_next, stored_response
 
 _Scope = tuple[str, Optional[str]]
 
@@ -141,29 +122,7 @@ class MemoryStore:
 
     async def assemble_response(self, request_id: str) -> JSON:
         """The response as stored: its status, final payload and every step."""
-        with self._lock:
-            outcome = self._outcomes.get(request_id)
-            steps = self._all_steps(request_id)
-        return {
-            "id": f"resp_{request_id}",
-            "object": "response",
-            "status": outcome.status if outcome else "in_progress",
-            "output": outcome.payload if outcome else None,
-            "steps": [
-                {
-                    "id": s.id,
-                    "sequence": s.sequence,
-                    "kind": s.kind.value,
-                    "state": s.state.value,
-                    "scope_parent": s.scope_parent,
-                    "prev_step_id": s.prev_step_id,
-                    "request_payload": s.request_payload,
-                    "response_payload": s.response_payload,
-                    "error": s.error,
-                }
-                for s in steps
-            ],
-        }
+        return stored_response(request_id, self.outcome(request_id), self.steps(request_id))
 
     def steps(self, request_id: str) -> list[ChainStep]:
         """Every step of a request, in all scopes, ordered by sequence."""
@@ -189,8 +148,5 @@ class MemoryStore:
             step = self._steps.get(step_id)
             if step is None:
                 raise KeyError(f"no step {step_id!r}")
-            if to not in _ALLOWED[step.state]:
-                raise IllegalTransition(
-                    f"step {step_id} cannot go from {step.state.value} to {to.value}"
-                )
+            check_move(step_id, step.state, to)
             self._steps[step_id] = replace(step, state=to, **changes)

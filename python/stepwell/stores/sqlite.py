@@ -19,10 +19,10 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 from ..types import (
     JSON,
@@ -33,10 +33,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._transition import decide_next
-from .memory import IllegalTransition
-
-Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
+from ._transition import Decide, check_move, decide_next, stored_response
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -67,13 +64,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
 );
 CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
 """
-
-_ALLOWED = {
-    StepState.PENDING: (StepState.PROCESSING, StepState.FAILED),
-    StepState.PROCESSING: (StepState.COMPLETED, StepState.FAILED),
-    StepState.COMPLETED: (),
-    StepState.FAILED: (),
-}
 
 
 class StoreLocked(RuntimeError):
@@ -178,9 +168,8 @@ class SQLiteStore:
         return self._chain(request_id, scope_parent)
 
     async def assemble_response(self, request_id: str) -> JSON:
-        """The final payload of a finished response, else ``None``."""
-        outcome = self.outcome(request_id)
-        return outcome[1] if outcome else None
+        """The response as stored: its status, final payload and every step."""
+        return stored_response(request_id, self.outcome(request_id), self.steps(request_id))
 
     # ------------------------------------------------------------ extras
 
@@ -263,11 +252,7 @@ class SQLiteStore:
             row = db.execute("SELECT state FROM steps WHERE id = ?", (step_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no step {step_id!r}")
-            state = StepState(row[0])
-            if to not in _ALLOWED[state]:
-                raise IllegalTransition(
-                    f"step {step_id} cannot go from {state.value} to {to.value}"
-                )
+            check_move(step_id, StepState(row[0]), to)
             sets = ", ".join(f"{name} = ?" for name in ["state", *columns])
             db.execute(
                 f"UPDATE steps SET {sets} WHERE id = ?", (to.value, *columns.values(), step_id)
