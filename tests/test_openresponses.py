@@ -4,6 +4,7 @@ valid against the specification, and the streamed events satisfy the official
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -471,3 +472,42 @@ async def test_reasoning_items_and_failed_tools(model: ScriptedUpstream) -> None
     tool_message = model.requests[1].body["messages"][-1]
     assert tool_message["role"] == "tool"
     assert "invalid tool arguments" in json.loads(tool_message["content"])["error"]
+
+
+async def test_requests_sharing_a_store_each_see_their_own_tools() -> None:
+    """Two `Responses` over one store, serving different tools, ten requests each
+    at once: every response runs its own executor's tool."""
+
+    def model(request: UpstreamRequest) -> JsonReply:
+        messages = request.body["messages"]
+        if messages[-1]["role"] == "tool":
+            return JsonReply(chat_completion(f"tool said {messages[-1]['content']}"))
+        [tool] = [t["function"]["name"] for t in request.body["tools"]]
+        call = {"id": "call_1", "name": tool, "arguments": "{}"}
+        return JsonReply(chat_completion(tool_calls=[call]))
+
+    def alpha() -> str:
+        """The alpha tool."""
+        return "alpha"
+
+    def beta() -> str:
+        """The beta tool."""
+        return "beta"
+
+    store = MemoryStore()
+    with ScriptedUpstream(model) as upstream:
+        target = UpstreamTarget(upstream.endpoint)
+        by_tool = {
+            name: Responses(store, Toolbox(FunctionTools(fn)), target)
+            for name, fn in (("alpha", alpha), ("beta", beta))
+        }
+        bodies = [
+            (name, {"model": "m", "input": f"{name} {n}"}) for n in range(10) for name in by_tool
+        ]
+        responses = await asyncio.gather(*(by_tool[name].create(body) for name, body in bodies))
+    for (name, _), response in zip(bodies, responses):
+        assert response["status"] == "completed", response["error"]
+        outputs = [i["output"] for i in response["output"] if i["type"] == "function_call_output"]
+        assert outputs == [f'"{name}"']
+    # Nothing was written on the shared store per request.
+    assert store.decide is None

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 
 import pytest
 from stepwell import (
+    HttpClient,
     InvalidToolArguments,
     RequestContext,
     ToolExecutionError,
@@ -163,6 +164,28 @@ async def test_http_tools_from_toml_post_from_rust(
     with pytest.raises(ToolExecutionError, match="HTTP 404"):
         await tools.execute("missing", "s", {}, CTX)
     with pytest.raises(ToolTimeout):
+        await tools.execute("slow", "s", {}, CTX)
+
+
+async def test_http_tools_go_through_the_given_http_client(
+    endpoint: ScriptedUpstream, tmp_path: Path
+) -> None:
+    """The client's headers reach the tool, its pool is reused, and its timeout
+    applies on top of the tool's own."""
+    client = HttpClient(headers={"X-Key": "from-client"}, body_timeout=0.2)
+    path = tmp_path / "tools.json"
+    tools_json = [
+        {"name": "lookup", "url": f"{endpoint.endpoint}/x"},
+        {"name": "slow", "url": f"{endpoint.endpoint}/slow", "timeout": 30},
+    ]
+    path.write_text(json.dumps(tools_json))
+    tools = HttpTools.from_file(path, client=client)
+    for n in range(3):
+        result = await tools.execute("lookup", f"s{n}", {"n": n}, CTX)
+        assert result == {"got": {"n": n}, "call": f"s{n}", "key": "from-client"}
+    assert endpoint.connections == 1
+    # The client's 0.2 s limit on the whole request wins over the tool's 30 s.
+    with pytest.raises(ToolTimeout, match="response not complete"):
         await tools.execute("slow", "s", {}, CTX)
 
 
