@@ -281,9 +281,11 @@ class Row:
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |"
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
     return "\n".join([line, rule, *body])
 
 
@@ -605,7 +607,7 @@ def chart(rates: dict[str, float], path: Path) -> None:
     ax.set_xlim(right=max(values) * 5)  # room for the value labels
     ax.set_xlabel("chunks per second (log scale, higher is better)")
     ax.set_title("S1: consuming one 200,000-chunk LLM stream from Python")
-    for bar, value in zip(bars, values[::-1]):
+    for bar, value in zip(bars, values[::-1], strict=True):
         ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f}", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -50,7 +50,7 @@ async def py_run_response_loop(
         await asyncio.gather(
             *(
                 _execute(store, executor, ctx, target, session, kinds, step, descriptor)
-                for step, descriptor in zip(recorded, action.steps)
+                for step, descriptor in zip(recorded, action.steps, strict=True)
             )
         )
     raise PyLoopError("max iterations")

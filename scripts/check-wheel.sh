@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Packaging check: `pip install .` builds the release abi3 wheel, and it imports
-# and runs in a clean virtualenv of its own.
+# Packaging check: builds the release abi3 wheel into target/wheels (where
+# scripts/test-wheel.sh finds it), and checks that it installs, imports and
+# runs in a clean virtualenv of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+wheels="$PWD/target/wheels"
+rm -f "$wheels"/stepwell-*.whl
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$wheels" .
+wheel=$(ls "$wheels"/stepwell-*.whl)
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 "$PYTHON" -m venv "$scratch/venv"
-"$scratch/venv/bin/python" -m pip install --quiet .
+"$scratch/venv/bin/python" -m pip install --quiet "$wheel"
 cd "$scratch"
 "$scratch/venv/bin/python" - <<'PY'
 import asyncio

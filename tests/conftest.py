@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Iterator
-from typing import Any, Callable, Union
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from stepwell import RequestContext, ToolKind, ToolSchema, UpstreamTarget
 from stepwell.testing import ScriptedUpstream
 
-ToolFn = Callable[[dict[str, Any]], Union[Any, Awaitable[Any]]]
+ToolFn = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 
 
 class Tools:

@@ -505,7 +505,7 @@ async def test_requests_sharing_a_store_each_see_their_own_tools() -> None:
             (name, {"model": "m", "input": f"{name} {n}"}) for n in range(10) for name in by_tool
         ]
         responses = await asyncio.gather(*(by_tool[name].create(body) for name, body in bodies))
-    for (name, _), response in zip(bodies, responses):
+    for (name, _), response in zip(bodies, responses, strict=True):
         assert response["status"] == "completed", response["error"]
         outputs = [i["output"] for i in response["output"] if i["type"] == "function_call_output"]
         assert outputs == [f'"{name}"']

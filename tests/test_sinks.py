@@ -125,11 +125,16 @@ async def test_a_sink_that_stalls_after_n_events(
 ) -> None:
     total = await event_count(target, ctx)
     taken: list[LoopEvent] = []
+    cancelled = asyncio.Event()
 
     class StallsAfterTen:
         async def emit(self, event: LoopEvent) -> None:
             if len(taken) == 10:
-                await asyncio.Event().wait()
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    cancelled.set()
+                    raise
             taken.append(event)
 
     result, stats = await run(StallsAfterTen(), target, ctx, bridge_capacity=16)
@@ -137,6 +142,7 @@ async def test_a_sink_that_stalls_after_n_events(
     assert [e.kind for e in taken][:2] == ["response.created", "response.output_text.delta"]
     assert len(taken) == 10
     assert stats.dropped_events == total - 10
+    await asyncio.wait_for(cancelled.wait(), timeout=10)
     assert no_other_task_left()
 
 

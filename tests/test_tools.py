@@ -8,7 +8,7 @@ import json
 import threading
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import pytest
 from stepwell import (
@@ -34,13 +34,11 @@ class Unit(Enum):
     F = "fahrenheit"
 
 
-# Optional, not `X | None`: FunctionTools evaluates the hints, and this suite
-# also runs on Python 3.9.
 def forecast(  # type: ignore[no-untyped-def]
     city: str,
     days: int = 1,
     unit: Unit = Unit.C,
-    tags: Optional[list[str]] = None,  # noqa: UP045
+    tags: list[str] | None = None,
 ):
     """Forecast for a city.
 

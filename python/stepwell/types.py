@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from . import _core
 
@@ -86,7 +86,7 @@ class Fail:
     payload: JSON
 
 
-NextAction = Union[AppendSteps, Complete, Fail]
+NextAction = AppendSteps | Complete | Fail
 """What a store's transition function decides should happen next."""
 
 

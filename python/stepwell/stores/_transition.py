@@ -5,8 +5,8 @@ request's transition."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable
-from typing import Any, Callable, Optional, Protocol, Union
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from ..types import (
     JSON,
@@ -20,7 +20,7 @@ from ..types import (
     StepState,
 )
 
-Decide = Callable[[list[ChainStep], str, Optional[str]], Union[NextAction, Awaitable[NextAction]]]
+Decide = Callable[[list[ChainStep], str, str | None], NextAction | Awaitable[NextAction]]
 """A transition function: ``decide(chain, request_id, scope_parent) -> NextAction``.
 
 ``chain`` is the scope's steps ordered by sequence. It may be sync or async.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass, replace
-from typing import Optional
 
 from ..types import (
     JSON,
@@ -24,7 +23,7 @@ from ..types import (
 )
 from ._transition import Decide, check_move, decide_next, stored_response
 
-_Scope = tuple[str, Optional[str]]
+_Scope = tuple[str, str | None]
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Callable, Union
+from collections.abc import Callable, Sequence
 
 from ..types import ChainStep, Fail, NextAction
 
-ScriptItem = Union[NextAction, Callable[[list[ChainStep]], NextAction]]
+ScriptItem = NextAction | Callable[[list[ChainStep]], NextAction]
 """An action, or a function of the scope's chain that returns one."""
 
 

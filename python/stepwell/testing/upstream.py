@@ -15,9 +15,9 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,8 @@ class StreamReply:
     status: int = 200
 
 
-Reply = Union[JsonReply, StreamReply]
-Handler = Callable[[UpstreamRequest], Union[Reply, Awaitable[Reply]]]
+Reply = JsonReply | StreamReply
+Handler = Callable[[UpstreamRequest], Reply | Awaitable[Reply]]
 
 _REASONS = {
     200: "OK",
