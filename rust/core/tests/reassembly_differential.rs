@@ -15,17 +15,40 @@ use stepwell_core::reassemble::Reassembler;
 
 /// The fixtures folder of the `openai-reassembler` crate cargo resolved.
 fn fixtures_dir() -> PathBuf {
-    let output = Command::new(env!("CARGO"))
-        .args([
+    // For this platform only (other platforms' crates need not be downloaded),
+    // and offline when every crate already is.
+    let host = Command::new(std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()))
+        .arg("-vV")
+        .output()
+        .unwrap();
+    let host = String::from_utf8(host.stdout).unwrap();
+    let host = host
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .unwrap()
+        .to_owned();
+    let metadata = |offline: bool| {
+        let mut command = Command::new(env!("CARGO"));
+        command.args([
             "metadata",
             "--format-version",
             "1",
-            "--offline",
-            "--manifest-path",
-        ])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
-        .output()
-        .unwrap();
+            "--filter-platform",
+            &host,
+        ]);
+        if offline {
+            command.arg("--offline");
+        }
+        command
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+            .output()
+            .unwrap()
+    };
+    let mut output = metadata(true);
+    if !output.status.success() {
+        output = metadata(false);
+    }
     let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
     let package = metadata["packages"]
         .as_array()

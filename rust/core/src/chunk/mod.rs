@@ -38,7 +38,7 @@ impl Raw<'_> {
 }
 
 /// One `chat.completion.chunk` (or legacy `text_completion` chunk).
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct Chunk<'a> {
     /// The completion id, raw.
     #[serde(borrow)]
@@ -67,7 +67,7 @@ pub struct Chunk<'a> {
 }
 
 /// One choice of a chunk.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct Choice<'a> {
     /// The choice's index; its position in `choices` when absent.
     pub index: Option<u64>,
@@ -83,7 +83,7 @@ pub struct Choice<'a> {
 }
 
 /// What one chunk adds to a choice's message.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct Delta<'a> {
     /// Usually only on the first chunk.
     #[serde(borrow, default, deserialize_with = "borrowed_str")]
@@ -115,7 +115,7 @@ impl Delta<'_> {
 }
 
 /// A piece of one tool call.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct ToolCallDelta<'a> {
     /// Which call this piece belongs to; its position when absent.
     pub index: Option<u64>,
@@ -131,7 +131,7 @@ pub struct ToolCallDelta<'a> {
 }
 
 /// A piece of a function call.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, Default, PartialEq, Deserialize)]
 pub struct FunctionDelta<'a> {
     /// The name (sometimes split over pieces too).
     #[serde(borrow, default, deserialize_with = "borrowed_str")]

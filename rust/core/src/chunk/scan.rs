@@ -30,9 +30,94 @@ pub fn chunk(text: &str) -> Scan<Chunk<'_>> {
         bytes: text.as_bytes(),
         pos: 0,
     };
-    let chunk = reader.chunk()?;
+    let mut chunk = Chunk::default();
+    reader.chunk(&mut chunk)?;
     reader.ws();
     (reader.pos == reader.bytes.len()).then_some(chunk)
+}
+
+/// Where the run of plain string bytes starting at `from` ends: the first
+/// quote, backslash or control character, or the end of the input. Reads eight
+/// bytes at a time while it can (chunk strings are short, so this beats both a
+/// byte loop and a vectorised search), then byte by byte.
+fn plain_run(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Sets the high bit of some byte exactly when a byte of `word` is below
+    // `n` (n <= 0x80): the classic has-less-than test.
+    let below = |word: u64, n: u8| word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS;
+    let mut at = from;
+    while let Some(eight) = bytes.get(at..at + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(eight);
+        let word = u64::from_ne_bytes(word);
+        let special = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if special != 0 {
+            break;
+        }
+        at += 8;
+    }
+    while let Some(&byte) = bytes.get(at) {
+        if byte == b'"' || byte == b'\\' || byte < 0x20 {
+            break;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// Decodes the body of a string whose escapes [`Reader::escape`] checked.
+/// Tool-call arguments are JSON inside a string, so nearly every one of their
+/// pieces has escapes. A `\\u` escape that is half of a surrogate pair
+/// without its other half defers to serde (which rejects it).
+fn unescape(body: &str) -> Scan<String> {
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(rest.get(..at)?);
+        let letter = *rest.as_bytes().get(at + 1)?;
+        rest = rest.get(at + 2..)?;
+        let decoded = match letter {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let high = hex4(rest)?;
+                rest = rest.get(4..)?;
+                match high {
+                    0xD800..=0xDBFF => {
+                        let low = rest.strip_prefix("\\u").and_then(hex4)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        rest = rest.get(6..)?;
+                        char::from_u32(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))?
+                    }
+                    _ => char::from_u32(high)?,
+                }
+            }
+            _ => return None,
+        };
+        out.push(decoded);
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// Four hex digits at the start of `text`.
+fn hex4(text: &str) -> Scan<u32> {
+    let digits = text.get(..4)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
 }
 
 /// Marks a known field as seen; a second sighting defers to serde, which
@@ -88,10 +173,10 @@ impl<'a> Reader<'a> {
             return None;
         }
         let start = self.pos + 1;
-        let mut end = start;
+        let mut end = plain_run(self.bytes, start);
         let mut escaped = false;
-        // Strings in chunks are short: a plain loop beats a vectorised search,
-        // and checks for raw control characters (not allowed in JSON) on the way.
+        // The run stopped at a quote, a backslash or a control character (not
+        // allowed raw in JSON); after an escape, go on byte by byte.
         loop {
             match *self.bytes.get(end)? {
                 b'"' => break,
@@ -104,10 +189,26 @@ impl<'a> Reader<'a> {
             }
         }
         self.pos = end + 1;
+        let body = self.text.get(start..end)?;
         if escaped {
-            let quoted = self.text.get(start - 1..self.pos)?;
-            return serde_json::from_str::<String>(quoted).ok().map(Cow::Owned);
+            return unescape(body).map(Cow::Owned);
         }
+        Some(Cow::Borrowed(body))
+    }
+
+    /// An object key. Keys of chunks never have escapes: read them borrowed, and
+    /// take the general path only when one does.
+    fn key(&mut self) -> Scan<Cow<'a, str>> {
+        self.ws();
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.pos + 1;
+        let end = plain_run(self.bytes, start);
+        if *self.bytes.get(end)? != b'"' {
+            return self.string();
+        }
+        self.pos = end + 1;
         self.text.get(start..end).map(Cow::Borrowed)
     }
 
@@ -222,7 +323,7 @@ impl<'a> Reader<'a> {
             return Some(());
         }
         loop {
-            let key = self.string()?;
+            let key = self.key()?;
             self.eat(b':')?;
             field(self, &key, depth + 1)?;
             if !self.try_eat(b',') {
@@ -252,34 +353,25 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `null` or an array of objects read by `read`.
-    fn opt_list<T>(
+    /// `null` (answering `false`) or an array, handing the reader to `item` at
+    /// each element (answering `true`).
+    fn opt_array(
         &mut self,
         depth: usize,
-        mut read: impl FnMut(&mut Self, usize) -> Scan<T>,
-    ) -> Scan<Option<Vec<T>>> {
+        item: impl FnMut(&mut Self, usize) -> Scan<()>,
+    ) -> Scan<bool> {
         if self.null() {
-            return Some(None);
+            return Some(false);
         }
-        let mut items = Vec::new();
-        self.array(depth, |reader, depth| {
-            items.push(read(reader, depth)?);
-            Some(())
-        })?;
-        Some(Some(items))
+        self.array(depth, item)?;
+        Some(true)
     }
 
-    fn chunk(&mut self) -> Scan<Chunk<'a>> {
-        let mut chunk = Chunk {
-            id: None,
-            object: None,
-            created: None,
-            model: None,
-            system_fingerprint: None,
-            usage: None,
-            choices: None,
-            error: None,
-        };
+    // Each level fills a slot its parent already holds: the view's structs are
+    // large (a choice is about 200 bytes), and returning them by value through
+    // every level cost more in copies than the parsing itself.
+
+    fn chunk(&mut self, chunk: &mut Chunk<'a>) -> Scan<()> {
         let mut seen = 0u16;
         // serde reads a struct from an array too; that oddity is left to it.
         self.ws();
@@ -318,22 +410,22 @@ impl<'a> Reader<'a> {
                 }
                 "choices" => {
                     first(&mut seen, 128)?;
-                    chunk.choices = reader.opt_list(depth, Self::choice)?;
+                    let choices = chunk.choices.insert(Vec::new());
+                    let present = reader.opt_array(depth, |reader, depth| {
+                        choices.push(Choice::default());
+                        reader.choice(depth, choices.last_mut()?)
+                    })?;
+                    if !present {
+                        chunk.choices = None;
+                    }
                 }
                 _ => reader.skip(depth)?,
             }
             Some(())
-        })?;
-        Some(chunk)
+        })
     }
 
-    fn choice(&mut self, depth: usize) -> Scan<Choice<'a>> {
-        let mut choice = Choice {
-            index: None,
-            delta: None,
-            text: None,
-            finish_reason: None,
-        };
+    fn choice(&mut self, depth: usize, choice: &mut Choice<'a>) -> Scan<()> {
         let mut seen = 0u16;
         self.object(depth, |reader, key, depth| {
             match key {
@@ -343,11 +435,10 @@ impl<'a> Reader<'a> {
                 }
                 "delta" => {
                     first(&mut seen, 2)?;
-                    choice.delta = if reader.null() {
-                        None
-                    } else {
-                        Some(reader.delta(depth)?)
-                    };
+                    choice.delta = None;
+                    if !reader.null() {
+                        reader.delta(depth, choice.delta.insert(Delta::default()))?;
+                    }
                 }
                 "text" => {
                     first(&mut seen, 4)?;
@@ -360,19 +451,10 @@ impl<'a> Reader<'a> {
                 _ => reader.skip(depth)?,
             }
             Some(())
-        })?;
-        Some(choice)
+        })
     }
 
-    fn delta(&mut self, depth: usize) -> Scan<Delta<'a>> {
-        let mut delta = Delta {
-            role: None,
-            content: None,
-            refusal: None,
-            reasoning_content: None,
-            reasoning: None,
-            tool_calls: None,
-        };
+    fn delta(&mut self, depth: usize, delta: &mut Delta<'a>) -> Scan<()> {
         let mut seen = 0u16;
         self.object(depth, |reader, key, depth| {
             match key {
@@ -398,22 +480,22 @@ impl<'a> Reader<'a> {
                 }
                 "tool_calls" => {
                     first(&mut seen, 32)?;
-                    delta.tool_calls = reader.opt_list(depth, Self::tool_call)?;
+                    let calls = delta.tool_calls.insert(Vec::new());
+                    let present = reader.opt_array(depth, |reader, depth| {
+                        calls.push(ToolCallDelta::default());
+                        reader.tool_call(depth, calls.last_mut()?)
+                    })?;
+                    if !present {
+                        delta.tool_calls = None;
+                    }
                 }
                 _ => reader.skip(depth)?,
             }
             Some(())
-        })?;
-        Some(delta)
+        })
     }
 
-    fn tool_call(&mut self, depth: usize) -> Scan<ToolCallDelta<'a>> {
-        let mut call = ToolCallDelta {
-            index: None,
-            id: None,
-            kind: None,
-            function: None,
-        };
+    fn tool_call(&mut self, depth: usize, call: &mut ToolCallDelta<'a>) -> Scan<()> {
         let mut seen = 0u16;
         self.object(depth, |reader, key, depth| {
             match key {
@@ -431,24 +513,18 @@ impl<'a> Reader<'a> {
                 }
                 "function" => {
                     first(&mut seen, 8)?;
-                    call.function = if reader.null() {
-                        None
-                    } else {
-                        Some(reader.function(depth)?)
-                    };
+                    call.function = None;
+                    if !reader.null() {
+                        reader.function(depth, call.function.insert(FunctionDelta::default()))?;
+                    }
                 }
                 _ => reader.skip(depth)?,
             }
             Some(())
-        })?;
-        Some(call)
+        })
     }
 
-    fn function(&mut self, depth: usize) -> Scan<FunctionDelta<'a>> {
-        let mut function = FunctionDelta {
-            name: None,
-            arguments: None,
-        };
+    fn function(&mut self, depth: usize, function: &mut FunctionDelta<'a>) -> Scan<()> {
         let mut seen = 0u16;
         self.object(depth, |reader, key, depth| {
             match key {
@@ -463,11 +539,9 @@ impl<'a> Reader<'a> {
                 _ => reader.skip(depth)?,
             }
             Some(())
-        })?;
-        Some(function)
+        })
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
