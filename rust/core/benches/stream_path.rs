@@ -46,10 +46,11 @@ fn run(reads: &[&[u8]], parse: bool, reassemble: bool, extract: bool) -> usize {
                     reassembler.push(&chunk);
                 }
                 if extract {
-                    extractor.extract(&chunk, 1, &mut deltas);
+                    extractor.extract(&chunk, 1);
                 }
             })
             .unwrap();
+        extractor.flush(&mut deltas);
         deltas.clear();
     }
     std::hint::black_box(reassembler.finish());

@@ -4,12 +4,16 @@
 //! Upstreams send a tool call's `id` only on the first chunk of each call index;
 //! the extractor remembers it by index so every argument delta of one call
 //! carries the same `call_id`.
+//!
+//! Deltas are collected chunk by chunk and handed out by [`DeltaExtractor::flush`],
+//! once per network read, all sharing one text buffer (see
+//! [`SharedText`](crate::events::SharedText)).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::chunk::{Chunk, index_or};
-use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind};
+use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind, SharedText};
 
 /// Per-stream state of delta extraction.
 #[derive(Debug, Default)]
@@ -18,6 +22,21 @@ pub struct DeltaExtractor {
     names: HashMap<u64, Arc<str>>,
     unknown: Option<Arc<str>>,
     scope: Option<Arc<EventScope>>,
+    /// The text of the deltas extracted since the last flush, end to end.
+    text: String,
+    /// Those deltas, each with its range of `text`.
+    pending: Vec<Pending>,
+}
+
+/// A delta waiting for its read to end.
+#[derive(Debug)]
+struct Pending {
+    sequence: i64,
+    kind: LoopEventKind,
+    start: usize,
+    end: usize,
+    /// `(call_id, name)` of an arguments delta.
+    call: Option<(Arc<str>, Option<Arc<str>>)>,
 }
 
 /// The id used when an upstream never named a call.
@@ -32,29 +51,17 @@ impl DeltaExtractor {
         }
     }
 
-    /// Appends the events carried by the first choice of one chunk.
-    pub fn extract(&mut self, chunk: &Chunk<'_>, sequence: i64, out: &mut Vec<LoopEvent>) {
+    /// Collects the events carried by the first choice of one chunk; they come
+    /// out at the next [`DeltaExtractor::flush`].
+    pub fn extract(&mut self, chunk: &Chunk<'_>, sequence: i64) {
         let Some(delta) = chunk.choices().first().and_then(|c| c.delta.as_ref()) else {
             return;
         };
-        let scope = &self.scope;
-        let event = |kind, data| LoopEvent {
-            sequence,
-            kind,
-            data,
-            scope: scope.clone(),
-        };
         if let Some(text) = delta.reasoning_piece().filter(|t| !t.is_empty()) {
-            out.push(event(
-                LoopEventKind::ReasoningDelta,
-                EventData::Delta(text.to_owned()),
-            ));
+            self.collect(sequence, LoopEventKind::ReasoningDelta, text, None);
         }
         if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
-            out.push(event(
-                LoopEventKind::OutputTextDelta,
-                EventData::Delta(text.to_owned()),
-            ));
+            self.collect(sequence, LoopEventKind::OutputTextDelta, text, None);
         }
         for (position, call) in delta.tool_calls.iter().flatten().enumerate() {
             let index = index_or(call.index, position);
@@ -81,14 +88,58 @@ impl DeltaExtractor {
                     .get_or_insert_with(|| Arc::from(UNKNOWN_CALL_ID))
                     .clone(),
             };
-            out.push(event(
+            let name = self.names.get(&index).cloned();
+            self.collect(
+                sequence,
                 LoopEventKind::FunctionCallArgumentsDelta,
-                EventData::ArgumentsDelta {
+                arguments,
+                Some((call_id, name)),
+            );
+        }
+    }
+
+    fn collect(
+        &mut self,
+        sequence: i64,
+        kind: LoopEventKind,
+        text: &str,
+        call: Option<(Arc<str>, Option<Arc<str>>)>,
+    ) {
+        let start = self.text.len();
+        self.text.push_str(text);
+        self.pending.push(Pending {
+            sequence,
+            kind,
+            start,
+            end: self.text.len(),
+            call,
+        });
+    }
+
+    /// Appends every event collected since the last flush to `out`, their texts
+    /// in one shared buffer.
+    pub fn flush(&mut self, out: &mut Vec<LoopEvent>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let buffer: Arc<str> = Arc::from(self.text.as_str());
+        self.text.clear();
+        for pending in self.pending.drain(..) {
+            let text = SharedText::new(buffer.clone(), pending.start, pending.end);
+            let data = match pending.call {
+                None => EventData::Delta(text),
+                Some((call_id, name)) => EventData::ArgumentsDelta {
                     call_id,
-                    name: self.names.get(&index).cloned(),
-                    delta: arguments.to_owned(),
+                    name,
+                    delta: text,
                 },
-            ));
+            };
+            out.push(LoopEvent {
+                sequence: pending.sequence,
+                kind: pending.kind,
+                data,
+                scope: self.scope.clone(),
+            });
         }
     }
 }
@@ -110,8 +161,9 @@ mod tests {
             json!({"choices":[]}),
         ] {
             let text = chunk.to_string();
-            extractor.extract(&Chunk::parse(&text).unwrap(), 4, &mut out);
+            extractor.extract(&Chunk::parse(&text).unwrap(), 4);
         }
+        extractor.flush(&mut out);
         let ids: Vec<Option<Value>> = out
             .iter()
             .map(|e| e.data.to_json().get("call_id").cloned())

@@ -56,6 +56,60 @@ impl LoopEventKind {
     }
 }
 
+/// A delta's text: a range of one buffer shared by every delta of a network
+/// read. A read carries dozens of chunks; giving each delta its own `String`
+/// meant an allocation per delta on the reading thread and a free on the
+/// thread that delivers it, which cost more than parsing the chunk.
+#[derive(Clone)]
+pub struct SharedText {
+    buffer: Arc<str>,
+    start: usize,
+    end: usize,
+}
+
+impl SharedText {
+    /// The range `start..end` of `buffer` (empty if out of range).
+    pub fn new(buffer: Arc<str>, start: usize, end: usize) -> Self {
+        let (start, end) = if buffer.get(start..end).is_some() {
+            (start, end)
+        } else {
+            (0, 0)
+        };
+        Self { buffer, start, end }
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        self.buffer.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl From<&str> for SharedText {
+    fn from(text: &str) -> Self {
+        Self::new(Arc::from(text), 0, text.len())
+    }
+}
+
+impl std::ops::Deref for SharedText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for SharedText {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl fmt::Debug for SharedText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// The JSON body of a [`LoopEvent`].
 ///
 /// Live deltas, by far the most frequent events, are kept typed: building a JSON
@@ -64,7 +118,7 @@ impl LoopEventKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventData {
     /// `{"delta": text}`: a text or reasoning delta.
-    Delta(String),
+    Delta(SharedText),
     /// `{"call_id": id, "name": name, "delta": arguments}`: a piece of a tool
     /// call's arguments.
     ArgumentsDelta {
@@ -73,7 +127,7 @@ pub enum EventData {
         /// The function's name, once the upstream has sent it.
         name: Option<Arc<str>>,
         /// The piece.
-        delta: String,
+        delta: SharedText,
     },
     /// Any other body.
     Json(Value),
@@ -91,14 +145,16 @@ impl EventData {
     /// The body as a JSON value.
     pub fn to_json(&self) -> Value {
         match self {
-            EventData::Delta(delta) => json!({ "delta": delta }),
+            EventData::Delta(delta) => json!({ "delta": delta.as_str() }),
             EventData::ArgumentsDelta {
                 call_id,
                 name,
                 delta,
             } => match name {
-                Some(name) => json!({ "call_id": &**call_id, "name": &**name, "delta": delta }),
-                None => json!({ "call_id": &**call_id, "delta": delta }),
+                Some(name) => {
+                    json!({ "call_id": &**call_id, "name": &**name, "delta": delta.as_str() })
+                }
+                None => json!({ "call_id": &**call_id, "delta": delta.as_str() }),
             },
             EventData::Json(value) => value.clone(),
         }

@@ -258,7 +258,7 @@ impl StreamReader<'_> {
             }
             reassembler.push(&parsed);
             if live.is_some() {
-                extractor.extract(&parsed, *sequence, deltas);
+                extractor.extract(&parsed, *sequence);
             }
         };
         match chunk {
@@ -266,6 +266,8 @@ impl StreamReader<'_> {
             None => parser.finish_with(&mut on_event),
         }
         .map_err(sse_error)?;
+        // The read's deltas, sharing one buffer.
+        extractor.flush(deltas);
         Ok((end, saw_event))
     }
 }

@@ -40,8 +40,9 @@ fuzz_target!(|input: &[u8]| {
         }
         if let Some(chunk) = Chunk::parse(&event.data) {
             reassembler.push(&chunk);
-            extractor.extract(&chunk, 1, &mut deltas);
+            extractor.extract(&chunk, 1);
         }
     }
+    extractor.flush(&mut deltas);
     let _ = reassembler.finish();
 });
