@@ -44,6 +44,7 @@ from stepwell import (
     LoopConfig,
     LoopEvent,
     RequestContext,
+    RunStats,
     StepDescriptor,
     ToolSchema,
     UpstreamTarget,
@@ -511,8 +512,12 @@ def rss_kib(field: str) -> int:
 
 
 async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
+    """A sink that never returns from its first call: the loop must still read
+    the whole stream, persist the exact body, and return by itself once the
+    drain timeout has run out, with every undelivered event counted."""
     step_done = asyncio.Event()
     never = asyncio.Event()
+    drain = 1.0
 
     class GatedStore(MemoryStore):
         async def complete_step(self, step_id: str, payload: Any) -> None:
@@ -531,10 +536,11 @@ async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
             [AppendSteps([StepDescriptor.model_call(stream_request(chunks))]), Complete(None)]
         )
     )
+    stats = RunStats()
     gc.collect()
     before = rss_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to now
-    task = asyncio.ensure_future(
+    run = asyncio.ensure_future(
         stepwell.run_response_loop(
             store,
             NoTools(),
@@ -542,30 +548,42 @@ async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
             p.target,
             request_id="s5",
             sink=StalledSink(),
-            config=LoopConfig(bridge_overflow="drop_newest"),
+            config=LoopConfig(bridge_overflow="drop_newest", sink_drain_timeout=drain),
             client=p.client,
+            stats=stats,
         )
     )
     await asyncio.wait_for(step_done.wait(), 600)
+    persisted_at = time.perf_counter()
+    # No cancel: the loop returns by itself once the drain timeout has run out.
+    await asyncio.wait_for(run, drain + 60)
+    returned_after = time.perf_counter() - persisted_at
     peak = rss_kib("VmHWM")
     [step] = store.steps("s5")
     content = step.response_payload["choices"][0]["message"]["content"]
     exact = content == expected
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
     growth = (peak - before) / 1024
     content_mib = len(expected) / 2**20
-    say(f"  S5 peak RSS growth {growth:.1f} MiB, body exact: {exact}")
+    say(
+        f"  S5 peak RSS growth {growth:.1f} MiB, body exact: {exact}, returned "
+        f"{returned_after:.2f} s after the step persisted, {stats.dropped_events:,} events dropped"
+    )
     return table(
-        ["scenario", "peak RSS growth", "reassembled body", "target"],
+        [
+            "scenario",
+            "peak RSS growth",
+            "reassembled body",
+            "returned after the step persisted",
+            "events counted as dropped",
+            "target",
+        ],
         [
             [
-                f"{chunks:,} chunks, sink never returns, drop_newest",
+                f"{chunks:,} chunks, sink never returns, drop_newest, drain timeout {drain:g} s",
                 f"{growth:.1f} MiB",
                 f"{'exact' if exact else 'WRONG'} ({content_mib:.1f} MiB of text)",
+                f"{returned_after:.2f} s (by itself)",
+                f"{stats.dropped_events:,}",
                 f"≤ 16 MiB: {verdict(growth <= 16 and exact)}",
             ]
         ],
@@ -611,6 +629,14 @@ def chart(rates: dict[str, float], path: Path) -> None:
         ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:,.0f}", va="center")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def rust_table(*cargo_args: str) -> str:
+    """Runs a Rust benchmark of this workspace and returns the table it printed."""
+    printed = subprocess.run(
+        ["cargo", *cargo_args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    return "\n".join(line for line in printed.splitlines() if line.startswith("|"))
 
 
 async def main() -> None:
@@ -665,6 +691,23 @@ async def main() -> None:
         ("S4 store-heavy (MemoryStore, 2 small model calls + 1 tool call per response)", s4),
         ("S5 stalled sink", s5),
     ]
+    if not quick:
+        say("the Rust stream path and the chunk parsers")
+        sections += [
+            (
+                "The Rust stream path, stage by stage "
+                "(`cargo bench -p stepwell-core --bench stream_path`)",
+                rust_table("bench", "--quiet", "-p", "stepwell-core", "--bench", "stream_path"),
+            ),
+            (
+                "JSON parsers on one chunk (`cargo run --release -p stepwell-bench-parsers`)",
+                rust_table("run", "--quiet", "--release", "-p", "stepwell-bench-parsers"),
+            ),
+            (
+                "S1: what was tried",
+                (Path(__file__).resolve().parent / "S1_NOTES.md").read_text().strip(),
+            ),
+        ]
     report = "\n\n".join(f"## {title}\n\n{body}" for title, body in sections)
     print("\n" + upstream_line + "\n\n" + report)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
