@@ -92,8 +92,8 @@ fn content_len(choices: Option<&[MirrorChoice<'_>]>) -> usize {
     text + args
 }
 
-fn stepwell(text: &str) -> usize {
-    let chunk = Chunk::parse(text).unwrap();
+/// The same for stepwell's own view.
+fn view_len(chunk: &Chunk<'_>) -> usize {
     let delta = chunk.choices().first().and_then(|c| c.delta.as_ref());
     let text = delta.and_then(|d| d.content.as_deref()).map_or(0, str::len);
     let args = delta
@@ -105,16 +105,12 @@ fn stepwell(text: &str) -> usize {
     text + args
 }
 
+fn stepwell(text: &str) -> usize {
+    view_len(&Chunk::parse(text).unwrap())
+}
+
 fn serde_json_view(text: &str) -> usize {
-    let chunk = Chunk::parse_with_serde(text).unwrap();
-    let delta = chunk.choices().first().and_then(|c| c.delta.as_ref());
-    delta.and_then(|d| d.content.as_deref()).map_or(0, str::len)
-        + delta
-            .and_then(|d| d.tool_calls.as_ref())
-            .and_then(|calls| calls.first())
-            .and_then(|call| call.function.as_ref())
-            .and_then(|f| f.arguments.as_deref())
-            .map_or(0, str::len)
+    view_len(&Chunk::parse_with_serde(text).unwrap())
 }
 
 fn sonic(text: &str) -> usize {

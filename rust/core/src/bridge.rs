@@ -14,9 +14,10 @@
 //! pass through here and is never affected.
 //!
 //! Senders push a whole batch (every delta of one network read) under one lock
-//! with one wake-up, and the receiver takes everything queued at each wake-up as
-//! one batch for the sink: a fast stream costs a few crossings per read, not
-//! one per event.
+//! with one wake-up, and the receiver takes what is queued at each wake-up (up
+//! to the sink's `max_batch`) as one batch for the sink: a fast stream costs a
+//! few crossings per read, not one per event. A sink that fails is detached;
+//! whatever it never received is counted (see [`BridgeReceiver::undelivered`]).
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
 use crate::events::LoopEvent;
-use crate::traits::EventSink;
+use crate::traits::{EventSink, SinkError};
 use crate::types::Overflow;
 
 struct State {
@@ -142,22 +143,15 @@ impl BridgeSender {
     }
 }
 
-/// Why the drain stopped delivering to the sink.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Detached {
-    /// The sink failed; it gets nothing more.
-    SinkFailed(String),
-}
-
 impl BridgeReceiver {
     /// Delivers every event to `sink` in batches (each at most the sink's
     /// `max_batch`) until every sender is gone.
     ///
-    /// The first error of the sink detaches it: it is reported through
-    /// `on_detach`, and later events are discarded (and counted by
+    /// The first error of the sink detaches it: it is handed to `on_detach`,
+    /// and later events are discarded (and counted by
     /// [`BridgeReceiver::undelivered`]) instead of being offered to a sink
     /// that already failed. Dropping this future stops delivery at once.
-    pub async fn drain_into(&self, sink: &dyn EventSink, on_detach: impl FnOnce(Detached)) {
+    pub async fn drain_into(&self, sink: &dyn EventSink, on_detach: impl FnOnce(SinkError)) {
         let mut on_detach = Some(on_detach);
         let max_batch = sink.max_batch().max(1);
         loop {
@@ -191,7 +185,7 @@ impl BridgeReceiver {
                 // The failed call's events are not known to have arrived.
                 self.discard(count as usize);
                 if let Some(report) = on_detach.take() {
-                    report(Detached::SinkFailed(error.0));
+                    report(error);
                 }
             }
         }
@@ -218,7 +212,6 @@ impl BridgeReceiver {
 mod tests {
     use super::*;
     use crate::events::LoopEventKind;
-    use crate::traits::SinkError;
     use futures::future::BoxFuture;
     use serde_json::json;
 
@@ -273,7 +266,7 @@ mod tests {
         let batches = sink.0.lock().unwrap().clone();
         // The oldest two survive and the control event follows, in one batch.
         assert_eq!(batches, vec![vec![0, 1, 9]]);
-        assert_eq!(detached, Some(Detached::SinkFailed("always fails".into())));
+        assert_eq!(detached.map(|e| e.0), Some("always fails".to_string()));
     }
 
     #[tokio::test]

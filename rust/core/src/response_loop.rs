@@ -27,7 +27,7 @@ use futures::future::{BoxFuture, Either, join_all, select};
 use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 
-use crate::bridge::{self, BridgeSender, Detached};
+use crate::bridge::{self, BridgeSender};
 use crate::error::{ExecutorError, LoopError};
 use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
@@ -77,9 +77,7 @@ pub async fn run_response_loop(
     };
     let (tx, rx) = bridge::bounded(run.config.bridge_capacity, run.config.bridge_overflow);
     let observer = run.observer;
-    let mut drain = Box::pin(rx.drain_into(sink, |why| match why {
-        Detached::SinkFailed(error) => observer.sink_detached(&error),
-    }));
+    let mut drain = Box::pin(rx.drain_into(sink, |error| observer.sink_detached(&error.0)));
     let result = {
         let drive = std::pin::pin!(run.level(Some(&tx), scope_parent, 0));
         match select(drive, drain.as_mut()).await {
