@@ -434,6 +434,47 @@ def test_request_conversion() -> None:
     assert request["stream_options"] == {"include_usage": True}
 
 
+async def test_file_and_image_parts_reach_the_upstream(model: ScriptedUpstream) -> None:
+    model.handler = lambda r: JsonReply(chat_completion("Read it."))
+    pdf = "data:application/pdf;base64,JVBERi0xLjQK"
+    content = [
+        {"type": "input_text", "text": "summarise"},
+        {"type": "input_file", "filename": "a.pdf", "file_data": pdf},
+        {"type": "input_file", "file_url": "https://files.test/b.pdf"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="},
+    ]
+    response = await service(model).create(
+        {"model": "m", "input": [{"role": "user", "content": content}]}
+    )
+    assert response["status"] == "completed"
+    assert list(RESPONSE.iter_errors(response)) == []
+    [request] = model.requests
+    assert request.body["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "summarise"},
+                {"type": "file", "file": {"file_data": pdf, "filename": "a.pdf"}},
+                {"type": "file", "file": {"file_url": "https://files.test/b.pdf"}},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+            ],
+        }
+    ]
+
+
+async def test_a_file_part_without_a_source_is_refused_and_nothing_is_kept(
+    model: ScriptedUpstream,
+) -> None:
+    store = MemoryStore()
+    part = {"type": "input_file", "filename": "a.pdf"}
+    with pytest.raises(InvalidRequest, match="input_file needs file_data, file_id or file_url"):
+        await service(model, store).create(
+            {"model": "m", "input": [{"role": "user", "content": [part]}]}, request_id="r1"
+        )
+    assert model.requests == []
+    assert store.load_request("r1") is None
+
+
 @pytest.mark.parametrize(
     "body",
     [

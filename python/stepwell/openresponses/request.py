@@ -57,11 +57,27 @@ def _content(parts: Any) -> Any:
             if part.get("detail"):
                 image["detail"] = part["detail"]
             converted.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            converted.append({"type": "file", "file": _file(part)})
         else:
             raise InvalidRequest(f"unsupported content part {kind!r}")
     if all(p["type"] == "text" for p in converted):
         return "".join(p["text"] for p in converted)
     return converted
+
+
+_FILE_SOURCES = ("file_data", "file_id", "file_url")
+
+
+def _file(part: JSONDict) -> JSONDict:
+    """An `input_file` part as the `file` of a chat-completions content part."""
+    file = {key: part[key] for key in (*_FILE_SOURCES, "filename") if part.get(key)}
+    if not any(key in file for key in _FILE_SOURCES):
+        raise InvalidRequest("input_file needs file_data, file_id or file_url")
+    for key, value in file.items():
+        if not isinstance(value, str):
+            raise InvalidRequest(f"input_file.{key} must be a string")
+    return file
 
 
 def input_messages(items: Any) -> list[JSONDict]:
