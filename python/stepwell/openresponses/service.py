@@ -11,7 +11,7 @@ from typing import Any
 
 from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
-from ..errors import LoopError, LoopFailed
+from ..errors import LoopError, LoopFailed, StoreError
 from ..protocols import ToolExecutor
 from ..stores import WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
@@ -71,10 +71,15 @@ class Responses:
         validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
+        # Setting up converts the whole input, so a request refused there is
+        # refused before anything of it is kept.
+        run = await self._setup(body, request_id, created_at)
         self.store.save_request(request_id, stored(body, created_at))
-        return await self._setup(body, request_id, created_at)
+        return run
 
     async def _run(self, run: _Run, sink: Any) -> JSONDict:
+        """Runs the loop; returns the outcome the store keeps, which is the first
+        one recorded: another worker may have finished the response first."""
         request_id, body, initial = run.request_id, run.body, run.initial
         try:
             result = await run_response_loop(
@@ -89,23 +94,34 @@ class Responses:
             )
         except LoopFailed as failed:
             if isinstance(failed.payload, dict) and failed.payload.get("object") == "response":
-                return failed.payload
-            return {**initial, "status": "failed", "error": _error(failed)}
+                result = failed.payload
+            else:
+                result = {**initial, "status": "failed", "error": _error(failed)}
+        except StoreError as error:
+            # The store refused a write: another worker is driving this response
+            # (it will record the outcome), or the store itself is failing. Either
+            # way this worker records nothing.
+            result = {**initial, "status": "failed", "error": _error(error)}
         except LoopError as error:
-            failed_response = {**initial, "status": "failed", "error": _error(error)}
-            self.store.set_outcome(request_id, "failed", failed_response)
-            return failed_response
-        return result  # type: ignore[no-any-return]
+            result = {**initial, "status": "failed", "error": _error(error)}
+            self.store.set_outcome(request_id, "failed", result)
+        kept = self.store.outcome(request_id)
+        return kept[1] if kept else result  # type: ignore[no-any-return]
 
     async def create(self, body: Any, *, request_id: str | None = None) -> JSONDict:
         """Runs the request to its end and returns the `Response`."""
         return await self._run(await self._prepare(body, request_id), None)
 
     async def resume(self, request_id: str) -> JSONDict:
-        """Drives a response whose worker stopped to its end (completed steps are kept)."""
+        """Drives a response whose worker stopped to its end (completed steps are
+        kept); a response that already ended is returned as it stands."""
         saved = self.store.load_request(request_id)
         if saved is None:
             raise KeyError(f"no response {request_id!r}")
+        finished = self.store.outcome(request_id)
+        if finished is not None:
+            # Terminal already: returned as it stands, not run or rewritten again.
+            return finished[1]  # type: ignore[no-any-return]
         run = await self._setup(saved["request"], request_id, saved["created_at"])
         return await self._run(run, None)
 

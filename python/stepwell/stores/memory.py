@@ -63,9 +63,10 @@ class MemoryStore:
             return self._requests.get(request_id)
 
     def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
-        """Record how a response ended."""
+        """Record how a response ended. The first outcome stands: a later call
+        (a second worker that lost a race, say) changes nothing."""
         with self._lock:
-            self._outcomes[request_id] = _Outcome(status, output)
+            self._outcomes.setdefault(request_id, _Outcome(status, output))
 
     def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""

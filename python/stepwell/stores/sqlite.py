@@ -188,11 +188,13 @@ class SQLiteStore:
         return json.loads(row[0]) if row else None
 
     def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
-        """Record how a response ended."""
+        """Record how a response ended. The first outcome stands: a later call
+        (a second process that lost a race to finish it, say) changes nothing,
+        not even ``completed_at``."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE responses SET status = ?, output = ?, completed_at = ? "
-                "WHERE request_id = ?",
+                "WHERE request_id = ? AND output IS NULL",
                 (status, json.dumps(output), time.time(), request_id),
             )
 

@@ -167,3 +167,6 @@ async def test_requests_and_outcomes(make_store: Any) -> None:
     assert store.load_request("r") == {"request": {"model": "m"}, "created_at": 1}
     store.set_outcome("r", "completed", {"status": "completed"})
     assert store.outcome("r") == ("completed", {"status": "completed"})
+    # The first terminal outcome stands.
+    store.set_outcome("r", "failed", {"status": "failed"})
+    assert store.outcome("r") == ("completed", {"status": "completed"})
