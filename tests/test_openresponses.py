@@ -434,6 +434,30 @@ def test_request_conversion() -> None:
     assert request["stream_options"] == {"include_usage": True}
 
 
+async def test_nulls_in_the_request_never_become_nulls_the_schema_forbids(
+    model: ScriptedUpstream,
+) -> None:
+    model.handler = lambda r: JsonReply(chat_completion("ok"))
+    nullable = [
+        "temperature", "top_p", "presence_penalty", "frequency_penalty", "top_logprobs",
+        "tool_choice", "truncation", "background", "service_tier", "tools", "store",
+        "parallel_tool_calls", "text", "metadata", "instructions", "max_output_tokens",
+    ]  # fmt: skip
+    body = {"model": "m", "input": "hi", **dict.fromkeys(nullable)}
+    response = await service(model).create(body)
+    assert list(RESPONSE.iter_errors(response)) == []
+    required = SPEC["components"]["schemas"]["ResponseResource"]["properties"]
+    for name in nullable:
+        allows_null = "null" in json.dumps(required[name])
+        assert allows_null or response[name] is not None, name
+    assert response["output"][0]["content"][0]["logprobs"] == []
+    assert (response["background"], response["store"], response["parallel_tool_calls"]) == (
+        False,
+        True,
+        True,
+    )
+
+
 async def test_file_and_image_parts_reach_the_upstream(model: ScriptedUpstream) -> None:
     model.handler = lambda r: JsonReply(chat_completion("Read it."))
     pdf = "data:application/pdf;base64,JVBERi0xLjQK"

@@ -124,6 +124,13 @@ def echo_tools(tools: list[JSONDict]) -> list[JSONDict]:
     ]
 
 
+def _flag(body: JSONDict, name: str, default: bool) -> bool:
+    """A boolean the Response requires: the request's, or the default when the
+    request left it out or sent null (strict clients reject a null there)."""
+    value = body.get(name)
+    return value if isinstance(value, bool) else default
+
+
 def response_object(
     body: JSONDict,
     request_id: str,
@@ -153,7 +160,7 @@ def response_object(
         "tools": echo_tools(tools),
         "tool_choice": body.get("tool_choice") or "auto",
         "truncation": body.get("truncation") or "disabled",
-        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "parallel_tool_calls": _flag(body, "parallel_tool_calls", True),
         "text": body.get("text") or {"format": {"type": "text"}},
         "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
         "presence_penalty": body.get("presence_penalty") or 0.0,
@@ -164,8 +171,8 @@ def response_object(
         "usage": usage_block,
         "max_output_tokens": body.get("max_output_tokens"),
         "max_tool_calls": body.get("max_tool_calls"),
-        "store": body.get("store", True),
-        "background": body.get("background", False),
+        "store": _flag(body, "store", True),
+        "background": _flag(body, "background", False),
         "service_tier": body.get("service_tier") or "default",
         "metadata": body.get("metadata") or {},
         "safety_identifier": body.get("safety_identifier"),
