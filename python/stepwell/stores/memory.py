@@ -21,6 +21,7 @@ from ..types import (
     StepKind,
     StepState,
 )
+from ._events import frames_after, split_frames
 from ._transition import Decide, check_move, decide_next, stored_response
 
 _Scope = tuple[str, str | None]
@@ -47,6 +48,7 @@ class MemoryStore:
         self._last_sequence: dict[str, int] = {}
         self._outcomes: dict[str, _Outcome] = {}
         self._requests: dict[str, JSON] = {}
+        self._events: dict[str, list[tuple[int, str]]] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
@@ -73,6 +75,20 @@ class MemoryStore:
         with self._lock:
             found = self._outcomes.get(request_id)
         return (found.status, found.payload) if found else None
+
+    def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
+        """Keep a batch of the response's stream frames, numbered from
+        ``first_sequence``; returns how many frames it held."""
+        count = len(split_frames(frames))
+        with self._lock:
+            self._events.setdefault(request_id, []).append((first_sequence, frames))
+        return count
+
+    def events_after(self, request_id: str, after: int) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order."""
+        with self._lock:
+            batches = list(self._events.get(request_id, ()))
+        return frames_after(batches, after)
 
     async def record_step(
         self,

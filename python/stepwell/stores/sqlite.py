@@ -33,6 +33,7 @@ from ..types import (
     StepKind,
     StepState,
 )
+from ._events import frames_after, split_frames
 from ._transition import Decide, check_move, decide_next, stored_response
 
 _SCHEMA = """
@@ -63,6 +64,13 @@ CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
     request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
 );
 CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
+CREATE TABLE IF NOT EXISTS events (
+    request_id     TEXT NOT NULL,
+    first_sequence INTEGER NOT NULL,
+    last_sequence  INTEGER NOT NULL,
+    frames         TEXT NOT NULL,
+    PRIMARY KEY (request_id, first_sequence)
+);
 """
 
 
@@ -181,6 +189,29 @@ class SQLiteStore:
                 "VALUES (?, ?, ?)",
                 (request_id, json.dumps(request), time.time()),
             )
+
+    def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
+        """Keep a batch of the response's stream frames, numbered from
+        ``first_sequence``, in one transaction; returns how many frames it held."""
+        count = len(split_frames(frames))
+        if count:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+                    "VALUES (?, ?, ?, ?)",
+                    (request_id, first_sequence, first_sequence + count - 1, frames),
+                )
+        return count
+
+    def events_after(self, request_id: str, after: int) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order."""
+        with self._errors(), self._lock:
+            rows = self._db.execute(
+                "SELECT first_sequence, frames FROM events WHERE request_id = ? "
+                "AND last_sequence > ? ORDER BY first_sequence",
+                (request_id, after),
+            ).fetchall()
+        return frames_after(rows, after)
 
     def load_request(self, request_id: str) -> JSON | None:
         """The request a response was created from, if saved."""

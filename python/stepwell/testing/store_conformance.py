@@ -170,3 +170,14 @@ async def test_requests_and_outcomes(make_store: Any) -> None:
     # The first terminal outcome stands.
     store.set_outcome("r", "failed", {"status": "failed"})
     assert store.outcome("r") == ("completed", {"status": "completed"})
+
+
+async def test_event_log_replays_from_any_cursor(make_store: Any) -> None:
+    store = make_store()
+    frames = [f'event: e\ndata: {{"sequence_number":{n}}}\n\n' for n in range(7)]
+    assert store.events_after("r", -1) == []
+    assert store.append_events("r", 0, "".join(frames[:3])) == 3
+    assert store.append_events("r", 3, "".join(frames[3:])) == 4
+    store.append_events("other", 0, frames[0])
+    for after in range(-1, 8):
+        assert store.events_after("r", after) == frames[after + 1 :]
