@@ -4,12 +4,13 @@ Rust), and `Responses`, which runs requests over any store that keeps them."""
 
 from .assemble import assemble, output_items, response_object, usage
 from .request import InvalidRequest, input_messages, model_request, validate
-from .service import Responses
+from .service import Prepared, Responses
 from .transition import Agent, ResponsesTransition, stored
 
 __all__ = [
     "Agent",
     "InvalidRequest",
+    "Prepared",
     "Responses",
     "ResponsesTransition",
     "assemble",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class Responses:
         self.client = client
         self.config = config
 
-    async def _setup(self, body: JSONDict, request_id: str, created_at: int) -> _Run:
+    async def _setup(self, body: JSONDict, request_id: str, created_at: int) -> Prepared:
         """This request's view of the store (its own transition, nothing written on
         the shared store) and the response as it stands before any step (what
         `response.created` announces)."""
@@ -65,9 +65,11 @@ class Responses:
             created_at=created_at,
             tools=tools,
         )
-        return _Run(request_id, body, WithTransition(self.store, transition), initial)
+        return Prepared(request_id, body, WithTransition(self.store, transition), initial)
 
-    async def _prepare(self, body: Any, request_id: str | None) -> _Run:
+    async def prepare(self, body: Any, *, request_id: str | None = None) -> Prepared:
+        """Checks and converts a create body and keeps its request; raises
+        `InvalidRequest` (keeping nothing) for a bad one. `drive` runs it."""
         validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
@@ -77,9 +79,23 @@ class Responses:
         self.store.save_request(request_id, stored(body, created_at))
         return run
 
-    async def _run(self, run: _Run, sink: Any) -> JSONDict:
-        """Runs the loop; returns the outcome the store keeps, which is the first
-        one recorded: another worker may have finished the response first."""
+    async def drive(
+        self, run: Prepared, *, on_frames: Callable[[str], object] | None = None
+    ) -> JSONDict:
+        """Runs a prepared response to its end and returns the outcome the store
+        keeps (the first recorded: another worker may have finished it first).
+
+        With `on_frames`, the Open Responses stream is handed to it as it is made,
+        a batch of SSE frames per call, numbered consecutively from 0
+        (`response.created` first); the closing `[DONE]` is not among them.
+        """
+        sink = None
+        if on_frames is not None:
+            sink = ResponsesStream(run.request_id, on_frames)
+            on_frames(sink.start(run.initial))
+        return await self._run(run, sink)
+
+    async def _run(self, run: Prepared, sink: Any) -> JSONDict:
         request_id, body, initial = run.request_id, run.body, run.initial
         try:
             result = await run_response_loop(
@@ -110,7 +126,7 @@ class Responses:
 
     async def create(self, body: Any, *, request_id: str | None = None) -> JSONDict:
         """Runs the request to its end and returns the `Response`."""
-        return await self._run(await self._prepare(body, request_id), None)
+        return await self.drive(await self.prepare(body, request_id=request_id))
 
     async def resume(self, request_id: str) -> JSONDict:
         """Drives a response whose worker stopped to its end (completed steps are
@@ -130,11 +146,9 @@ class Responses:
 
         The model calls stream whatever `body["stream"]` says, so text arrives live.
         """
-        run = await self._prepare({**validate(body), "stream": True}, request_id)
+        run = await self.prepare({**validate(body), "stream": True}, request_id=request_id)
         frames: asyncio.Queue[str] = asyncio.Queue()
-        encoder = ResponsesStream(run.request_id, frames.put_nowait)
-        yield encoder.start(run.initial)
-        task = asyncio.ensure_future(self._run(run, encoder))
+        task = asyncio.ensure_future(self.drive(run, on_frames=frames.put_nowait))
         try:
             while not (task.done() and frames.empty()):
                 getter = asyncio.ensure_future(frames.get())
@@ -150,8 +164,9 @@ class Responses:
 
 
 @dataclass(frozen=True)
-class _Run:
-    """One request being run: its id, body, store view and announced response."""
+class Prepared:
+    """A request checked and kept, ready to `drive`: its id, body, the store seen
+    through its transition, and the response as `response.created` announces it."""
 
     request_id: str
     body: JSONDict
