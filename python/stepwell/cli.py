@@ -2,12 +2,15 @@
 
     stepwell run "question" --base-url URL --model M [--api-key-env VAR]
                  [--tools FILE] [--store sqlite:PATH]
+    stepwell serve --upstream URL [--api-key-env VAR] [--store sqlite:PATH]
+                   [--tools FILE] [--host H] [--port P] [--config FILE]
     stepwell demo
 
 `run` streams one response to the terminal against any OpenAI-compatible
 chat-completions server, showing tool calls as they happen. `demo` runs a
 complete two-round, tool-using response against a scripted upstream it starts
-on loopback: nothing to configure, no key.
+on loopback: nothing to configure, no key. `serve` runs the Open Responses
+HTTP server (see `stepwell.server`).
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ async def _print_stream(responses: Responses, body: dict[str, Any]) -> int:
     return 0 if final.get("status") in ("completed", "incomplete") else 1
 
 
-def _store(spec: str | None) -> Any:
+def make_store(spec: str | None) -> Any:
+    """A store from ``memory`` or ``sqlite:PATH``."""
     if not spec or spec == "memory":
         return MemoryStore()
     if spec.startswith("sqlite:"):
@@ -74,7 +78,8 @@ def _store(spec: str | None) -> Any:
     raise SystemExit(f"--store must be 'memory' or 'sqlite:PATH', not {spec!r}")
 
 
-def _target(base_url: str, api_key_env: str | None) -> UpstreamTarget:
+def make_target(base_url: str, api_key_env: str | None) -> UpstreamTarget:
+    """The chat-completions target under ``base_url``, keyed from ``$api_key_env``."""
     key = os.environ.get(api_key_env) if api_key_env else None
     if api_key_env and not key:
         raise SystemExit(f"${api_key_env} is not set")
@@ -83,7 +88,9 @@ def _target(base_url: str, api_key_env: str | None) -> UpstreamTarget:
 
 async def _run(args: argparse.Namespace) -> int:
     tools = HttpTools.from_file(args.tools) if args.tools else HttpTools([])
-    responses = Responses(_store(args.store), tools, _target(args.base_url, args.api_key_env))
+    responses = Responses(
+        make_store(args.store), tools, make_target(args.base_url, args.api_key_env)
+    )
     body = {"model": args.model, "input": args.question}
     if args.instructions:
         body["instructions"] = args.instructions
@@ -138,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--store", help="'memory' (default) or 'sqlite:PATH'")
     run.add_argument("--instructions")
     commands.add_parser("demo", help="a tool-using response against a built-in scripted model")
+    from .server.serve import add_arguments, serve
+
+    add_arguments(commands.add_parser("serve", help="serve the Open Responses HTTP API"))
     args = parser.parse_args(argv)
     if args.command == "demo":
         return asyncio.run(_demo())
+    if args.command == "serve":
+        return serve(args)
     return asyncio.run(_run(args))
 
 

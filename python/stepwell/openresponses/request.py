@@ -9,7 +9,12 @@ JSONDict = dict[str, Any]
 
 
 class InvalidRequest(ValueError):
-    """The create body is not a valid Open Responses request."""
+    """The create body is not a valid Open Responses request; ``param`` names
+    the offending parameter when there is one."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 _KNOWN_ROLES = {"user", "assistant", "system", "developer"}
@@ -19,22 +24,25 @@ def validate(body: Any) -> JSONDict:
     """Checks the fields stepwell reads; returns the body unchanged."""
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
+    for name in ("stream", "background", "store", "parallel_tool_calls"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise InvalidRequest(f"'{name}' must be a boolean", name)
     if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("'model' is required and must be a non-empty string")
+        raise InvalidRequest("'model' is required and must be a non-empty string", "model")
     if "input" not in body and "previous_response_id" not in body:
-        raise InvalidRequest("'input' is required")
+        raise InvalidRequest("'input' is required", "input")
     if not isinstance(body.get("input", ""), (str, list)):
-        raise InvalidRequest("'input' must be a string or a list of items")
+        raise InvalidRequest("'input' must be a string or a list of items", "input")
     for tool in body.get("tools") or []:
         if not isinstance(tool, dict) or tool.get("type") != "function" or not tool.get("name"):
-            raise InvalidRequest("each tool must be {'type': 'function', 'name': ...}")
+            raise InvalidRequest("each tool must be {'type': 'function', 'name': ...}", "tools")
     for name in ("temperature", "top_p"):
         if body.get(name) is not None and not isinstance(body[name], (int, float)):
-            raise InvalidRequest(f"'{name}' must be a number")
+            raise InvalidRequest(f"'{name}' must be a number", name)
     for name in ("max_output_tokens", "max_tool_calls"):
         value = body.get(name)
         if value is not None and (not isinstance(value, int) or value < 1):
-            raise InvalidRequest(f"'{name}' must be a positive integer")
+            raise InvalidRequest(f"'{name}' must be a positive integer", name)
     return body
 
 
@@ -43,7 +51,7 @@ def _content(parts: Any) -> Any:
     if isinstance(parts, str):
         return parts
     if not isinstance(parts, list):
-        raise InvalidRequest("message content must be a string or a list of parts")
+        raise InvalidRequest("message content must be a string or a list of parts", "input")
     converted = []
     for part in parts:
         kind = part.get("type") if isinstance(part, dict) else None
@@ -52,7 +60,7 @@ def _content(parts: Any) -> Any:
         elif kind == "input_image":
             url = part.get("image_url") or part.get("file_id")
             if not url:
-                raise InvalidRequest("input_image needs an image_url")
+                raise InvalidRequest("input_image needs an image_url", "input")
             image: JSONDict = {"url": url}
             if part.get("detail"):
                 image["detail"] = part["detail"]
@@ -60,7 +68,7 @@ def _content(parts: Any) -> Any:
         elif kind == "input_file":
             converted.append({"type": "file", "file": _file(part)})
         else:
-            raise InvalidRequest(f"unsupported content part {kind!r}")
+            raise InvalidRequest(f"unsupported content part {kind!r}", "input")
     if all(p["type"] == "text" for p in converted):
         return "".join(p["text"] for p in converted)
     return converted
@@ -73,10 +81,10 @@ def _file(part: JSONDict) -> JSONDict:
     """An `input_file` part as the `file` of a chat-completions content part."""
     file = {key: part[key] for key in (*_FILE_SOURCES, "filename") if part.get(key)}
     if not any(key in file for key in _FILE_SOURCES):
-        raise InvalidRequest("input_file needs file_data, file_id or file_url")
+        raise InvalidRequest("input_file needs file_data, file_id or file_url", "input")
     for key, value in file.items():
         if not isinstance(value, str):
-            raise InvalidRequest(f"input_file.{key} must be a string")
+            raise InvalidRequest(f"input_file.{key} must be a string", "input")
     return file
 
 
@@ -87,12 +95,12 @@ def input_messages(items: Any) -> list[JSONDict]:
     messages: list[JSONDict] = []
     for item in items:
         if not isinstance(item, dict):
-            raise InvalidRequest("each input item must be an object")
+            raise InvalidRequest("each input item must be an object", "input")
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in _KNOWN_ROLES:
-                raise InvalidRequest(f"unsupported message role {role!r}")
+                raise InvalidRequest(f"unsupported message role {role!r}", "input")
             chat_role = "system" if role == "developer" else role
             messages.append({"role": chat_role, "content": _content(item.get("content", ""))})
         elif kind == "function_call":
@@ -116,7 +124,7 @@ def input_messages(items: Any) -> list[JSONDict]:
         elif kind == "reasoning":
             continue  # reasoning is not sent back to chat-completions upstreams
         else:
-            raise InvalidRequest(f"unsupported input item type {kind!r}")
+            raise InvalidRequest(f"unsupported input item type {kind!r}", "input")
     return messages
 
 

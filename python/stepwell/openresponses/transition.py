@@ -36,7 +36,7 @@ from ..types import (
     ToolSchema,
 )
 from .assemble import assemble, tool_output_text
-from .request import JSONDict, input_messages, model_request, validate
+from .request import InvalidRequest, JSONDict, input_messages, model_request, validate
 
 
 class ResponseStore(Protocol):
@@ -201,7 +201,10 @@ class ResponsesTransition:
             previous = self.store.load_request(str(previous_id).removeprefix("resp_"))
             outcome = self.store.outcome(str(previous_id).removeprefix("resp_"))
             if previous is None or outcome is None:
-                raise ValueError(f"previous response {previous_id!r} is unknown or unfinished")
+                raise InvalidRequest(
+                    f"previous response {previous_id!r} is unknown or unfinished",
+                    "previous_response_id",
+                )
             earlier, earlier_tools = self.context(previous["request"])
             earlier = [m for m in earlier if m["role"] != "system"]
             messages += earlier + input_messages(outcome[1].get("output") or [])

@@ -1,0 +1,183 @@
+"""The Open Responses HTTP API as an ASGI application (Starlette).
+
+Routes translate HTTP to `Responses` calls and errors to OpenAI's error shape;
+the state of a response lives in the store (its request, steps, outcome and
+event log), and the only thing kept here is which responses this process is
+running, so that a reader knows whether to wait for more.
+
+- ``POST /v1/responses``: JSON; ``stream: true`` answers with the event stream
+  (``event:`` + ``data:`` frames, ending with ``data: [DONE]``);
+  ``background: true`` answers at once and runs the response detached.
+- ``GET /v1/responses/{id}``: the response; with ``?stream=true`` its event log
+  after ``starting_after``, then the live events, until the terminal one.
+- ``GET /healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ..openresponses import InvalidRequest, Responses
+from .errors import ApiError, not_found
+from .log import LogHub, LogWriter, follow
+
+log = logging.getLogger("stepwell.server")
+
+DONE = "data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server treats requests."""
+
+    max_body: int = 16 * 1024 * 1024
+    """Largest request body accepted, in bytes; larger is a 413."""
+
+
+class _Server:
+    def __init__(self, responses: Responses, settings: ServerSettings) -> None:
+        self.responses = responses
+        self.store = responses.store
+        self.settings = settings
+        self.hub = LogHub()
+        self.running: dict[str, asyncio.Task[Any]] = {}
+
+    # ------------------------------------------------------------ helpers
+
+    async def read_json(self, request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.settings.max_body:
+            raise self.too_large()
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > self.settings.max_body:
+                raise self.too_large()
+        try:
+            return json.loads(body)
+        except ValueError as error:
+            raise ApiError(400, f"The request body is not valid JSON: {error}") from error
+
+    def too_large(self) -> ApiError:
+        limit = self.settings.max_body
+        return ApiError(413, f"The request body is larger than {limit} bytes.")
+
+    def start(self, request_id: str, prepared: Any) -> asyncio.Task[Any]:
+        """Runs a prepared response, its frames going to the event log."""
+        writer = LogWriter(self.store, self.hub, request_id)
+
+        async def drive() -> Any:
+            try:
+                return await self.responses.drive(prepared, on_frames=writer)
+            finally:
+                self.running.pop(request_id, None)
+                self.hub.notify(request_id)
+
+        task = asyncio.ensure_future(drive())
+        self.running[request_id] = task
+        return task
+
+    def stream(self, request_id: str, after: int) -> StreamingResponse:
+        async def frames() -> AsyncIterator[str]:
+            async for batch in follow(
+                self.store, self.hub, request_id, after, lambda: request_id in self.running
+            ):
+                yield batch
+            yield DONE
+
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    def current(self, request_id: str) -> Any:
+        """The response as it stands: its outcome, or as `response.created`
+        announced it, still in progress."""
+        outcome = self.store.outcome(request_id)
+        if outcome is not None:
+            return outcome[1]
+        first = self.store.events_after(request_id, -1)[:1]
+        if not first:
+            return None
+        created = json.loads(first[0].split("\ndata: ", 1)[1])
+        return created["response"]
+
+    # ------------------------------------------------------------ routes
+
+    async def create(self, request: Request) -> Response:
+        body = await self.read_json(request)
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        try:
+            stream = body.get("stream") is True
+            background = body.get("background") is True
+            # Streamed and background responses stream from the model too, so
+            # their event log carries every delta.
+            model_body = {**body, "stream": True} if stream or background else body
+            prepared = await self.responses.prepare(model_body)
+        except InvalidRequest as error:
+            raise ApiError(400, str(error), param=error.param) from error
+        request_id = prepared.request_id
+        task = self.start(request_id, prepared)
+        if stream:
+            return self.stream(request_id, -1)
+        if background:
+            return JSONResponse({**prepared.initial, "background": True})
+        return JSONResponse(await asyncio.shield(task))
+
+    async def retrieve(self, request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        request_id = response_id.removeprefix("resp_")
+        if self.store.load_request(request_id) is None:
+            raise not_found(response_id)
+        query = request.query_params
+        if query.get("stream") == "true":
+            after = query.get("starting_after", "-1")
+            try:
+                cursor = int(after)
+            except ValueError as error:
+                raise ApiError(
+                    400, "starting_after must be an integer", param="starting_after"
+                ) from error
+            return self.stream(request_id, cursor)
+        current = self.current(request_id)
+        if current is None:
+            raise not_found(response_id)
+        return JSONResponse(current)
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "running": len(self.running)})
+
+
+def create_app(responses: Responses, settings: ServerSettings | None = None) -> Starlette:
+    """The Open Responses API over `responses`, as an ASGI app to serve or mount."""
+    server = _Server(responses, settings or ServerSettings())
+
+    async def api_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, ApiError)
+        return error.response()
+
+    async def internal(request: Request, error: Exception) -> Response:
+        # The details go to the log, never to the client.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return ApiError(500, "The server had an error while processing your request.").response()
+
+    async def unknown(request: Request, error: Exception) -> Response:
+        return ApiError(404, f"No route for {request.method} {request.url.path}.").response()
+
+    return Starlette(
+        routes=[
+            Route("/v1/responses", server.create, methods=["POST"]),
+            Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
+            Route("/healthz", server.healthz, methods=["GET"]),
+        ],
+        exception_handlers={ApiError: api_error, Exception: internal, 404: unknown},
+    )

@@ -1,0 +1,120 @@
+"""`stepwell serve`: settings from flags, a TOML file and `STEPWELL_*` variables,
+then the app under uvicorn.
+
+Precedence: a flag, then its `STEPWELL_<NAME>` variable (e.g.
+`STEPWELL_UPSTREAM`), then the TOML file given by `--config` (keys named like
+the flags: `upstream = "..."`, `max_body = 1048576`), then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older Pythons only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `stepwell serve` can be told."""
+
+    upstream: str = ""
+    """The chat-completions base URL, e.g. ``http://127.0.0.1:8000/v1``."""
+    api_key_env: str | None = None
+    """The environment variable holding the upstream's key."""
+    store: str = "sqlite:./stepwell.db"
+    """``sqlite:PATH`` or ``memory``."""
+    tools: str | None = None
+    """HTTP tools declared in a TOML or JSON file."""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    """0 picks a free port (printed on start)."""
+    max_body: int = 16 * 1024 * 1024
+    """Largest request body, in bytes."""
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("port", "max_body"):
+        try:
+            return int(value)
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{name} must be an integer, not {value!r}") from error
+    return value
+
+
+def load_settings(
+    flags: Mapping[str, Any], environ: Mapping[str, str], config: str | None
+) -> Settings:
+    """Settings from flags (``None`` when not given), `STEPWELL_*` variables and a
+    TOML file, in that order of precedence."""
+    from_file: dict[str, Any] = {}
+    if config:
+        from_file = tomllib.loads(Path(config).read_text())
+        unknown = set(from_file) - {f.name for f in fields(Settings)}
+        if unknown:
+            raise SystemExit(f"{config}: unknown settings {sorted(unknown)}")
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        for source in (
+            flags.get(field.name),
+            environ.get(f"STEPWELL_{field.name.upper()}"),
+            from_file.get(field.name),
+        ):
+            if source is not None:
+                values[field.name] = _coerce(field.name, source)
+                break
+    settings = Settings(**values)
+    if not settings.upstream:
+        raise SystemExit("an upstream is needed: --upstream URL (or STEPWELL_UPSTREAM)")
+    return settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `serve` flags."""
+    parser.add_argument("--config", help="a TOML file of settings")
+    parser.add_argument("--upstream", help="chat-completions base URL, e.g. http://host/v1")
+    parser.add_argument("--api-key-env", help="environment variable holding the upstream key")
+    parser.add_argument("--store", help="'sqlite:PATH' (default ./stepwell.db) or 'memory'")
+    parser.add_argument("--tools", help="HTTP tools declared in a TOML or JSON file")
+    parser.add_argument("--host", help="default 127.0.0.1")
+    parser.add_argument("--port", help="default 8080; 0 picks a free one")
+    parser.add_argument("--max-body", help="largest request body in bytes (default 16 MiB)")
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Builds the app from the settings and serves it until interrupted."""
+    import uvicorn
+
+    from ..cli import make_store, make_target
+    from ..openresponses import Responses
+    from ..tools import HttpTools
+    from .app import ServerSettings, create_app
+
+    settings = load_settings(vars(args), os.environ, args.config)
+    tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
+    responses = Responses(
+        make_store(settings.store), tools, make_target(settings.upstream, settings.api_key_env)
+    )
+    app = create_app(responses, ServerSettings(max_body=settings.max_body))
+    # Bound here, not by uvicorn, so port 0 works and the address is known
+    # before the first request: connections wait in the backlog until served.
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    sock.listen(1024)
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
+    print(f"stepwell serving on http://{host}:{port}", flush=True)
+    asyncio.run(server.serve(sockets=[sock]))
+    return 0

@@ -1,0 +1,214 @@
+"""`stepwell serve` as a subprocess on loopback, spoken to by the official
+`openai` client and by raw HTTP, over a scripted upstream."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openai import AsyncOpenAI, BadRequestError, NotFoundError
+from stepwell.server.serve import load_settings
+from stepwell.testing import (
+    JsonReply,
+    ScriptedUpstream,
+    StreamReply,
+    UpstreamRequest,
+    chat_completion,
+    text_chunks,
+)
+
+PIECES = ["The ", "answer ", "is ", "forty-", "two."]
+
+
+def model(request: UpstreamRequest) -> Any:
+    if request.body.get("stream"):
+        return StreamReply(text_chunks(PIECES))
+    return JsonReply(chat_completion("".join(PIECES)))
+
+
+class Server:
+    """`stepwell serve` in a child process, until stopped."""
+
+    def __init__(self, upstream: str, db: Path, *extra: str) -> None:
+        command = [sys.executable, "-m", "stepwell.cli", "serve", "--port", "0"]
+        self.log = db.with_suffix(".log")
+        with self.log.open("a") as log:
+            self.process = subprocess.Popen(
+                [*command, "--upstream", upstream, "--store", f"sqlite:{db}", *extra],
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        assert self.process.stdout is not None
+        # Printed once the socket listens: connections made after it queue.
+        line = self.process.stdout.readline()
+        if not line.startswith("stepwell serving on "):
+            self.process.kill()
+            raise RuntimeError(f"server did not start: {line!r} {self.log.read_text()!r}")
+        self.url = line.removeprefix("stepwell serving on ").strip()
+
+    def client(self) -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    with ScriptedUpstream(model) as server:
+        yield server
+
+
+@pytest.fixture
+def server(upstream: ScriptedUpstream, tmp_path: Path) -> Iterator[Server]:
+    running = Server(upstream.endpoint, tmp_path / "serve.db", "--max-body", "4096")
+    yield running
+    running.stop()
+
+
+def events_of(text: str) -> list[dict[str, Any]]:
+    """The events of an SSE body, checking its framing on the way."""
+    frames = [f for f in text.split("\n\n") if f]
+    assert frames[-1] == "data: [DONE]"
+    events = []
+    for frame in frames[:-1]:
+        head, data = frame.split("\n", 1)
+        assert head.startswith("event: ") and data.startswith("data: ")
+        assert "id:" not in frame
+        event = json.loads(data.removeprefix("data: "))
+        assert head == f"event: {event['type']}"
+        events.append(event)
+    return events
+
+
+async def test_create_then_retrieve(server: Server) -> None:
+    client = server.client()
+    response = await client.responses.create(model="m", input="question?")
+    assert response.status == "completed"
+    assert response.output_text == "".join(PIECES)
+    again = await client.responses.retrieve(response.id)
+    assert again.to_dict() == response.to_dict()
+
+
+async def test_stream_final_response_equals_retrieve(server: Server) -> None:
+    client = server.client()
+    deltas = []
+    async with client.responses.stream(model="m", input="question?") as stream:
+        async for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = await stream.get_final_response()
+    assert deltas == PIECES
+    stored = await client.responses.retrieve(final.id)
+    assert stored.status == "completed"
+    assert stored.output_text == final.output_text
+    assert stored.output[0].id == final.output[0].id
+
+
+async def test_replay_from_any_cursor_equals_the_live_tail(
+    server: Server, upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        live = await http.post("/v1/responses", json={"model": "m", "input": "q", "stream": True})
+        assert live.headers["content-type"].startswith("text/event-stream")
+        events = events_of(live.text)
+        assert [e["sequence_number"] for e in events] == list(range(len(events)))
+        assert events[-1]["type"] == "response.completed"
+        response_id = events[0]["response"]["id"]
+        for cursor in (-1, 0, 3, len(events) - 2):
+            replay = await http.get(
+                f"/v1/responses/{response_id}",
+                params={"stream": "true", "starting_after": cursor},
+            )
+            assert events_of(replay.text) == events[cursor + 1 :]
+    # The official client reads the same replay.
+    client = server.client()
+    replayed = [e async for e in await client.responses.retrieve(
+        response_id, stream=True, starting_after=2
+    )]  # fmt: skip
+    assert [e.sequence_number for e in replayed] == [e["sequence_number"] for e in events[3:]]
+
+    # And so does a new server process on the same store, after the first was killed.
+    server.stop()
+    restarted = Server(upstream.endpoint, tmp_path / "serve.db")
+    try:
+        async with httpx.AsyncClient(base_url=restarted.url) as http:
+            replay = await http.get(
+                f"/v1/responses/{response_id}", params={"stream": "true", "starting_after": 1}
+            )
+        assert events_of(replay.text) == events[2:]
+    finally:
+        restarted.stop()
+
+
+async def test_background_response_runs_detached(server: Server) -> None:
+    client = server.client()
+    started = await client.responses.create(model="m", input="q", background=True)
+    assert started.status == "in_progress"
+    assert started.background is True
+    # Follow its event log to the end, then read the result.
+    events = [e async for e in await client.responses.retrieve(started.id, stream=True)]
+    assert events[-1].type == "response.completed"
+    done = await client.responses.retrieve(started.id)
+    assert done.status == "completed"
+    assert done.output_text == "".join(PIECES)
+
+
+async def test_errors_have_openai_s_shape(server: Server) -> None:
+    client = server.client()
+    with pytest.raises(BadRequestError) as bad:
+        await client.responses.create(model="", input="q")
+    assert bad.value.status_code == 400
+    assert bad.value.body == {
+        "message": "'model' is required and must be a non-empty string",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": None,
+    }
+    with pytest.raises(BadRequestError) as unknown:
+        await client.responses.create(model="m", input="q", previous_response_id="resp_nope")
+    assert unknown.value.body["param"] == "previous_response_id"
+    with pytest.raises(NotFoundError) as missing:
+        await client.responses.retrieve("resp_nope")
+    assert missing.value.body["message"] == "Response with id 'resp_nope' not found."
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        malformed = await http.post(
+            "/v1/responses", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert malformed.status_code == 400
+        assert malformed.json()["error"]["type"] == "invalid_request_error"
+        too_large = await http.post("/v1/responses", json={"model": "m", "input": "x" * 5000})
+        assert too_large.status_code == 413
+        assert set(too_large.json()["error"]) == {"message", "type", "param", "code"}
+        nowhere = await http.get("/v1/nothing")
+        assert nowhere.status_code == 404
+        assert "error" in nowhere.json()
+        health = await http.get("/healthz")
+        assert health.json()["status"] == "ok"
+
+
+def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
+    config = tmp_path / "stepwell.toml"
+    config.write_text('upstream = "http://file/v1"\nport = 9001\nmax_body = 10\n')
+    settings = load_settings(
+        {"upstream": None, "port": "9002", "max_body": None},
+        {"STEPWELL_MAX_BODY": "20", "STEPWELL_UPSTREAM": "http://env/v1"},
+        str(config),
+    )
+    assert (settings.upstream, settings.port, settings.max_body) == ("http://env/v1", 9002, 20)
+    assert settings.store == "sqlite:./stepwell.db"
+    with pytest.raises(SystemExit, match="unknown settings"):
+        bad = tmp_path / "bad.toml"
+        bad.write_text("colour = 'red'\n")
+        load_settings({}, {}, str(bad))
