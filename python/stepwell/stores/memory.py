@@ -76,6 +76,19 @@ class MemoryStore:
             found = self._outcomes.get(request_id)
         return (found.status, found.payload) if found else None
 
+    def delete_response(self, request_id: str) -> bool:
+        """Forget a response: its request, steps, outcome and event log. Returns
+        whether there was one."""
+        with self._lock:
+            existed = self._requests.pop(request_id, None) is not None
+            self._outcomes.pop(request_id, None)
+            self._events.pop(request_id, None)
+            self._last_sequence.pop(request_id, None)
+            for scope in [s for s in self._scopes if s[0] == request_id]:
+                for step_id in self._scopes.pop(scope):
+                    self._steps.pop(step_id, None)
+        return existed
+
     def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from
         ``first_sequence``; returns how many frames it held."""

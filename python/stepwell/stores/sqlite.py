@@ -190,6 +190,15 @@ class SQLiteStore:
                 (request_id, json.dumps(request), time.time()),
             )
 
+    def delete_response(self, request_id: str) -> bool:
+        """Forget a response: its request, steps, outcome and event log, in one
+        transaction. Returns whether there was one."""
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM responses WHERE request_id = ?", (request_id,))
+            db.execute("DELETE FROM steps WHERE request_id = ?", (request_id,))
+            db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+            return deleted.rowcount > 0
+
     def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from
         ``first_sequence``, in one transaction; returns how many frames it held."""

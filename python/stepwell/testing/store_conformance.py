@@ -26,6 +26,8 @@ from ..types import StepDescriptor, StepKind, StepState
 __all__ = [
     "test_chain_order_and_links",
     "test_concurrent_siblings_get_distinct_sequences",
+    "test_delete_response_forgets_everything_of_it",
+    "test_event_log_replays_from_any_cursor",
     "test_illegal_moves_are_rejected",
     "test_life_cycle",
     "test_payloads_round_trip",
@@ -181,3 +183,24 @@ async def test_event_log_replays_from_any_cursor(make_store: Any) -> None:
     store.append_events("other", 0, frames[0])
     for after in range(-1, 8):
         assert store.events_after("r", after) == frames[after + 1 :]
+
+
+async def test_delete_response_forgets_everything_of_it(make_store: Any) -> None:
+    store = make_store()
+    for request_id in ("r", "keep"):
+        store.save_request(request_id, {"request": {}, "created_at": 1})
+        step = await store.record_step(request_id, None, None, StepDescriptor.tool_call("t"))
+        await store.mark_step_processing(step.id)
+        await store.complete_step(step.id, {})
+        store.set_outcome(request_id, "completed", {"status": "completed"})
+        store.append_events(request_id, 0, "event: e\ndata: {}\n\n")
+    assert store.delete_response("r") is True
+    assert store.delete_response("r") is False
+    assert store.load_request("r") is None
+    assert store.outcome("r") is None
+    assert store.events_after("r", -1) == []
+    assert await store.list_chain("r", None) == []
+    # Another response is untouched.
+    assert store.outcome("keep") == ("completed", {"status": "completed"})
+    assert len(await store.list_chain("keep", None)) == 1
+    assert len(store.events_after("keep", -1)) == 1
