@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, BadRequestError, NotFoundError
+from openai import AsyncOpenAI, BadRequestError, ConflictError, NotFoundError
 from stepwell.server.serve import load_settings
 from stepwell.testing import (
     JsonReply,
@@ -25,9 +26,13 @@ from stepwell.testing import (
 )
 
 PIECES = ["The ", "answer ", "is ", "forty-", "two."]
+HOLD = "hold the stream open"
 
 
 def model(request: UpstreamRequest) -> Any:
+    if any(HOLD in str(m.get("content")) for m in request.body["messages"]):
+        # Two pieces, then nothing until the client goes away.
+        return StreamReply(text_chunks(PIECES)[:2], done=False, after="hold")
     if request.body.get("stream"):
         return StreamReply(text_chunks(PIECES))
     return JsonReply(chat_completion("".join(PIECES)))
@@ -196,6 +201,67 @@ async def test_errors_have_openai_s_shape(server: Server) -> None:
         assert "error" in nowhere.json()
         health = await http.get("/healthz")
         assert health.json()["status"] == "ok"
+
+
+async def test_cancel_stops_a_background_response(
+    server: Server, upstream: ScriptedUpstream
+) -> None:
+    client = server.client()
+    started = await client.responses.create(model="m", input=HOLD, background=True)
+    stream = await client.responses.retrieve(started.id, stream=True)
+    first = [await stream.__anext__() for _ in range(3)]
+    assert first[0].type == "response.created"
+    cancelled = await client.responses.cancel(started.id)
+    assert cancelled.status == "cancelled"
+    # The upstream request was closed, and the follower's stream ended.
+    assert await asyncio.to_thread(upstream.wait_disconnect, 10)
+    assert [e.type async for e in stream][-1] == "response.output_text.delta"
+    assert (await client.responses.retrieve(started.id)).status == "cancelled"
+    # Idempotent; and a finished or foreground response is a 409.
+    assert (await client.responses.cancel(started.id)).status == "cancelled"
+    done = await client.responses.create(model="m", input="q", background=True)
+    async for _ in await client.responses.retrieve(done.id, stream=True):
+        pass
+    foreground = await client.responses.create(model="m", input="q")
+    for response_id in (done.id, foreground.id):
+        with pytest.raises(ConflictError) as conflict:
+            await client.responses.cancel(response_id)
+        assert conflict.value.status_code == 409
+        assert conflict.value.body["type"] == "invalid_request_error"
+
+
+async def test_a_streaming_client_that_leaves_cancels_its_response(
+    server: Server, upstream: ScriptedUpstream
+) -> None:
+    response_id = ""
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        body = {"model": "m", "input": HOLD, "stream": True}
+        async with http.stream("POST", "/v1/responses", json=body) as live:
+            async for line in live.aiter_lines():
+                if line.startswith("data: "):
+                    event = json.loads(line[6:])
+                    response_id = event.get("response", {}).get("id", response_id)
+                    # Leave once the model is mid-stream.
+                    if event["type"] == "response.output_text.delta":
+                        break
+        # The client has closed its connection: the upstream's is closed too...
+        assert await asyncio.to_thread(upstream.wait_disconnect, 10)
+        # ...and once the run has stopped, the response is kept as cancelled.
+        follow = await http.get(f"/v1/responses/{response_id}", params={"stream": "true"})
+        assert follow.text.endswith("data: [DONE]\n\n")
+        kept = await http.get(f"/v1/responses/{response_id}")
+        assert kept.json()["status"] == "cancelled"
+
+
+async def test_delete_forgets_a_response(server: Server) -> None:
+    client = server.client()
+    response = await client.responses.create(model="m", input="q")
+    deleted = await client.responses.delete(response.id)
+    assert deleted is None  # the SDK returns nothing for a 200
+    with pytest.raises(NotFoundError):
+        await client.responses.retrieve(response.id)
+    with pytest.raises(NotFoundError):
+        await client.responses.delete(response.id)
 
 
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:

@@ -10,6 +10,11 @@ running, so that a reader knows whether to wait for more.
   ``background: true`` answers at once and runs the response detached.
 - ``GET /v1/responses/{id}``: the response; with ``?stream=true`` its event log
   after ``starting_after``, then the live events, until the terminal one.
+- ``POST /v1/responses/{id}/cancel``: stops a background response (its
+  upstream requests and tools with it); idempotent; 409 for a foreground or
+  finished one. A foreground streaming client that disconnects cancels its
+  response the same way.
+- ``DELETE /v1/responses/{id}``: forgets it (cancelling it first if it runs).
 - ``GET /healthz``.
 """
 
@@ -74,12 +79,17 @@ class _Server:
         return ApiError(413, f"The request body is larger than {limit} bytes.")
 
     def start(self, request_id: str, prepared: Any) -> asyncio.Task[Any]:
-        """Runs a prepared response, its frames going to the event log."""
+        """Runs a prepared response, its frames going to the event log. A run
+        that is cancelled leaves the response `cancelled`."""
         writer = LogWriter(self.store, self.hub, request_id)
 
         async def drive() -> Any:
             try:
                 return await self.responses.drive(prepared, on_frames=writer)
+            except asyncio.CancelledError:
+                cancelled = {**(self.current(request_id) or {}), "status": "cancelled"}
+                self.store.set_outcome(request_id, "cancelled", cancelled)
+                raise
             finally:
                 self.running.pop(request_id, None)
                 self.hub.notify(request_id)
@@ -88,13 +98,31 @@ class _Server:
         self.running[request_id] = task
         return task
 
-    def stream(self, request_id: str, after: int) -> StreamingResponse:
+    def stream(
+        self, request_id: str, after: int, owner: tuple[Request, asyncio.Task[Any]] | None = None
+    ) -> StreamingResponse:
+        """The event log after `after`, then live. `owner` is the request and run
+        of a foreground response this stream belongs to: a client that goes
+        away before the end cancels it."""
+
         async def frames() -> AsyncIterator[str]:
-            async for batch in follow(
-                self.store, self.hub, request_id, after, lambda: request_id in self.running
-            ):
-                yield batch
-            yield DONE
+            finished = False
+            # Under uvicorn, Starlette notices a gone client only when it next
+            # writes, and a stream waiting on a slow model writes nothing: the
+            # owner's disconnect is watched for here.
+            watcher = asyncio.ensure_future(_cancel_on_disconnect(*owner)) if owner else None
+            try:
+                async for batch in follow(
+                    self.store, self.hub, request_id, after, lambda: request_id in self.running
+                ):
+                    yield batch
+                yield DONE
+                finished = True
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                if owner is not None and not finished:
+                    owner[1].cancel()
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
@@ -128,16 +156,13 @@ class _Server:
         request_id = prepared.request_id
         task = self.start(request_id, prepared)
         if stream:
-            return self.stream(request_id, -1)
+            return self.stream(request_id, -1, None if background else (request, task))
         if background:
             return JSONResponse({**prepared.initial, "background": True})
         return JSONResponse(await asyncio.shield(task))
 
     async def retrieve(self, request: Request) -> Response:
-        response_id = request.path_params["response_id"]
-        request_id = response_id.removeprefix("resp_")
-        if self.store.load_request(request_id) is None:
-            raise not_found(response_id)
+        response_id, request_id, _ = self.known(request)
         query = request.query_params
         if query.get("stream") == "true":
             after = query.get("starting_after", "-1")
@@ -153,8 +178,54 @@ class _Server:
             raise not_found(response_id)
         return JSONResponse(current)
 
+    def known(self, request: Request) -> tuple[str, str, Any]:
+        """The response named in the path: `(response_id, request_id, saved)`."""
+        response_id = request.path_params["response_id"]
+        request_id = response_id.removeprefix("resp_")
+        saved = self.store.load_request(request_id)
+        if saved is None:
+            raise not_found(response_id)
+        return response_id, request_id, saved
+
+    async def cancel(self, request: Request) -> Response:
+        _, request_id, saved = self.known(request)
+        outcome = self.store.outcome(request_id)
+        if outcome is not None and outcome[0] == "cancelled":
+            return JSONResponse(outcome[1])
+        if not saved["request"].get("background"):
+            raise ApiError(409, "Only background responses can be cancelled.")
+        if outcome is not None:
+            raise ApiError(409, f"The response is already {outcome[0]}; it cannot be cancelled.")
+        task = self.running.get(request_id)
+        if task is not None:
+            task.cancel()
+            # Wait for the run to stop and record the cancellation.
+            await asyncio.gather(task, return_exceptions=True)
+        else:
+            # Left in progress by a process that stopped: nothing runs it here.
+            cancelled = {**(self.current(request_id) or {}), "status": "cancelled"}
+            self.store.set_outcome(request_id, "cancelled", cancelled)
+        return JSONResponse(self.current(request_id))
+
+    async def delete(self, request: Request) -> Response:
+        response_id, request_id, _ = self.known(request)
+        task = self.running.get(request_id)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.store.delete_response(request_id)
+        return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "running": len(self.running)})
+
+
+async def _cancel_on_disconnect(request: Request, run: asyncio.Task[Any]) -> None:
+    """Cancels `run` when the client of `request` disconnects (its body is
+    read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    run.cancel()
 
 
 def create_app(responses: Responses, settings: ServerSettings | None = None) -> Starlette:
@@ -177,6 +248,8 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
         routes=[
             Route("/v1/responses", server.create, methods=["POST"]),
             Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
+            Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),
             Route("/healthz", server.healthz, methods=["GET"]),
         ],
         exception_handlers={ApiError: api_error, Exception: internal, 404: unknown},
