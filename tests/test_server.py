@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from openai import AsyncOpenAI, BadRequestError, ConflictError, NotFoundError
 from stepwell.server.serve import load_settings
+from stepwell.stores import SQLiteStore
 from stepwell.testing import (
     JsonReply,
     ScriptedUpstream,
@@ -262,6 +264,69 @@ async def test_delete_forgets_a_response(server: Server) -> None:
         await client.responses.retrieve(response.id)
     with pytest.raises(NotFoundError):
         await client.responses.delete(response.id)
+
+
+async def test_replay_after_a_kill_mid_response_equals_the_live_stream(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    db = tmp_path / "killed.db"
+    first = Server(upstream.endpoint, db)
+    try:
+        async with httpx.AsyncClient(base_url=first.url) as http:
+            started = await http.post(
+                "/v1/responses", json={"model": "m", "input": HOLD, "background": True}
+            )
+            response_id = started.json()["id"]
+            live = []
+            params = {"stream": "true"}
+            async with http.stream("GET", f"/v1/responses/{response_id}", params=params) as s:
+                async for line in s.aiter_lines():
+                    if line.startswith("data: "):
+                        live.append(json.loads(line[6:]))
+                        if live[-1]["type"] == "response.output_text.delta":
+                            break
+    finally:
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait()
+    # A new process resumes it: the step in flight when the first died is not
+    # run twice, so the response fails as abandoned, and its log says so last.
+    second = Server(upstream.endpoint, db)
+    try:
+        async with httpx.AsyncClient(base_url=second.url) as http:
+            replay = events_of((await http.get(f"/v1/responses/{response_id}", params=params)).text)
+            kept = (await http.get(f"/v1/responses/{response_id}")).json()
+    finally:
+        second.stop()
+    assert replay[: len(live)] == live
+    assert [e["sequence_number"] for e in replay] == list(range(len(replay)))
+    assert replay[-1]["type"] == "response.failed"
+    assert replay[-1]["response"]["error"]["code"] == "step_abandoned"
+    assert kept == replay[-1]["response"]
+
+
+async def test_sigterm_leaves_background_responses_to_the_next_start(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    db = tmp_path / "term.db"
+    first = Server(upstream.endpoint, db)
+    client = first.client()
+    started = await client.responses.create(model="m", input=HOLD, background=True)
+    stream = await client.responses.retrieve(started.id, stream=True)
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            break
+    first.process.send_signal(signal.SIGTERM)
+    # Graceful: the background run stops at once, so its follower's stream ends
+    # cleanly (an abrupt exit would break the connection instead)...
+    rest = [event.type async for event in stream]
+    assert "response.completed" not in rest
+    # ...and the process exits without waiting out the grace period. uvicorn
+    # re-raises the signal once it has shut down.
+    assert first.process.wait(timeout=20) in (0, -signal.SIGTERM)
+    # Not marked cancelled or failed: left unfinished for the next start.
+    store = SQLiteStore(db)
+    assert store.outcome(started.id.removeprefix("resp_")) is None
+    assert started.id.removeprefix("resp_") in store.unfinished_responses()
 
 
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:

@@ -16,6 +16,12 @@ running, so that a reader knows whether to wait for more.
   response the same way.
 - ``DELETE /v1/responses/{id}``: forgets it (cancelling it first if it runs).
 - ``GET /healthz``.
+
+On start the app resumes every background response its store left unfinished
+(steps that were in flight end as the transition says: `step_abandoned`); what
+such a response does after the restart reaches its event log as its terminal
+event. On shutdown, background responses are stopped without being marked:
+the next start resumes them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +41,7 @@ from starlette.routing import Route
 
 from ..openresponses import InvalidRequest, Responses
 from .errors import ApiError, not_found
-from .log import LogHub, LogWriter, follow
+from .log import LogHub, LogWriter, follow, last_sequence, terminal_frame
 
 log = logging.getLogger("stepwell.server")
 
@@ -57,6 +64,8 @@ class _Server:
         self.settings = settings
         self.hub = LogHub()
         self.running: dict[str, asyncio.Task[Any]] = {}
+        self.background: set[str] = set()
+        self.stopping = False
 
     # ------------------------------------------------------------ helpers
 
@@ -78,25 +87,66 @@ class _Server:
         limit = self.settings.max_body
         return ApiError(413, f"The request body is larger than {limit} bytes.")
 
-    def start(self, request_id: str, prepared: Any) -> asyncio.Task[Any]:
-        """Runs a prepared response, its frames going to the event log. A run
-        that is cancelled leaves the response `cancelled`."""
+    def start(self, request_id: str, prepared: Any, *, background: bool) -> asyncio.Task[Any]:
+        """Runs a prepared response, its frames going to the event log."""
         writer = LogWriter(self.store, self.hub, request_id)
+        return self.track(request_id, self.responses.drive(prepared, on_frames=writer), background)
 
-        async def drive() -> Any:
+    def track(self, request_id: str, run: Any, background: bool) -> asyncio.Task[Any]:
+        """Runs `run` as the response's task. Cancelled, it leaves the response
+        `cancelled`, unless the server is stopping and the response is a
+        background one: the next start resumes it."""
+
+        async def tracked() -> Any:
             try:
-                return await self.responses.drive(prepared, on_frames=writer)
+                return await run
             except asyncio.CancelledError:
-                cancelled = {**(self.current(request_id) or {}), "status": "cancelled"}
-                self.store.set_outcome(request_id, "cancelled", cancelled)
+                if not (self.stopping and background):
+                    cancelled = {**(self.current(request_id) or {}), "status": "cancelled"}
+                    self.store.set_outcome(request_id, "cancelled", cancelled)
                 raise
             finally:
                 self.running.pop(request_id, None)
+                self.background.discard(request_id)
                 self.hub.notify(request_id)
 
-        task = asyncio.ensure_future(drive())
+        task = asyncio.ensure_future(tracked())
         self.running[request_id] = task
+        if background:
+            self.background.add(request_id)
         return task
+
+    def resume_unfinished(self) -> None:
+        """Resumes the background responses the store left unfinished."""
+        for request_id in self.store.unfinished_responses():
+            saved = self.store.load_request(request_id)
+            if saved and saved["request"].get("background") and request_id not in self.running:
+                self.track(request_id, self.resume(request_id), background=True)
+
+    async def resume(self, request_id: str) -> Any:
+        """Drives a response on after a restart; logs its terminal event."""
+        final = await self.responses.resume(request_id)
+        after = last_sequence(self.store, request_id) + 1
+        frame = terminal_frame(final, after)
+        if frame is not None:
+            self.store.append_events(request_id, after, frame)
+        return final
+
+    def begin_stop(self) -> None:
+        """The server was told to stop: background runs stop now, unmarked (the
+        next start resumes them, and their followers' streams end); foreground
+        ones go on for the grace period."""
+        self.stopping = True
+        for request_id in list(self.background):
+            self.running[request_id].cancel()
+
+    async def stop(self) -> None:
+        """The server is stopping: whatever still runs is stopped."""
+        self.begin_stop()
+        runs = list(self.running.values())
+        for run in runs:
+            run.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
 
     def stream(
         self, request_id: str, after: int, owner: tuple[Request, asyncio.Task[Any]] | None = None
@@ -154,7 +204,7 @@ class _Server:
         except InvalidRequest as error:
             raise ApiError(400, str(error), param=error.param) from error
         request_id = prepared.request_id
-        task = self.start(request_id, prepared)
+        task = self.start(request_id, prepared, background=background)
         if stream:
             return self.stream(request_id, -1, None if background else (request, task))
         if background:
@@ -244,7 +294,16 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
     async def unknown(request: Request, error: Exception) -> Response:
         return ApiError(404, f"No route for {request.method} {request.url.path}.").response()
 
-    return Starlette(
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        server.resume_unfinished()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/v1/responses", server.create, methods=["POST"]),
             Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
@@ -254,3 +313,6 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
         ],
         exception_handlers={ApiError: api_error, Exception: internal, 404: unknown},
     )
+    # What `stepwell serve` calls when a stop signal arrives.
+    app.state.begin_stop = server.begin_stop
+    return app

@@ -11,6 +11,7 @@ the frames the live stream sent, with no gap and no duplicate.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -46,6 +47,29 @@ class LogWriter:
     def __call__(self, frames: str) -> None:
         self.next_sequence += self.store.append_events(self.request_id, self.next_sequence, frames)
         self.hub.notify(self.request_id)
+
+
+_TERMINAL_BY_STATUS = {
+    "completed": "response.completed",
+    "incomplete": "response.incomplete",
+    "failed": "response.failed",
+}
+
+
+def terminal_frame(response: dict[str, Any], sequence_number: int) -> str | None:
+    """The frame ending a stream with `response`, or `None` for a status that
+    has no terminal event (`cancelled`: its stream just ends)."""
+    kind = _TERMINAL_BY_STATUS.get(str(response.get("status")))
+    if kind is None:
+        return None
+    event = {"type": kind, "sequence_number": sequence_number, "response": response}
+    data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {kind}\ndata: {data}\n\n"
+
+
+def last_sequence(store: Any, request_id: str) -> int:
+    """The number of the last event logged for a response; -1 for none."""
+    return -1 + len(store.events_after(request_id, -1))
 
 
 def is_terminal(frame: str) -> bool:

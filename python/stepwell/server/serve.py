@@ -41,14 +41,17 @@ class Settings:
     """0 picks a free port (printed on start)."""
     max_body: int = 16 * 1024 * 1024
     """Largest request body, in bytes."""
+    grace: float = 30.0
+    """Seconds foreground responses get to finish on SIGTERM."""
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in ("port", "max_body"):
+    kinds = {"port": int, "max_body": int, "grace": float}
+    if name in kinds:
         try:
-            return int(value)
+            return kinds[name](value)
         except (TypeError, ValueError) as error:
-            raise SystemExit(f"{name} must be an integer, not {value!r}") from error
+            raise SystemExit(f"{name} must be a number, not {value!r}") from error
     return value
 
 
@@ -89,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="default 127.0.0.1")
     parser.add_argument("--port", help="default 8080; 0 picks a free one")
     parser.add_argument("--max-body", help="largest request body in bytes (default 16 MiB)")
+    parser.add_argument(
+        "--grace", help="seconds foreground responses get to finish on SIGTERM (default 30)"
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -98,6 +104,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..cli import make_store, make_target
     from ..openresponses import Responses
     from ..tools import HttpTools
+    from ._uvicorn import StoppingServer
     from .app import ServerSettings, create_app
 
     settings = load_settings(vars(args), os.environ, args.config)
@@ -113,8 +120,12 @@ def serve(args: argparse.Namespace) -> int:
     sock.bind((settings.host, settings.port))
     sock.listen(1024)
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    # On SIGTERM uvicorn stops accepting and gives open requests (foreground
+    # responses) `grace` seconds; the app then stops background runs unmarked.
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=int(settings.grace)
+    )
+    server = StoppingServer(config, app.state.begin_stop)
     print(f"stepwell serving on http://{host}:{port}", flush=True)
     asyncio.run(server.serve(sockets=[sock]))
     return 0

@@ -76,6 +76,11 @@ class MemoryStore:
             found = self._outcomes.get(request_id)
         return (found.status, found.payload) if found else None
 
+    def unfinished_responses(self) -> list[str]:
+        """The responses kept with a request but no outcome yet."""
+        with self._lock:
+            return [r for r in self._requests if r not in self._outcomes]
+
     def delete_response(self, request_id: str) -> bool:
         """Forget a response: its request, steps, outcome and event log. Returns
         whether there was one."""

@@ -190,6 +190,14 @@ class SQLiteStore:
                 (request_id, json.dumps(request), time.time()),
             )
 
+    def unfinished_responses(self) -> list[str]:
+        """The responses kept with a request but no outcome yet."""
+        with self._errors(), self._lock:
+            rows = self._db.execute(
+                "SELECT request_id FROM responses WHERE output IS NULL ORDER BY created_at"
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def delete_response(self, request_id: str) -> bool:
         """Forget a response: its request, steps, outcome and event log, in one
         transaction. Returns whether there was one."""

@@ -167,8 +167,11 @@ async def test_requests_and_outcomes(make_store: Any) -> None:
     store.save_request("r", {"request": {"model": "m"}, "created_at": 1})
     store.save_request("r", {"request": {"model": "other"}, "created_at": 2})  # kept: the first
     assert store.load_request("r") == {"request": {"model": "m"}, "created_at": 1}
+    store.save_request("open", {"request": {"model": "m"}, "created_at": 3})
+    assert sorted(store.unfinished_responses()) == ["open", "r"]
     store.set_outcome("r", "completed", {"status": "completed"})
     assert store.outcome("r") == ("completed", {"status": "completed"})
+    assert store.unfinished_responses() == ["open"]
     # The first terminal outcome stands.
     store.set_outcome("r", "failed", {"status": "failed"})
     assert store.outcome("r") == ("completed", {"status": "completed"})
