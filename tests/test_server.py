@@ -15,7 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, BadRequestError, ConflictError, NotFoundError
+from openai import (
+    AsyncOpenAI,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    NotFoundError,
+)
 from stepwell.server.serve import load_settings
 from stepwell.stores import SQLiteStore
 from stepwell.testing import (
@@ -45,10 +51,11 @@ class Server:
 
     def __init__(self, upstream: str, db: Path, *extra: str) -> None:
         command = [sys.executable, "-m", "stepwell.cli", "serve", "--port", "0"]
+        auth = [] if "--keys" in extra else ["--no-auth"]
         self.log = db.with_suffix(".log")
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [*command, "--upstream", upstream, "--store", f"sqlite:{db}", *extra],
+                [*command, "--upstream", upstream, "--store", f"sqlite:{db}", *auth, *extra],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -62,8 +69,8 @@ class Server:
             raise RuntimeError(f"server did not start: {line!r} {self.log.read_text()!r}")
         self.url = line.removeprefix("stepwell serving on ").strip()
 
-    def client(self) -> AsyncOpenAI:
-        return AsyncOpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0)
+    def client(self, key: str = "unused") -> AsyncOpenAI:
+        return AsyncOpenAI(base_url=f"{self.url}/v1", api_key=key, max_retries=0)
 
     def stop(self) -> None:
         self.process.kill()
@@ -329,16 +336,69 @@ async def test_sigterm_leaves_background_responses_to_the_next_start(
     assert started.id.removeprefix("resp_") in store.unfinished_responses()
 
 
+async def test_keys_tenants_and_cross_tenant_reads(
+    upstream: ScriptedUpstream, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[keys]\n"sk-acme-secret" = "acme"\n"sk-globex-secret" = "globex"\n')
+    db = tmp_path / "tenants.db"
+    server = Server(upstream.endpoint, db, "--keys", str(keys))
+    try:
+        acme, globex = server.client("sk-acme-secret"), server.client("sk-globex-secret")
+        mine = await acme.responses.create(model="m", input="q")
+        assert (await acme.responses.retrieve(mine.id)).id == mine.id
+        # Another tenant's response does not exist for globex, whatever it asks.
+        for attempt in (
+            globex.responses.retrieve(mine.id),
+            globex.responses.retrieve(mine.id, stream=True),
+            globex.responses.cancel(mine.id),
+            globex.responses.delete(mine.id),
+        ):
+            with pytest.raises(NotFoundError):
+                await attempt
+        # As a previous_response_id it is as unknown as one that never existed.
+        with pytest.raises(BadRequestError) as previous:
+            await globex.responses.create(model="m", input="q", previous_response_id=mine.id)
+        with pytest.raises(BadRequestError) as never:
+            await globex.responses.create(model="m", input="q", previous_response_id="resp_0")
+        assert previous.value.body["param"] == never.value.body["param"]
+        assert previous.value.body["param"] == "previous_response_id"
+        # acme can build on its own response.
+        follow_up = await acme.responses.create(
+            model="m", input="and?", previous_response_id=mine.id
+        )
+        assert follow_up.status == "completed"
+        with pytest.raises(AuthenticationError) as refused:
+            await server.client("sk-wrong").responses.retrieve(mine.id)
+        assert refused.value.status_code == 401
+        assert refused.value.body["code"] == "invalid_api_key"
+        assert "sk-wrong" not in refused.value.body["message"]
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            anonymous = await http.post("/v1/responses", json={"model": "m", "input": "q"})
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"]["code"] == "invalid_api_key"
+    finally:
+        server.stop()
+    # No key reached the log or any stored row.
+    wal = Path(f"{db}-wal")
+    kept = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    for secret in (b"sk-acme-secret", b"sk-globex-secret", b"sk-wrong"):
+        assert secret not in kept
+        assert secret not in server.log.read_bytes()
+
+
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
     config = tmp_path / "stepwell.toml"
     config.write_text('upstream = "http://file/v1"\nport = 9001\nmax_body = 10\n')
     settings = load_settings(
-        {"upstream": None, "port": "9002", "max_body": None},
+        {"upstream": None, "port": "9002", "max_body": None, "no_auth": True},
         {"STEPWELL_MAX_BODY": "20", "STEPWELL_UPSTREAM": "http://env/v1"},
         str(config),
     )
     assert (settings.upstream, settings.port, settings.max_body) == ("http://env/v1", 9002, 20)
     assert settings.store == "sqlite:./stepwell.db"
+    with pytest.raises(SystemExit, match="API keys are needed"):
+        load_settings({"upstream": "http://x/v1"}, {}, None)
     with pytest.raises(SystemExit, match="unknown settings"):
         bad = tmp_path / "bad.toml"
         bad.write_text("colour = 'red'\n")

@@ -217,3 +217,22 @@ def test_corrupt_file_is_a_typed_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database at all " * 200)
     with pytest.raises(StoreCorrupt, match="not a usable SQLite database"):
         SQLiteStore(path)
+
+
+def test_a_file_from_before_tenants_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE responses (request_id TEXT PRIMARY KEY, request TEXT NOT NULL, "
+            "status TEXT NOT NULL DEFAULT 'in_progress', output TEXT, created_at REAL NOT NULL, "
+            "completed_at REAL)"
+        )
+        db.execute(
+            "INSERT INTO responses (request_id, request, created_at) VALUES ('old', '{}', 1)"
+        )
+    store = SQLiteStore(path)
+    # The response kept before tenants existed belongs to the default tenant.
+    assert store.load_request("old", tenant="") == {}
+    assert store.load_request("old", tenant="acme") is None
+    store.save_request("new", {"x": 1}, tenant="acme")
+    assert store.load_request("new", tenant="acme") == {"x": 1}

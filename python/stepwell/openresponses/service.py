@@ -49,12 +49,16 @@ class Responses:
         self.client = client
         self.config = config
 
-    async def _setup(self, body: JSONDict, request_id: str, created_at: int) -> Prepared:
+    async def _setup(
+        self, body: JSONDict, request_id: str, created_at: int, tenant: str
+    ) -> Prepared:
         """This request's view of the store (its own transition, nothing written on
         the shared store) and the response as it stands before any step (what
         `response.created` announces)."""
         served = await self.tools.tools(RequestContext(model=body["model"]))
-        transition = ResponsesTransition(self.store, served=served, agents=self.agents)
+        transition = ResponsesTransition(
+            self.store, served=served, agents=self.agents, tenant=tenant
+        )
         _, tools = transition.context(body)
         initial = response_object(
             body,
@@ -67,16 +71,19 @@ class Responses:
         )
         return Prepared(request_id, body, WithTransition(self.store, transition), initial)
 
-    async def prepare(self, body: Any, *, request_id: str | None = None) -> Prepared:
-        """Checks and converts a create body and keeps its request; raises
-        `InvalidRequest` (keeping nothing) for a bad one. `drive` runs it."""
+    async def prepare(
+        self, body: Any, *, request_id: str | None = None, tenant: str = ""
+    ) -> Prepared:
+        """Checks and converts a create body and keeps its request, owned by
+        `tenant`; raises `InvalidRequest` (keeping nothing) for a bad one. `drive`
+        runs it."""
         validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
         # Setting up converts the whole input, so a request refused there is
         # refused before anything of it is kept.
-        run = await self._setup(body, request_id, created_at)
-        self.store.save_request(request_id, stored(body, created_at))
+        run = await self._setup(body, request_id, created_at, tenant)
+        self.store.save_request(request_id, stored(body, created_at, tenant), tenant=tenant)
         return run
 
     async def drive(
@@ -138,7 +145,8 @@ class Responses:
         if finished is not None:
             # Terminal already: returned as it stands, not run or rewritten again.
             return finished[1]  # type: ignore[no-any-return]
-        run = await self._setup(saved["request"], request_id, saved["created_at"])
+        tenant = saved.get("tenant", "")
+        run = await self._setup(saved["request"], request_id, saved["created_at"], tenant)
         return await self._run(run, None)
 
     async def stream(self, body: Any, *, request_id: str | None = None) -> AsyncIterator[str]:

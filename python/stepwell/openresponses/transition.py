@@ -42,7 +42,7 @@ from .request import InvalidRequest, JSONDict, input_messages, model_request, va
 class ResponseStore(Protocol):
     """What the transition needs of a store besides the loop's protocol."""
 
-    def load_request(self, request_id: str) -> Any: ...
+    def load_request(self, request_id: str, *, tenant: str | None = None) -> Any: ...
     def outcome(self, request_id: str) -> Any: ...
     def step(self, step_id: str) -> ChainStep: ...
 
@@ -65,9 +65,10 @@ class Agent:
     )
 
 
-def stored(body: JSONDict, created_at: int | None = None) -> JSONDict:
-    """What a store keeps for a response: its request and when it was created."""
-    return {"request": body, "created_at": created_at or int(time.time())}
+def stored(body: JSONDict, created_at: int | None = None, tenant: str = "") -> JSONDict:
+    """What a store keeps for a response: its request, when it was created and
+    the tenant it belongs to."""
+    return {"request": body, "created_at": created_at or int(time.time()), "tenant": tenant}
 
 
 def _schema_tool(schema: ToolSchema) -> JSONDict:
@@ -91,7 +92,9 @@ class ResponsesTransition:
     """The transition function of Open Responses, for any store that keeps requests.
 
     ``served`` are the tools the executor runs (server-side); calls of any other
-    tool are returned to the client. ``agents`` are the `agent` tools.
+    tool are returned to the client. ``agents`` are the `agent` tools. With a
+    ``tenant``, a ``previous_response_id`` is looked up among that tenant's
+    responses only.
     """
 
     def __init__(
@@ -100,8 +103,10 @@ class ResponsesTransition:
         *,
         served: Iterable[ToolSchema] = (),
         agents: Iterable[Agent] = (),
+        tenant: str | None = None,
     ) -> None:
         self.store = store
+        self.tenant = tenant
         self.agents: Mapping[str, Agent] = {a.name: a for a in agents}
         self.served: dict[str, ToolSchema] = {s.name: s for s in served}
         for agent in self.agents.values():
@@ -198,7 +203,9 @@ class ResponsesTransition:
         tools = list(body.get("tools") or [])
         previous_id = body.get("previous_response_id")
         if previous_id:
-            previous = self.store.load_request(str(previous_id).removeprefix("resp_"))
+            previous = self.store.load_request(
+                str(previous_id).removeprefix("resp_"), tenant=self.tenant
+            )
             outcome = self.store.outcome(str(previous_id).removeprefix("resp_"))
             if previous is None or outcome is None:
                 raise InvalidRequest(

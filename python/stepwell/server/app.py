@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..openresponses import InvalidRequest, Responses
+from .auth import tenant_of
 from .errors import ApiError, not_found
 from .log import LogHub, LogWriter, follow, last_sequence, terminal_frame
 
@@ -55,6 +56,9 @@ class ServerSettings:
 
     max_body: int = 16 * 1024 * 1024
     """Largest request body accepted, in bytes; larger is a 413."""
+    keys: Mapping[str, str] | None = None
+    """`{sha256 digest of a key: tenant}` (see `auth.load_keys`); `None` serves
+    every request unauthenticated, as one tenant."""
 
 
 class _Server:
@@ -68,6 +72,16 @@ class _Server:
         self.stopping = False
 
     # ------------------------------------------------------------ helpers
+
+    def tenant(self, request: Request) -> str:
+        """The tenant the request's key belongs to; 401 without a known key."""
+        keys = self.settings.keys
+        if keys is None:
+            return ""
+        tenant = tenant_of(request.headers.get("authorization"), keys)
+        if tenant is None:
+            raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        return tenant
 
     async def read_json(self, request: Request) -> Any:
         declared = request.headers.get("content-length")
@@ -191,6 +205,7 @@ class _Server:
     # ------------------------------------------------------------ routes
 
     async def create(self, request: Request) -> Response:
+        tenant = self.tenant(request)
         body = await self.read_json(request)
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
@@ -200,7 +215,7 @@ class _Server:
             # Streamed and background responses stream from the model too, so
             # their event log carries every delta.
             model_body = {**body, "stream": True} if stream or background else body
-            prepared = await self.responses.prepare(model_body)
+            prepared = await self.responses.prepare(model_body, tenant=tenant)
         except InvalidRequest as error:
             raise ApiError(400, str(error), param=error.param) from error
         request_id = prepared.request_id
@@ -229,10 +244,13 @@ class _Server:
         return JSONResponse(current)
 
     def known(self, request: Request) -> tuple[str, str, Any]:
-        """The response named in the path: `(response_id, request_id, saved)`."""
+        """The response named in the path, if it is the caller's tenant's:
+        `(response_id, request_id, saved)`. Another tenant's is a 404, found
+        that way by the store's own query."""
+        tenant = self.tenant(request)
         response_id = request.path_params["response_id"]
         request_id = response_id.removeprefix("resp_")
-        saved = self.store.load_request(request_id)
+        saved = self.store.load_request(request_id, tenant=tenant)
         if saved is None:
             raise not_found(response_id)
         return response_id, request_id, saved

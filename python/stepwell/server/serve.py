@@ -43,9 +43,21 @@ class Settings:
     """Largest request body, in bytes."""
     grace: float = 30.0
     """Seconds foreground responses get to finish on SIGTERM."""
+    keys: str | None = None
+    """A TOML file whose ``[keys]`` table maps each API key to its tenant."""
+    no_auth: bool = False
+    """Serve without authentication, as one tenant (local use only)."""
 
 
 def _coerce(name: str, value: Any) -> Any:
+    if name == "no_auth":
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(value).lower() in ("0", "false", "no", "off", ""):
+            return False
+        raise SystemExit(f"no_auth must be true or false, not {value!r}")
     kinds = {"port": int, "max_body": int, "grace": float}
     if name in kinds:
         try:
@@ -79,6 +91,8 @@ def load_settings(
     settings = Settings(**values)
     if not settings.upstream:
         raise SystemExit("an upstream is needed: --upstream URL (or STEPWELL_UPSTREAM)")
+    if not settings.keys and not settings.no_auth:
+        raise SystemExit("API keys are needed: --keys FILE (or --no-auth, for local use only)")
     return settings
 
 
@@ -95,6 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace", help="seconds foreground responses get to finish on SIGTERM (default 30)"
     )
+    parser.add_argument("--keys", help="TOML file: a [keys] table mapping each key to its tenant")
+    parser.add_argument(
+        "--no-auth",
+        action="store_const",
+        const=True,
+        help="serve without authentication, as one tenant (local use only)",
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -106,13 +127,27 @@ def serve(args: argparse.Namespace) -> int:
     from ..tools import HttpTools
     from ._uvicorn import StoppingServer
     from .app import ServerSettings, create_app
+    from .auth import load_keys
 
     settings = load_settings(vars(args), os.environ, args.config)
     tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
     responses = Responses(
         make_store(settings.store), tools, make_target(settings.upstream, settings.api_key_env)
     )
-    app = create_app(responses, ServerSettings(max_body=settings.max_body))
+    keys = None
+    if settings.keys:
+        try:
+            keys = load_keys(settings.keys)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--keys: {error}") from error
+    else:
+        print(
+            "stepwell: WARNING: --no-auth: every request is served without authentication, "
+            "as one tenant. For local use only.",
+            file=sys.stderr,
+            flush=True,
+        )
+    app = create_app(responses, ServerSettings(max_body=settings.max_body, keys=keys))
     # Bound here, not by uvicorn, so port 0 works and the address is known
     # before the first request: connections wait in the backlog until served.
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)

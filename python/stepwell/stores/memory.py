@@ -49,19 +49,26 @@ class MemoryStore:
         self._outcomes: dict[str, _Outcome] = {}
         self._requests: dict[str, JSON] = {}
         self._events: dict[str, list[tuple[int, str]]] = {}
+        self._tenants: dict[str, str] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
         return await decide_next(self, self.decide, chain, request_id, scope_parent)
 
-    def save_request(self, request_id: str, request: JSON) -> None:
-        """Keep the request a response was created from (once; later saves are ignored)."""
+    def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+        """Keep the request a response was created from, owned by ``tenant``
+        (once; later saves are ignored)."""
         with self._lock:
-            self._requests.setdefault(request_id, request)
+            if request_id not in self._requests:
+                self._requests[request_id] = request
+                self._tenants[request_id] = tenant
 
-    def load_request(self, request_id: str) -> JSON:
-        """The request a response was created from, if saved."""
+    def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON:
+        """The request a response was created from, if saved (and, when
+        ``tenant`` is given, owned by that tenant: another's is not found)."""
         with self._lock:
+            if tenant is not None and self._tenants.get(request_id) != tenant:
+                return None
             return self._requests.get(request_id)
 
     def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
@@ -86,6 +93,7 @@ class MemoryStore:
         whether there was one."""
         with self._lock:
             existed = self._requests.pop(request_id, None) is not None
+            self._tenants.pop(request_id, None)
             self._outcomes.pop(request_id, None)
             self._events.pop(request_id, None)
             self._last_sequence.pop(request_id, None)

@@ -39,6 +39,7 @@ from ._transition import Decide, check_move, decide_next, stored_response
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     request_id   TEXT PRIMARY KEY,
+    tenant       TEXT NOT NULL DEFAULT '',
     request      TEXT NOT NULL,
     status       TEXT NOT NULL DEFAULT 'in_progress',
     output       TEXT,
@@ -107,8 +108,15 @@ class SQLiteStore:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
+                self._migrate()
         except sqlite3.DatabaseError as error:
             raise _translate(error, self.path) from error
+
+    def _migrate(self) -> None:
+        """Brings a file made by an earlier version up to the current schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
+        if "tenant" not in columns:
+            self._db.execute("ALTER TABLE responses ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -181,13 +189,14 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ extras
 
-    def save_request(self, request_id: str, request: JSON) -> None:
-        """Keep the request a response was created from (once; later saves are ignored)."""
+    def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+        """Keep the request a response was created from, owned by ``tenant``
+        (once; later saves are ignored)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO responses (request_id, request, created_at) "
-                "VALUES (?, ?, ?)",
-                (request_id, json.dumps(request), time.time()),
+                "INSERT OR IGNORE INTO responses (request_id, tenant, request, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (request_id, tenant, json.dumps(request), time.time()),
             )
 
     def unfinished_responses(self) -> list[str]:
@@ -230,9 +239,19 @@ class SQLiteStore:
             ).fetchall()
         return frames_after(rows, after)
 
-    def load_request(self, request_id: str) -> JSON | None:
-        """The request a response was created from, if saved."""
-        row = self._query_one("SELECT request FROM responses WHERE request_id = ?", (request_id,))
+    def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
+        """The request a response was created from, if saved (and, when
+        ``tenant`` is given, owned by that tenant: the query itself checks it,
+        so another tenant's response is not found)."""
+        if tenant is None:
+            row = self._query_one(
+                "SELECT request FROM responses WHERE request_id = ?", (request_id,)
+            )
+        else:
+            row = self._query_one(
+                "SELECT request FROM responses WHERE request_id = ? AND tenant = ?",
+                (request_id, tenant),
+            )
         return json.loads(row[0]) if row else None
 
     def set_outcome(self, request_id: str, status: str, output: JSON) -> None:

@@ -24,6 +24,7 @@ import pytest
 from ..types import StepDescriptor, StepKind, StepState
 
 __all__ = [
+    "test_a_tenant_finds_only_its_own_requests",
     "test_chain_order_and_links",
     "test_concurrent_siblings_get_distinct_sequences",
     "test_delete_response_forgets_everything_of_it",
@@ -207,3 +208,15 @@ async def test_delete_response_forgets_everything_of_it(make_store: Any) -> None
     assert store.outcome("keep") == ("completed", {"status": "completed"})
     assert len(await store.list_chain("keep", None)) == 1
     assert len(store.events_after("keep", -1)) == 1
+
+
+async def test_a_tenant_finds_only_its_own_requests(make_store: Any) -> None:
+    store = make_store()
+    store.save_request("a1", {"request": {"model": "m"}, "created_at": 1}, tenant="acme")
+    store.save_request("b1", {"request": {"model": "m"}, "created_at": 1}, tenant="globex")
+    assert store.load_request("a1", tenant="acme") is not None
+    assert store.load_request("a1", tenant="globex") is None
+    assert store.load_request("b1", tenant="acme") is None
+    assert store.load_request("b1", tenant="") is None
+    # Without a tenant, the caller (the loop itself) sees every request.
+    assert store.load_request("b1") is not None
