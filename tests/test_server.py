@@ -35,9 +35,12 @@ from stepwell.testing import (
 
 PIECES = ["The ", "answer ", "is ", "forty-", "two."]
 HOLD = "hold the stream open"
+BROKEN = "make the upstream fail"
 
 
 def model(request: UpstreamRequest) -> Any:
+    if any(BROKEN in str(m.get("content")) for m in request.body["messages"]):
+        return JsonReply({"error": {"message": "overloaded"}}, 503)
     if any(HOLD in str(m.get("content")) for m in request.body["messages"]):
         # Two pieces, then nothing until the client goes away.
         return StreamReply(text_chunks(PIECES)[:2], done=False, after="hold")
@@ -385,6 +388,30 @@ async def test_keys_tenants_and_cross_tenant_reads(
     for secret in (b"sk-acme-secret", b"sk-globex-secret", b"sk-wrong"):
         assert secret not in kept
         assert secret not in server.log.read_bytes()
+
+
+async def test_metrics_count_requests_steps_and_upstream_calls(server: Server) -> None:
+    client = server.client()
+    await client.responses.create(model="m", input="q")
+    failed = await client.responses.create(model="m", input=BROKEN)
+    assert failed.status == "failed"
+    with pytest.raises(NotFoundError):
+        await client.responses.retrieve("resp_nope")
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        text = (await http.get("/metrics")).text
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+    requests = 'stepwell_http_requests_total{{route="{}",status="{}"}}'
+    assert samples[requests.format("POST /v1/responses", 200)] == 2
+    assert samples[requests.format("GET /v1/responses/{response_id}", 404)] == 1
+    assert samples["stepwell_responses_in_flight"] == 0
+    assert samples['stepwell_upstream_seconds_count{status="200"}'] == 1
+    assert samples['stepwell_upstream_errors_total{code="upstream_error"}'] == 1
+    assert samples['stepwell_step_seconds_count{kind="model_call",state="failed"}'] == 1
+    assert samples["stepwell_dropped_events_total"] == 0
 
 
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:

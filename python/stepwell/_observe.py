@@ -18,7 +18,7 @@ message.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,6 +31,27 @@ except ImportError:  # pragma: no cover
     trace = None  # type: ignore[assignment]
 
 log = logging.getLogger("stepwell")
+
+StepListener = Callable[[dict[str, Any], dict[str, Any]], None]
+SinkListener = Callable[[int], None]
+
+_step_listeners: list[StepListener] = []
+_sink_listeners: list[SinkListener] = []
+
+
+def on_step_finished(listener: StepListener) -> Callable[[], None]:
+    """Calls ``listener(step, end)`` for every step of every run in this process
+    (metrics, say); returns what removes it. A listener must not raise."""
+    _step_listeners.append(listener)
+    return lambda: _step_listeners.remove(listener)
+
+
+def on_sink_finished(listener: SinkListener) -> Callable[[], None]:
+    """Calls ``listener(undelivered)`` when a run with a sink ends; returns what
+    removes it."""
+    _sink_listeners.append(listener)
+    return lambda: _sink_listeners.remove(listener)
+
 
 _TRACER_NAME = "stepwell"
 
@@ -108,6 +129,8 @@ class RunObserver:
 
     def step_finished(self, step: dict[str, Any], end: dict[str, Any]) -> None:
         """Logs the outcome; closes the step's span with its state, status and usage."""
+        for listener in _step_listeners:
+            listener(step, end)
         millis = end["duration"] * 1000
         error = end["error"] or {}
         if end["state"] == "failed":
@@ -167,6 +190,8 @@ class RunObserver:
     def sink_finished(self, undelivered: int) -> None:
         """The response is terminal: ``undelivered`` events never reached the sink."""
         self.stats.dropped_events = undelivered
+        for listener in _sink_listeners:
+            listener(undelivered)
         if undelivered:
             log.warning(
                 "%d live events of response %s never reached the sink "

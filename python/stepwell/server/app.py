@@ -15,7 +15,9 @@ running, so that a reader knows whether to wait for more.
   finished one. A foreground streaming client that disconnects cancels its
   response the same way.
 - ``DELETE /v1/responses/{id}``: forgets it (cancelling it first if it runs).
-- ``GET /healthz``.
+- ``GET /healthz``; ``GET /metrics`` (Prometheus text: requests by route and
+  status, responses in flight, step and upstream latencies, upstream errors,
+  dropped events).
 
 On start the app resumes every background response its store left unfinished
 (steps that were in flight end as the transition says: `step_abandoned`); what
@@ -37,12 +39,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..openresponses import InvalidRequest, Responses
 from .auth import tenant_of
 from .errors import ApiError, not_found
 from .log import LogHub, LogWriter, follow, last_sequence, terminal_frame
+from .metrics import Metrics
 
 log = logging.getLogger("stepwell.server")
 
@@ -70,6 +74,7 @@ class _Server:
         self.running: dict[str, asyncio.Task[Any]] = {}
         self.background: set[str] = set()
         self.stopping = False
+        self.metrics = Metrics(in_flight=lambda: len(self.running))
 
     # ------------------------------------------------------------ helpers
 
@@ -284,6 +289,9 @@ class _Server:
         self.store.delete_response(request_id)
         return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "running": len(self.running)})
 
@@ -319,6 +327,7 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
             yield
         finally:
             await server.stop()
+            server.metrics.close()
 
     app = Starlette(
         lifespan=lifespan,
@@ -328,9 +337,39 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
             Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
             Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),
             Route("/healthz", server.healthz, methods=["GET"]),
+            Route("/metrics", server.metrics_text, methods=["GET"]),
         ],
         exception_handlers={ApiError: api_error, Exception: internal, 404: unknown},
     )
     # What `stepwell serve` calls when a stop signal arrives.
     app.state.begin_stop = server.begin_stop
+    app.add_middleware(_CountRequests, server=server, routes=app.routes)
     return app
+
+
+class _CountRequests:
+    """Counts every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, server: _Server, routes: list[Any]) -> None:
+        self.app = app
+        self.server = server
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = next((r.path for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        route = f"{scope['method']} {path}" if path else "unmatched"
+        status = 500
+
+        async def counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        finally:
+            self.server.metrics.requests.labels(route, str(status)).inc()
