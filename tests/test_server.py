@@ -414,6 +414,34 @@ async def test_metrics_count_requests_steps_and_upstream_calls(server: Server) -
     assert samples["stepwell_dropped_events_total"] == 0
 
 
+async def test_a_retry_with_the_same_idempotency_key_gets_the_first_response(
+    server: Server, upstream: ScriptedUpstream
+) -> None:
+    client = server.client()
+    retry = {"Idempotency-Key": "order-17"}
+    first = await client.responses.create(model="m", input="q", extra_headers=retry)
+    again = await client.responses.create(model="m", input="q", extra_headers=retry)
+    assert again.id == first.id
+    assert again.to_dict() == first.to_dict()
+    assert len(upstream.requests) == 1
+    # Streamed: the retry is streamed again from the event log, event for event.
+    body = {"model": "m", "input": "q", "stream": True}
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        streamed = events_of(
+            (await http.post("/v1/responses", json=body, headers={"Idempotency-Key": "s"})).text
+        )
+        replayed = events_of(
+            (await http.post("/v1/responses", json=body, headers={"Idempotency-Key": "s"})).text
+        )
+    assert replayed == streamed
+    assert len(upstream.requests) == 2
+    # Another key is another response.
+    other = await client.responses.create(
+        model="m", input="q", extra_headers={"Idempotency-Key": "order-18"}
+    )
+    assert other.id != first.id
+
+
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
     config = tmp_path / "stepwell.toml"
     config.write_text('upstream = "http://file/v1"\nport = 9001\nmax_body = 10\n')

@@ -7,7 +7,8 @@ running, so that a reader knows whether to wait for more.
 
 - ``POST /v1/responses``: JSON; ``stream: true`` answers with the event stream
   (``event:`` + ``data:`` frames, ending with ``data: [DONE]``);
-  ``background: true`` answers at once and runs the response detached.
+  ``background: true`` answers at once and runs the response detached. A retry
+  with the same ``Idempotency-Key`` (per tenant) gets the first response.
 - ``GET /v1/responses/{id}``: the response; with ``?stream=true`` its event log
   after ``starting_after``, then the live events, until the terminal one.
 - ``POST /v1/responses/{id}/cancel``: stops a background response (its
@@ -224,6 +225,13 @@ class _Server:
         except InvalidRequest as error:
             raise ApiError(400, str(error), param=error.param) from error
         request_id = prepared.request_id
+        key = request.headers.get("idempotency-key")
+        if key:
+            holder = self.store.claim_idempotency_key(tenant, key, request_id)
+            if holder != request_id:
+                # A retry: the first response answers, and this copy goes.
+                self.store.delete_response(request_id)
+                return await self.answer_again(holder, stream=stream)
         task = self.start(request_id, prepared, background=background)
         if stream:
             return self.stream(request_id, -1, None if background else (request, task))
@@ -247,6 +255,18 @@ class _Server:
         if current is None:
             raise not_found(response_id)
         return JSONResponse(current)
+
+    async def answer_again(self, request_id: str, *, stream: bool) -> Response:
+        """The answer to a retried create: the first response, streamed again
+        from its event log, or as it stands (awaited if this process runs it in
+        the foreground)."""
+        if stream:
+            return self.stream(request_id, -1)
+        saved = self.store.load_request(request_id)
+        task = self.running.get(request_id)
+        if task is not None and not (saved and saved["request"].get("background")):
+            await asyncio.wait({task})
+        return JSONResponse(self.current(request_id))
 
     def known(self, request: Request) -> tuple[str, str, Any]:
         """The response named in the path, if it is the caller's tenant's:

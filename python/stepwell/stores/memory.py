@@ -50,6 +50,7 @@ class MemoryStore:
         self._requests: dict[str, JSON] = {}
         self._events: dict[str, list[tuple[int, str]]] = {}
         self._tenants: dict[str, str] = {}
+        self._idempotency: dict[tuple[str, str], str] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
@@ -83,6 +84,12 @@ class MemoryStore:
             found = self._outcomes.get(request_id)
         return (found.status, found.payload) if found else None
 
+    def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
+        """The response holding ``key`` for ``tenant``: ``request_id`` if the key
+        was free (it now holds it), else the one that claimed it first."""
+        with self._lock:
+            return self._idempotency.setdefault((tenant, key), request_id)
+
     def unfinished_responses(self) -> list[str]:
         """The responses kept with a request but no outcome yet."""
         with self._lock:
@@ -94,6 +101,8 @@ class MemoryStore:
         with self._lock:
             existed = self._requests.pop(request_id, None) is not None
             self._tenants.pop(request_id, None)
+            for claim in [c for c, held in self._idempotency.items() if held == request_id]:
+                del self._idempotency[claim]
             self._outcomes.pop(request_id, None)
             self._events.pop(request_id, None)
             self._last_sequence.pop(request_id, None)

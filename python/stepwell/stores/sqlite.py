@@ -65,6 +65,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
     request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
 );
 CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant     TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
 CREATE TABLE IF NOT EXISTS events (
     request_id     TEXT NOT NULL,
     first_sequence INTEGER NOT NULL,
@@ -199,6 +205,21 @@ class SQLiteStore:
                 (request_id, tenant, json.dumps(request), time.time()),
             )
 
+    def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
+        """The response holding ``key`` for ``tenant``: ``request_id`` if the key
+        was free (it now holds it), else the one that claimed it first; atomic
+        across processes."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO idempotency_keys (tenant, key, request_id) VALUES (?, ?, ?)",
+                (tenant, key, request_id),
+            )
+            (holder,) = db.execute(
+                "SELECT request_id FROM idempotency_keys WHERE tenant = ? AND key = ?",
+                (tenant, key),
+            ).fetchone()
+        return str(holder)
+
     def unfinished_responses(self) -> list[str]:
         """The responses kept with a request but no outcome yet."""
         with self._errors(), self._lock:
@@ -214,6 +235,7 @@ class SQLiteStore:
             deleted = db.execute("DELETE FROM responses WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM steps WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+            db.execute("DELETE FROM idempotency_keys WHERE request_id = ?", (request_id,))
             return deleted.rowcount > 0
 
     def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:

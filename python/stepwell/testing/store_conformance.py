@@ -25,6 +25,7 @@ from ..types import StepDescriptor, StepKind, StepState
 
 __all__ = [
     "test_a_tenant_finds_only_its_own_requests",
+    "test_an_idempotency_key_is_held_by_its_first_response",
     "test_chain_order_and_links",
     "test_concurrent_siblings_get_distinct_sequences",
     "test_delete_response_forgets_everything_of_it",
@@ -220,3 +221,15 @@ async def test_a_tenant_finds_only_its_own_requests(make_store: Any) -> None:
     assert store.load_request("b1", tenant="") is None
     # Without a tenant, the caller (the loop itself) sees every request.
     assert store.load_request("b1") is not None
+
+
+async def test_an_idempotency_key_is_held_by_its_first_response(make_store: Any) -> None:
+    store = make_store()
+    store.save_request("first", {"request": {}, "created_at": 1}, tenant="acme")
+    assert store.claim_idempotency_key("acme", "k", "first") == "first"
+    assert store.claim_idempotency_key("acme", "k", "second") == "first"
+    # Keys are per tenant.
+    assert store.claim_idempotency_key("globex", "k", "third") == "third"
+    # Deleting the response frees its key.
+    store.delete_response("first")
+    assert store.claim_idempotency_key("acme", "k", "fourth") == "fourth"
