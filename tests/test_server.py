@@ -442,6 +442,40 @@ async def test_a_retry_with_the_same_idempotency_key_gets_the_first_response(
     assert other.id != first.id
 
 
+async def test_input_items_pages_and_the_step_tree(server: Server) -> None:
+    client = server.client()
+    given = [
+        {"role": "developer", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "input_text", "text": "one"}]},
+        {"type": "message", "role": "assistant", "content": "two", "id": "msg_mine"},
+        {"role": "user", "content": "three"},
+    ]
+    response = await client.responses.create(model="m", input=given)  # type: ignore[arg-type]
+    first = await client.responses.input_items.list(response.id, limit=2, order="asc")
+    prefix = f"msg_{response.id.removeprefix('resp_')}_in"
+    assert [item.id for item in first.data] == [f"{prefix}0", f"{prefix}1"]
+    assert first.has_more is True
+    assert first.data[0].status == "completed"
+    assert first.data[0].content[0].text == "Be brief."  # type: ignore[union-attr]
+    second = await client.responses.input_items.list(
+        response.id, limit=2, order="asc", after=first.last_id
+    )
+    assert [item.id for item in second.data] == ["msg_mine", f"{prefix}3"]
+    assert second.has_more is False
+    newest = await client.responses.input_items.list(response.id, limit=1)
+    assert newest.data[0].id == f"{prefix}3"
+    # Newest first by default.
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        raw = (await http.get(f"/v1/responses/{response.id}/input_items")).json()
+        assert [i["id"] for i in raw["data"]] == [i.id for i in reversed(first.data + second.data)]
+        bad = await http.get(f"/v1/responses/{response.id}/input_items", params={"limit": 0})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+        tree = (await http.get(f"/v1/responses/{response.id}/steps")).json()["data"]
+    [step] = tree
+    assert (step["kind"], step["state"], step["steps"]) == ("model_call", "completed", [])
+    assert step["updated_at"] >= step["created_at"] > 0
+
+
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
     config = tmp_path / "stepwell.toml"
     config.write_text('upstream = "http://file/v1"\nport = 9001\nmax_body = 10\n')

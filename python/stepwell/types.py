@@ -114,6 +114,10 @@ class ChainStep:
     prev_step_id: str | None = None
     scope_parent: str | None = None
     sub_request_id: str | None = None
+    created_at: float | None = None
+    """When the step was recorded (Unix seconds), where the store keeps it."""
+    updated_at: float | None = None
+    """When its state last changed, where the store keeps it."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ running, so that a reader knows whether to wait for more.
   finished one. A foreground streaming client that disconnects cancels its
   response the same way.
 - ``DELETE /v1/responses/{id}``: forgets it (cancelling it first if it runs).
+- ``GET /v1/responses/{id}/input_items`` (``limit``, ``order``, ``after``,
+  ``before``; ``first_id``, ``last_id``, ``has_more``) and
+  ``GET /v1/responses/{id}/steps``: the persisted step tree, with each step's
+  state and when it was recorded and last changed.
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text: requests by route and
   status, responses in flight, step and upstream latencies, upstream errors,
   dropped events).
@@ -44,6 +48,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..openresponses import InvalidRequest, Responses
+from ..openresponses.items import input_items, page
 from .auth import tenant_of
 from .errors import ApiError, not_found
 from .log import LogHub, LogWriter, follow, last_sequence, terminal_frame
@@ -309,11 +314,56 @@ class _Server:
         self.store.delete_response(request_id)
         return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
+    async def input_items(self, request: Request) -> Response:
+        _, request_id, saved = self.known(request)
+        query = request.query_params
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "order must be 'asc' or 'desc'", param="order")
+        try:
+            limit = int(query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
+        items = input_items(request_id, saved["request"])
+        listing = page(
+            items, limit=limit, order=order, after=query.get("after"), before=query.get("before")
+        )
+        return JSONResponse(listing)
+
+    async def steps(self, request: Request) -> Response:
+        _, request_id, _ = self.known(request)
+        return JSONResponse({"object": "list", "data": step_tree(self.store.steps(request_id))})
+
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "running": len(self.running)})
+
+
+def step_tree(steps: list[Any]) -> list[dict[str, Any]]:
+    """The steps of a response as a tree: each scope's steps in sequence order,
+    a sub-agent's steps under the step that called it, with states and times."""
+    nodes: dict[str, dict[str, Any]] = {}
+    roots: list[dict[str, Any]] = []
+    for step in steps:  # in sequence order, so a parent comes before its children
+        node = {
+            "id": step.id,
+            "sequence": step.sequence,
+            "kind": step.kind.value,
+            "state": step.state.value,
+            "name": step.request_payload.get("name"),
+            "created_at": step.created_at,
+            "updated_at": step.updated_at,
+            "error": step.error,
+            "steps": [],
+        }
+        nodes[step.id] = node
+        parent = nodes.get(step.scope_parent or "")
+        (parent["steps"] if parent else roots).append(node)
+    return roots
 
 
 async def _cancel_on_disconnect(request: Request, run: asyncio.Task[Any]) -> None:
@@ -356,6 +406,8 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
             Route("/v1/responses/{response_id}", server.retrieve, methods=["GET"]),
             Route("/v1/responses/{response_id}", server.delete, methods=["DELETE"]),
             Route("/v1/responses/{response_id}/cancel", server.cancel, methods=["POST"]),
+            Route("/v1/responses/{response_id}/input_items", server.input_items, methods=["GET"]),
+            Route("/v1/responses/{response_id}/steps", server.steps, methods=["GET"]),
             Route("/healthz", server.healthz, methods=["GET"]),
             Route("/metrics", server.metrics_text, methods=["GET"]),
         ],

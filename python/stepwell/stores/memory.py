@@ -9,6 +9,7 @@ function you pass in, so the same store serves any protocol.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 
@@ -154,6 +155,7 @@ class MemoryStore:
                 prev_step_id=prev_step,
                 scope_parent=scope_parent,
                 sub_request_id=str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None,
+                created_at=time.time(),
             )
             self._steps[step.id] = step
             self._scopes.setdefault((request_id, scope_parent), []).append(step.id)
@@ -200,4 +202,4 @@ class MemoryStore:
             if step is None:
                 raise KeyError(f"no step {step_id!r}")
             check_move(step_id, step.state, to)
-            self._steps[step_id] = replace(step, state=to, **changes)
+            self._steps[step_id] = replace(step, state=to, updated_at=time.time(), **changes)

@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS steps (
     error            TEXT,
     sub_request_id   TEXT,
     created_at       REAL NOT NULL,
+    updated_at       REAL,
     UNIQUE (request_id, sequence)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
@@ -123,6 +124,9 @@ class SQLiteStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
         if "tenant" not in columns:
             self._db.execute("ALTER TABLE responses ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+        step_columns = {row[1] for row in self._db.execute("PRAGMA table_info(steps)")}
+        if "updated_at" not in step_columns:
+            self._db.execute("ALTER TABLE steps ADD COLUMN updated_at REAL")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -318,7 +322,8 @@ class SQLiteStore:
         with self._errors(), self._lock:
             rows = self._db.execute(
                 "SELECT id, sequence, kind, state, request_payload, response_payload, error, "
-                f"prev_step_id, scope_parent, sub_request_id FROM steps WHERE {where} "
+                "prev_step_id, scope_parent, sub_request_id, created_at, updated_at "
+                f"FROM steps WHERE {where} "
                 "ORDER BY sequence",
                 args,
             ).fetchall()
@@ -334,6 +339,8 @@ class SQLiteStore:
                 prev_step_id=r[7],
                 scope_parent=r[8],
                 sub_request_id=r[9],
+                created_at=r[10],
+                updated_at=r[11],
             )
             for r in rows
         ]
@@ -344,9 +351,10 @@ class SQLiteStore:
             if row is None:
                 raise KeyError(f"no step {step_id!r}")
             check_move(step_id, StepState(row[0]), to)
-            sets = ", ".join(f"{name} = ?" for name in ["state", *columns])
+            sets = ", ".join(f"{name} = ?" for name in ["state", "updated_at", *columns])
             db.execute(
-                f"UPDATE steps SET {sets} WHERE id = ?", (to.value, *columns.values(), step_id)
+                f"UPDATE steps SET {sets} WHERE id = ?",
+                (to.value, time.time(), *columns.values(), step_id),
             )
 
     def _query_one(self, sql: str, args: tuple[Any, ...]) -> Any:
