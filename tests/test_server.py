@@ -39,6 +39,10 @@ BROKEN = "make the upstream fail"
 
 
 def model(request: UpstreamRequest) -> Any:
+    last = str(request.body["messages"][-1].get("content"))
+    if last.startswith("client "):
+        # Each client gets an answer naming it, in pieces.
+        return StreamReply(text_chunks([f"{last} ", "is ", "answered."]))
     if any(BROKEN in str(m.get("content")) for m in request.body["messages"]):
         return JsonReply({"error": {"message": "overloaded"}}, 503)
     if any(HOLD in str(m.get("content")) for m in request.body["messages"]):
@@ -474,6 +478,23 @@ async def test_input_items_pages_and_the_step_tree(server: Server) -> None:
     [step] = tree
     assert (step["kind"], step["state"], step["steps"]) == ("model_call", "completed", [])
     assert step["updated_at"] >= step["created_at"] > 0
+
+
+async def test_a_thousand_concurrent_streaming_clients(server: Server) -> None:
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
+    timeout = httpx.Timeout(120)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as http:
+
+        async def one(n: int) -> tuple[int, str, str]:
+            body = {"model": "m", "input": f"client {n}", "stream": True}
+            events = events_of((await http.post("/v1/responses", json=body)).text)
+            text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+            return n, text, events[-1]["type"]
+
+        results = await asyncio.gather(*(one(n) for n in range(1000)))
+    assert len(results) == 1000
+    for n, text, last in results:
+        assert (text, last) == (f"client {n} is answered.", "response.completed")
 
 
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
