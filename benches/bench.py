@@ -24,6 +24,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from pyloop import py_run_response_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM_BIN = ROOT / "target" / "release" / "stepwell-bench-upstream"
+LOADGEN_BIN = ROOT / "target" / "release" / "stepwell-bench-loadgen"
 TOKENS = ["The", " quick", " brown", " fox", " jumps", " over", " the", " dog."]
 DELTA = "response.output_text.delta"
 
@@ -631,6 +633,168 @@ def chart(rates: dict[str, float], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+# ---------------------------------------------------------------- S6/S7 servers
+
+
+class Served:
+    """A server in a child process; it prints a line ending in its URL once it
+    listens."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+        assert self.process.stdout is not None
+        self.url = self.process.stdout.readline().split()[-1]
+
+    def peak_rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
+        assert match
+        return int(match.group(1)) / 1024
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+
+def stepwell_server(upstream: Upstream, db: Path) -> Served:
+    serve = [sys.executable, "-m", "stepwell.cli", "serve", "--port", "0", "--no-auth"]
+    return Served([*serve, "--upstream", f"{upstream.url}/v1", "--store", f"sqlite:{db}"])
+
+
+def reference_server(upstream: Upstream) -> Served:
+    return Served([sys.executable, str(ROOT / "benches" / "reference_server.py"), upstream.url])
+
+
+def load(url: str, body: dict[str, Any], clients: int, requests: int, marker: str) -> Any:
+    """One run of the Rust load generator: its JSON summary."""
+    printed = subprocess.run(
+        [str(LOADGEN_BIN), url, json.dumps(body), str(clients), str(requests), marker],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = json.loads(printed)
+    assert result["errors"] == 0, result
+    return result
+
+
+RESPONSES_DELTA = "event: response.output_text.delta"
+CHAT_DELTA = '"delta":{"content"'
+
+
+def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
+    chunks, clients = (50, 32) if quick else (500, 256)
+    requests = clients * (1 if quick else 4)
+    body = {"model": f"stream-{chunks}", "input": "Tell me about foxes.", "stream": True}
+    with tempfile.TemporaryDirectory() as scratch:
+        stepwell = stepwell_server(upstream, Path(scratch) / "s6.db")
+        reference = reference_server(upstream)
+        try:
+            targets = {
+                "direct to the upstream (ceiling)": (
+                    f"{upstream.url}/v1/chat/completions",
+                    stream_request(chunks),
+                    CHAT_DELTA,
+                ),
+                "stepwell serve (SQLite, event log on)": (
+                    f"{stepwell.url}/v1/responses",
+                    body,
+                    RESPONSES_DELTA,
+                ),
+                "reference: Starlette + httpx + httpx-sse": (
+                    f"{reference.url}/v1/responses",
+                    body,
+                    RESPONSES_DELTA,
+                ),
+            }
+            for url, payload, marker in targets.values():  # warm up
+                load(url, payload, 4, 8, marker)
+            rates: dict[str, list[float]] = {name: [] for name in targets}
+            for rep in range(reps):
+                for name, (url, payload, marker) in targets.items():
+                    result = load(url, payload, clients, requests, marker)
+                    assert result["markers"] == requests * chunks, (name, result)
+                    rates[name].append(result["markers"] / result["seconds"])
+                    say(f"  S6 rep {rep + 1}/{reps}  {name:<42} {rates[name][-1]:>12,.0f} deltas/s")
+            single = 20 if quick else 100
+            firsts = {
+                name: load(url, payload, 1, single, marker)["first_p50_ms"]
+                for name, (url, payload, marker) in list(targets.items())[:2]
+            }
+        finally:
+            stepwell.stop()
+            reference.stop()
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    ours = median["stepwell serve (SQLite, event log on)"]
+    ratio = ours / median["reference: Starlette + httpx + httpx-sse"]
+    added = (
+        firsts["stepwell serve (SQLite, event log on)"] - firsts["direct to the upstream (ceiling)"]
+    )
+    rows = [
+        [
+            name,
+            f"{rate:,.0f}",
+            f"{rate / chunks:,.1f}",
+            {
+                "stepwell serve (SQLite, event log on)": (
+                    f">= 150k deltas/s: {verdict(ours >= 150_000)}"
+                ),
+                "reference: Starlette + httpx + httpx-sse": (
+                    f"stepwell {ratio:.2f}x (>= 5x: {verdict(ratio >= 5)})"
+                ),
+            }.get(name, ""),
+        ]
+        for name, rate in median.items()
+    ]
+    text = table(["target", "deltas/s", "responses/s", "goal"], rows)
+    ttfd = table(
+        ["one client at a time", "time to first delta, p50", "goal"],
+        [
+            ["direct to the upstream", f"{firsts['direct to the upstream (ceiling)']:.2f} ms", ""],
+            [
+                "stepwell serve",
+                f"{firsts['stepwell serve (SQLite, event log on)']:.2f} ms",
+                f"added {added:.2f} ms (p50 <= 2 ms: {verdict(added <= 2)})",
+            ],
+        ],
+    )
+    setup = (
+        f"{clients} concurrent streaming clients, {requests:,} responses of {chunks} chunks, "
+        f"load from the Rust generator (benches/loadgen); medians of {reps}."
+    )
+    return f"{setup}\n\n{text}\n\n{ttfd}"
+
+
+def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
+    clients, requests = 64, (200 if quick else 4000)
+    body = {"model": "json", "input": "Tell me about foxes."}
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, start in (
+            (
+                "stepwell serve (SQLite, event log on)",
+                lambda: stepwell_server(upstream, Path(scratch) / "s7.db"),
+            ),
+            ("reference: Starlette + httpx", lambda: reference_server(upstream)),
+        ):
+            served = start()
+            try:
+                url = f"{served.url}/v1/responses"
+                load(url, body, 4, 16, "")
+                result = load(url, body, clients, requests, "")
+                rate = requests / result["seconds"]
+                peak = served.peak_rss_mib()
+            finally:
+                served.stop()
+            goal = f">= 1,000/s: {verdict(rate >= 1000)}" if name.startswith("stepwell") else ""
+            rows.append([name, f"{rate:,.0f}", f"{peak:.0f} MiB", goal])
+            say(f"  S7 {name:<42} {rate:>8,.0f} responses/s, peak RSS {peak:.0f} MiB")
+    setup = f"{clients} concurrent clients, {requests:,} responses, one model call each."
+    return f"{setup}\n\n" + table(["server", "responses/s", "server peak RSS", "goal"], rows)
+
+
 def rust_table(*cargo_args: str) -> str:
     """Runs a Rust benchmark of this workspace and returns the table it printed."""
     printed = subprocess.run(
@@ -677,6 +841,10 @@ async def main() -> None:
             s4 = await s4_store_heavy(pipelines, sizes["s4"], sizes["reps"])
             say("S5 stalled sink")
             s5 = await s5_stalled_sink(pipelines, sizes["s5"])
+            say("S6 streaming through the server")
+            s6 = s6_streaming_server(upstream, quick, 1 if quick else 3)
+            say("S7 non-streaming through the server")
+            s7 = s7_non_streaming(upstream, quick)
         finally:
             await pipelines.close()
 
@@ -690,6 +858,8 @@ async def main() -> None:
         ("S3 fan-out", s3),
         ("S4 store-heavy (MemoryStore, 2 small model calls + 1 tool call per response)", s4),
         ("S5 stalled sink", s5),
+        ("S6 streaming through `stepwell serve`", s6),
+        ("S7 non-streaming through `stepwell serve`", s7),
     ]
     if not quick:
         say("the Rust stream path and the chunk parsers")

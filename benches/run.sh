@@ -7,5 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MATURIN_ARGS="${MATURIN_ARGS---release}" bash scripts/setup.sh
 .venv/bin/python -m pip install --quiet -r benches/requirements.txt
-cargo build --release --quiet -p stepwell-bench-upstream
+cargo build --release --quiet -p stepwell-bench-upstream -p stepwell-bench-loadgen
 exec .venv/bin/python benches/bench.py "$@"

@@ -152,6 +152,9 @@ def serve(args: argparse.Namespace) -> int:
     # before the first request: connections wait in the backlog until served.
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: a response's frames go out as written,
+    # not held back until the client acknowledges the previous write.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((settings.host, settings.port))
     sock.listen(1024)
     host, port = sock.getsockname()[:2]
