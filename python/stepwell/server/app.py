@@ -51,7 +51,7 @@ from ..openresponses import InvalidRequest, Responses
 from ..openresponses.items import input_items, page
 from .auth import tenant_of
 from .errors import ApiError, not_found
-from .log import LogHub, LogWriter, follow, last_sequence, terminal_frame
+from .log import EventLog, LogHub, LogWriter, follow, last_sequence, terminal_frame
 from .metrics import Metrics
 
 log = logging.getLogger("stepwell.server")
@@ -77,6 +77,7 @@ class _Server:
         self.store = responses.store
         self.settings = settings
         self.hub = LogHub()
+        self.log = EventLog(self.store, self.hub)
         self.running: dict[str, asyncio.Task[Any]] = {}
         self.background: set[str] = set()
         self.stopping = False
@@ -114,7 +115,7 @@ class _Server:
 
     def start(self, request_id: str, prepared: Any, *, background: bool) -> asyncio.Task[Any]:
         """Runs a prepared response, its frames going to the event log."""
-        writer = LogWriter(self.store, self.hub, request_id)
+        writer = LogWriter(self.log, request_id)
         return self.track(request_id, self.responses.drive(prepared, on_frames=writer), background)
 
     def track(self, request_id: str, run: Any, background: bool) -> asyncio.Task[Any]:
@@ -131,9 +132,12 @@ class _Server:
                     self.store.set_outcome(request_id, "cancelled", cancelled)
                 raise
             finally:
+                # Whatever the run queued is written before readers are told
+                # it ended, so they find it in the store.
+                self.log.flush()
                 self.running.pop(request_id, None)
                 self.background.discard(request_id)
-                self.hub.notify(request_id)
+                self.hub.ended(request_id)
 
         task = asyncio.ensure_future(tracked())
         self.running[request_id] = task
@@ -204,6 +208,7 @@ class _Server:
     def current(self, request_id: str) -> Any:
         """The response as it stands: its outcome, or as `response.created`
         announced it, still in progress."""
+        self.log.flush()
         outcome = self.store.outcome(request_id)
         if outcome is not None:
             return outcome[1]

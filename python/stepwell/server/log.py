@@ -1,11 +1,14 @@
 """A response's event log, written as the response runs and read by any number
 of clients: a live stream is the log's tail.
 
-Every batch of frames the loop produces is appended to the store (one
-transaction per batch), then readers waiting on that response are woken. A
-reader keeps a cursor (the last `sequence_number` it sent) and always reads the
-store after it, so a reader that joins late, or after a restart, gets exactly
-the frames the live stream sent, with no gap and no duplicate.
+Every batch of frames a running response produces is queued; once per turn of
+the event loop the queue is written to the store in one transaction (group
+commit: many responses, one commit), and only then are the batches handed to
+the readers. A reader keeps a cursor (the last `sequence_number` it sent) and
+reads after it, from memory while the response runs here, else from the store:
+a reader that joins late, or after a restart, gets exactly the frames the live
+stream sent, with no gap and no duplicate, and nothing is sent before it is
+persisted.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from ..stores._events import FRAME_END, count_frames, split_frames
+
 TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
 
 
 class LogHub:
-    """Wakes the readers of a response when its log grows or its run ends."""
+    """Wakes the readers of a response when its log grows or its run ends, and
+    keeps the persisted batches of the responses running here in memory, so a
+    reader at the tail takes them from here rather than reading back what was
+    just written."""
 
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}
+        self._recent: dict[str, list[tuple[int, int, str]]] = {}
 
     def changed(self, request_id: str) -> asyncio.Event:
         """The event the next change of `request_id` sets. Take it before
@@ -34,19 +43,71 @@ class LogHub:
         if event is not None:
             event.set()
 
+    def kept(self, request_id: str, first_sequence: int, count: int, frames: str) -> None:
+        """A batch of `count` frames the store now holds."""
+        self._recent.setdefault(request_id, []).append((first_sequence, count, frames))
+        self.notify(request_id)
 
-class LogWriter:
-    """The `on_frames` of a running response: numbers each batch and appends it."""
+    def ended(self, request_id: str) -> None:
+        """The run is over: readers go back to the store for what remains."""
+        self._recent.pop(request_id, None)
+        self.notify(request_id)
 
-    def __init__(self, store: Any, hub: LogHub, request_id: str) -> None:
+    def text_after(self, request_id: str, after: int) -> tuple[str, int] | None:
+        """`(frames, how many)` numbered above `after` from memory, or `None`
+        when memory does not hold them all (the run is not here, or the reader
+        is behind what is kept)."""
+        batches = self._recent.get(request_id)
+        if not batches or batches[0][0] > after + 1:
+            return None
+        pieces, count = [], 0
+        for first, size, frames in batches:
+            skip = after + 1 - first
+            if skip >= size:
+                continue
+            pieces.append("".join(split_frames(frames)[skip:]) if skip > 0 else frames)
+            count += size - max(skip, 0)
+        return "".join(pieces), count
+
+
+class EventLog:
+    """Queues the batches of every running response and writes them to the
+    store together, once per turn of the event loop, before readers get them."""
+
+    def __init__(self, store: Any, hub: LogHub) -> None:
         self.store = store
         self.hub = hub
+        self._queued: list[tuple[str, int, int, str]] = []
+
+    def append(self, request_id: str, first_sequence: int, frames: str) -> int:
+        """Queues a batch; returns how many frames it holds."""
+        count = count_frames(frames)
+        if count:
+            if not self._queued:
+                asyncio.get_running_loop().call_soon(self.flush)
+            self._queued.append((request_id, first_sequence, count, frames))
+        return count
+
+    def flush(self) -> None:
+        """Writes what is queued, in one transaction, then hands it to readers."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        self.store.append_events_many([(r, first, frames) for r, first, _, frames in queued])
+        for request_id, first, count, frames in queued:
+            self.hub.kept(request_id, first, count, frames)
+
+
+class LogWriter:
+    """The `on_frames` of a running response: numbers each batch and queues it."""
+
+    def __init__(self, log: EventLog, request_id: str) -> None:
+        self.log = log
         self.request_id = request_id
         self.next_sequence = 0
 
     def __call__(self, frames: str) -> None:
-        self.next_sequence += self.store.append_events(self.request_id, self.next_sequence, frames)
-        self.hub.notify(self.request_id)
+        self.next_sequence += self.log.append(self.request_id, self.next_sequence, frames)
 
 
 _TERMINAL_BY_STATUS = {
@@ -72,9 +133,14 @@ def last_sequence(store: Any, request_id: str) -> int:
     return -1 + len(store.events_after(request_id, -1))
 
 
-def is_terminal(frame: str) -> bool:
-    """Whether a frame is the stream's last event."""
-    head = frame.split("\n", 1)[0]
+def is_terminal(frames: str) -> bool:
+    """Whether the last frame of `frames` is the stream's last event."""
+    # The last frame starts after the blank line before the final one; only
+    # its first line is looked at, so a large batch is not copied.
+    start = frames.rfind(FRAME_END, 0, len(frames) - len(FRAME_END)) + len(FRAME_END)
+    if start < len(FRAME_END):
+        start = 0
+    head = frames[start : frames.find("\n", start)]
     return head.removeprefix("event: ") in TERMINAL_EVENTS
 
 
@@ -85,11 +151,15 @@ async def follow(
     event; or, for a response no worker here is running, until the log ends."""
     while True:
         changed = hub.changed(request_id)
-        frames = store.events_after(request_id, after)
-        if frames:
-            after += len(frames)
-            yield "".join(frames)
-            if is_terminal(frames[-1]):
+        found = hub.text_after(request_id, after)
+        if found is None:
+            frames = store.events_after(request_id, after)
+            found = "".join(frames), len(frames)
+        text, count = found
+        if count:
+            after += count
+            yield text
+            if is_terminal(text):
                 return
             continue
         if not running():

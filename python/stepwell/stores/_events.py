@@ -15,6 +15,11 @@ from collections.abc import Iterable
 FRAME_END = "\n\n"
 
 
+def count_frames(text: str) -> int:
+    """How many frames a batch holds."""
+    return text.count(FRAME_END)
+
+
 def split_frames(text: str) -> list[str]:
     """The frames of a batch, each with its closing blank line."""
     return [frame + FRAME_END for frame in text.split(FRAME_END) if frame]
@@ -25,7 +30,5 @@ def frames_after(batches: Iterable[tuple[int, str]], after: int) -> list[str]:
     given in order."""
     kept: list[str] = []
     for first, text in batches:
-        frames = split_frames(text)
-        skip = max(0, after + 1 - first)
-        kept += frames[skip:]
+        kept += split_frames(text)[max(0, after + 1 - first) :]
     return kept

@@ -22,7 +22,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import frames_after, split_frames
+from ._events import count_frames, frames_after
 from ._transition import Decide, check_move, decide_next, stored_response
 
 _Scope = tuple[str, str | None]
@@ -115,10 +115,16 @@ class MemoryStore:
     def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from
         ``first_sequence``; returns how many frames it held."""
-        count = len(split_frames(frames))
+        count = count_frames(frames)
         with self._lock:
             self._events.setdefault(request_id, []).append((first_sequence, frames))
         return count
+
+    def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+        """Keep several batches, ``(request_id, first_sequence, frames)`` each, at once."""
+        with self._lock:
+            for request_id, first_sequence, frames in batches:
+                self._events.setdefault(request_id, []).append((first_sequence, frames))
 
     def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""

@@ -33,7 +33,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import frames_after, split_frames
+from ._events import count_frames, frames_after
 from ._transition import Decide, check_move, decide_next, stored_response
 
 _SCHEMA = """
@@ -245,7 +245,7 @@ class SQLiteStore:
     def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from
         ``first_sequence``, in one transaction; returns how many frames it held."""
-        count = len(split_frames(frames))
+        count = count_frames(frames)
         if count:
             with self._transaction() as db:
                 db.execute(
@@ -254,6 +254,23 @@ class SQLiteStore:
                     (request_id, first_sequence, first_sequence + count - 1, frames),
                 )
         return count
+
+    def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+        """Keep several batches, ``(request_id, first_sequence, frames)`` each, in
+        one transaction: a server writing many responses' streams commits once
+        per turn of its event loop, not once per batch."""
+        rows = [
+            (request_id, first, first + count_frames(frames) - 1, frames)
+            for request_id, first, frames in batches
+            if count_frames(frames)
+        ]
+        if rows:
+            with self._transaction() as db:
+                db.executemany(
+                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
+                )
 
     def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""

@@ -188,6 +188,12 @@ async def test_event_log_replays_from_any_cursor(make_store: Any) -> None:
     store.append_events("other", 0, frames[0])
     for after in range(-1, 8):
         assert store.events_after("r", after) == frames[after + 1 :]
+    # Several responses' batches at once.
+    store.append_events_many(
+        [("s", 0, frames[0]), ("t", 0, "".join(frames[:2])), ("s", 1, frames[1])]
+    )
+    assert store.events_after("s", -1) == frames[:2]
+    assert store.events_after("t", 0) == frames[1:2]
 
 
 async def test_delete_response_forgets_everything_of_it(make_store: Any) -> None:
