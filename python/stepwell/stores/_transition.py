@@ -39,6 +39,11 @@ _ALLOWED: dict[StepState, tuple[StepState, ...]] = {
 }
 
 
+def sources(to: StepState) -> tuple[StepState, ...]:
+    """The states a step may move to ``to`` from."""
+    return tuple(state for state, targets in _ALLOWED.items() if to in targets)
+
+
 def check_move(step_id: str, current: StepState, to: StepState) -> None:
     """Raises ``IllegalTransition`` unless a step may go from ``current`` to ``to``."""
     if to not in _ALLOWED[current]:

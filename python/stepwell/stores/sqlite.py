@@ -34,7 +34,14 @@ from ..types import (
     StepState,
 )
 from ._events import count_frames, frames_after
-from ._transition import Decide, check_move, decide_next, stored_response
+from ._transition import (
+    Decide,
+    IllegalTransition,
+    check_move,
+    decide_next,
+    sources,
+    stored_response,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -202,12 +209,11 @@ class SQLiteStore:
     def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
         """Keep the request a response was created from, owned by ``tenant``
         (once; later saves are ignored)."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO responses (request_id, tenant, request, created_at) "
-                "VALUES (?, ?, ?, ?)",
-                (request_id, tenant, json.dumps(request), time.time()),
-            )
+        self._write(
+            "INSERT OR IGNORE INTO responses (request_id, tenant, request, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (request_id, tenant, json.dumps(request), time.time()),
+        )
 
     def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
         """The response holding ``key`` for ``tenant``: ``request_id`` if the key
@@ -247,12 +253,11 @@ class SQLiteStore:
         ``first_sequence``, in one transaction; returns how many frames it held."""
         count = count_frames(frames)
         if count:
-            with self._transaction() as db:
-                db.execute(
-                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
-                    "VALUES (?, ?, ?, ?)",
-                    (request_id, first_sequence, first_sequence + count - 1, frames),
-                )
+            self._write(
+                "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+                "VALUES (?, ?, ?, ?)",
+                (request_id, first_sequence, first_sequence + count - 1, frames),
+            )
         return count
 
     def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
@@ -301,12 +306,11 @@ class SQLiteStore:
         """Record how a response ended. The first outcome stands: a later call
         (a second process that lost a race to finish it, say) changes nothing,
         not even ``completed_at``."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE responses SET status = ?, output = ?, completed_at = ? "
-                "WHERE request_id = ? AND output IS NULL",
-                (status, json.dumps(output), time.time(), request_id),
-            )
+        self._write(
+            "UPDATE responses SET status = ?, output = ?, completed_at = ? "
+            "WHERE request_id = ? AND output IS NULL",
+            (status, json.dumps(output), time.time(), request_id),
+        )
 
     def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
@@ -363,16 +367,32 @@ class SQLiteStore:
         ]
 
     def _move(self, step_id: str, to: StepState, **columns: str) -> None:
-        with self._transaction() as db:
-            row = db.execute("SELECT state FROM steps WHERE id = ?", (step_id,)).fetchone()
+        # One conditional UPDATE (its own transaction) on the usual path; the
+        # state is read only to explain a refusal, or to retry after another
+        # writer moved the step between the two statements.
+        allowed = sources(to)
+        sets = ", ".join(f"{name} = ?" for name in ["state", "updated_at", *columns])
+        marks = ", ".join("?" for _ in allowed)
+        for _ in range(3):
+            moved = self._write(
+                f"UPDATE steps SET {sets} WHERE id = ? AND state IN ({marks})",
+                (to.value, time.time(), *columns.values(), step_id, *(a.value for a in allowed)),
+            )
+            if moved:
+                return
+            row = self._query_one("SELECT state FROM steps WHERE id = ?", (step_id,))
             if row is None:
                 raise KeyError(f"no step {step_id!r}")
             check_move(step_id, StepState(row[0]), to)
-            sets = ", ".join(f"{name} = ?" for name in ["state", "updated_at", *columns])
-            db.execute(
-                f"UPDATE steps SET {sets} WHERE id = ?",
-                (to.value, time.time(), *columns.values(), step_id),
-            )
+        raise IllegalTransition(
+            f"step {step_id} kept changing state; it was not moved to {to.value}"
+        )
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One statement, committed on its own (a lone statement is atomic);
+        returns how many rows it changed."""
+        with self._errors(), self._lock:
+            return int(self._db.execute(sql, args).rowcount)
 
     def _query_one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._errors(), self._lock:
