@@ -22,8 +22,11 @@ from openai import (
     ConflictError,
     NotFoundError,
 )
+from stepwell import UpstreamTarget
+from stepwell.openresponses import Responses
+from stepwell.server import create_app
 from stepwell.server.serve import load_settings
-from stepwell.stores import SQLiteStore
+from stepwell.stores import MemoryStore, SQLiteStore
 from stepwell.testing import (
     JsonReply,
     ScriptedUpstream,
@@ -32,6 +35,9 @@ from stepwell.testing import (
     chat_completion,
     text_chunks,
 )
+from stepwell.tools import HttpTools
+
+from .test_openresponses import RESPONSE, as_sent, assert_valid_stream
 
 PIECES = ["The ", "answer ", "is ", "forty-", "two."]
 HOLD = "hold the stream open"
@@ -132,8 +138,8 @@ async def test_stream_final_response_equals_retrieve(server: Server) -> None:
     assert deltas == PIECES
     stored = await client.responses.retrieve(final.id)
     assert stored.status == "completed"
-    assert stored.output_text == final.output_text
-    assert stored.output[0].id == final.output[0].id
+    assert as_sent(final) == stored.to_dict()
+    assert list(RESPONSE.iter_errors(stored.to_dict())) == []
 
 
 async def test_replay_from_any_cursor_equals_the_live_tail(
@@ -143,6 +149,8 @@ async def test_replay_from_any_cursor_equals_the_live_tail(
         live = await http.post("/v1/responses", json={"model": "m", "input": "q", "stream": True})
         assert live.headers["content-type"].startswith("text/event-stream")
         events = events_of(live.text)
+        # What the server sends is the specification's stream.
+        assert_valid_stream([*events, {"type": "[DONE]"}])
         assert [e["sequence_number"] for e in events] == list(range(len(events)))
         assert events[-1]["type"] == "response.completed"
         response_id = events[0]["response"]["id"]
@@ -495,6 +503,25 @@ async def test_a_thousand_concurrent_streaming_clients(server: Server) -> None:
     assert len(results) == 1000
     for n, text, last in results:
         assert (text, last) == (f"client {n} is answered.", "response.completed")
+
+
+async def test_a_500_never_shows_internals(caplog: pytest.LogCaptureFixture) -> None:
+    """The app mounted in-process over a store that breaks: the client gets
+    OpenAI's shape with a generic message; the details go to the log only."""
+
+    class BrokenStore(MemoryStore):
+        def load_request(self, request_id: str, *, tenant: str | None = None) -> Any:
+            raise RuntimeError("disk on fire at /var/secret/path")
+
+    responses = Responses(BrokenStore(), HttpTools([]), UpstreamTarget("http://127.0.0.1:9"))
+    transport = httpx.ASGITransport(app=create_app(responses), raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://stepwell.test") as http:
+        answer = await http.get("/v1/responses/resp_x")
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert error["type"] == "server_error"
+    assert "disk" not in error["message"] and "secret" not in error["message"]
+    assert any("disk on fire" in r.getMessage() or r.exc_info for r in caplog.records)
 
 
 def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> None:
