@@ -133,6 +133,8 @@ struct WakerHandle {
 static WAKERS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static IS_AWAITABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static IS_COROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static EAGER_START: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn cached<'py>(
     py: Python<'py>,
@@ -280,23 +282,12 @@ fn start_call<T: Send + 'static>(
             return;
         }
     };
-    let task = cached(py, &IS_AWAITABLE, "inspect", "isawaitable")
-        .and_then(|is_awaitable| is_awaitable.call1((&value,))?.is_truthy())
-        .and_then(|awaitable| {
-            if !awaitable {
-                return Ok(None);
-            }
-            let ensure_future = cached(py, &ENSURE_FUTURE, "asyncio", "ensure_future")?;
-            context
-                .call_method1("run", (ensure_future, &value))
-                .map(Some)
-        });
-    let task = match task {
-        Ok(Some(task)) => task,
-        Ok(None) => {
-            let _ = tx.send(finish(Ok(value)));
+    let task = match start_awaiting(py, &value, context) {
+        Ok(Started::Done(answer)) => {
+            let _ = tx.send(finish(Ok(answer)));
             return;
         }
+        Ok(Started::Task(task)) => task,
         Err(error) => {
             let _ = tx.send(finish(Err(error)));
             return;
@@ -322,6 +313,49 @@ fn start_call<T: Send + 'static>(
     if abandoned {
         let _ = task.call_method0("cancel");
     }
+}
+
+/// How a called method's value is to be awaited.
+enum Started<'py> {
+    /// Already the answer: the value was not awaitable, or a coroutine that
+    /// finished in its first step.
+    Done(Bound<'py, PyAny>),
+    /// A task that will have the answer.
+    Task(Bound<'py, PyAny>),
+}
+
+/// Starts awaiting `value` in `context`. A coroutine runs its first step at
+/// once (`stepwell._eager.start`): stores and tools that never suspend answer
+/// without a Task or a turn of the event loop. Any other awaitable becomes a task.
+fn start_awaiting<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    context: &Bound<'py, PyAny>,
+) -> PyResult<Started<'py>> {
+    if cached(py, &IS_COROUTINE, "inspect", "iscoroutine")?
+        .call1((value,))?
+        .is_truthy()?
+    {
+        let (finished, outcome): (bool, Bound<'py, PyAny>) =
+            cached(py, &EAGER_START, "stepwell._eager", "start")?
+                .call1((context, value))?
+                .extract()?;
+        return Ok(if finished {
+            Started::Done(outcome)
+        } else {
+            Started::Task(outcome)
+        });
+    }
+    let awaitable = cached(py, &IS_AWAITABLE, "inspect", "isawaitable")?
+        .call1((value,))?
+        .is_truthy()?;
+    if !awaitable {
+        return Ok(Started::Done(value.clone()));
+    }
+    let ensure_future = cached(py, &ENSURE_FUTURE, "asyncio", "ensure_future")?;
+    context
+        .call_method1("run", (ensure_future, value))
+        .map(Started::Task)
 }
 
 type Complete = Box<dyn for<'py> FnOnce(PyResult<Bound<'py, PyAny>>) + Send>;
