@@ -15,6 +15,10 @@
 //! pyo3-async-runtimes cancels Rust work when the awaiting task is cancelled but
 //! leaves the Python coroutines that work awaited running. [`PyCall`] cancels
 //! them: dropping it before it resolves posts a job that cancels its task.
+//!
+//! A coroutine runs its first step at once (`stepwell._eager`): a store or tool
+//! call that finishes without suspending answers in the same job, with no Task
+//! and no turn of the event loop; one that suspends goes on in a Task.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
