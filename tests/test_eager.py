@@ -1,6 +1,7 @@
-"""The eager start of coroutines the core awaits (stepwell._eager): what
-finishes in its first step answers at once, without a Task; what suspends is
-carried on by a Task exactly as asyncio would."""
+"""The start of coroutines the core awaits (stepwell._eager): on Python 3.12
+and later, what finishes in its first step answers at once, as an eager task;
+everywhere, what suspends goes on as a task, with `current_task()` (and so
+`asyncio.timeout`) working from its first line."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import contextvars
 
 import pytest
-from stepwell._eager import start
+from stepwell._eager import EAGER, start
 
 who = contextvars.ContextVar("who", default="nobody")
 
@@ -17,13 +18,27 @@ class Boom(RuntimeError):
     pass
 
 
-async def test_a_coroutine_that_never_suspends_needs_no_task() -> None:
+async def test_a_coroutine_that_never_suspends() -> None:
     async def answer() -> int:
         return 42
 
-    tasks_before = len(asyncio.all_tasks())
-    assert start(contextvars.copy_context(), answer()) == (True, 42)
-    assert len(asyncio.all_tasks()) == tasks_before
+    finished, outcome = start(contextvars.copy_context(), answer())
+    if EAGER:
+        assert (finished, outcome) == (True, 42)
+    else:
+        assert finished is False
+        assert await outcome == 42
+
+
+async def test_the_first_step_runs_as_a_task() -> None:
+    async def times_out() -> str:
+        assert asyncio.current_task() is not None
+        # On 3.12 and later wait_for is built on asyncio.timeout, which needs a task.
+        await asyncio.wait_for(asyncio.sleep(0), 5)
+        return "inside a task"
+
+    finished, outcome = start(contextvars.copy_context(), times_out())
+    assert (outcome if finished else await outcome) == "inside a task"
 
 
 async def test_a_first_step_that_raises_raises() -> None:
@@ -31,7 +46,9 @@ async def test_a_first_step_that_raises_raises() -> None:
         raise Boom("at once")
 
     with pytest.raises(Boom, match="at once"):
-        start(contextvars.copy_context(), fails())
+        finished, outcome = start(contextvars.copy_context(), fails())
+        if not finished:
+            await outcome
 
 
 async def test_a_suspended_coroutine_goes_on_in_a_task_in_its_context() -> None:

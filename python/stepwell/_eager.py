@@ -1,57 +1,37 @@
 """Eager start of the coroutines the Rust core awaits.
 
 A store's or a tool's coroutine often finishes without ever suspending
-(`MemoryStore` and `SQLiteStore` never do). Wrapping it in an asyncio Task
-costs a Task and at least one turn of the event loop before the core gets its
-answer, for every store call of every step. `start` runs the coroutine's first
-step at once, in the caller's context: if it finishes, its value is the answer,
-with no Task; if it suspends, a Task takes over from where it stopped. Python
-3.12 offers the same as eager tasks; this works on 3.10 and 3.11 too.
+(`MemoryStore` and `SQLiteStore` never do). As an ordinary asyncio Task it costs
+at least one turn of the event loop before the core gets its answer, for every
+store call of every step. On Python 3.12 and later the Task is started eagerly
+(`eager_start=True`): its first step runs at once, as the task itself (so
+`asyncio.current_task()`, `asyncio.timeout` and task groups work there), and a
+coroutine that finishes in it answers without a turn of the loop. Earlier
+Pythons have no eager tasks, and running the first step outside any task would
+break code that needs one, so there the coroutine becomes an ordinary Task.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
+EAGER = sys.version_info >= (3, 12)
+"""Whether coroutines are started eagerly on this Python."""
+
 
 def start(context: contextvars.Context, coroutine: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
-    """Runs the first step of `coroutine` in `context`. Returns `(True, value)`
-    when it finished, `(False, task)` when it suspended; its exception, if the
-    first step raised one, propagates."""
-    try:
-        awaited = context.run(coroutine.send, None)
-    except StopIteration as finished:
-        return True, finished.value
-    task = context.run(asyncio.ensure_future, _continue(coroutine, awaited))
+    """Starts `coroutine` as a task in `context`. Returns `(True, value)` when
+    it already finished (eagerly), else `(False, task)`; the exception of a
+    first step that failed propagates."""
+    if not EAGER:
+        return False, context.run(asyncio.ensure_future, coroutine)
+    task = asyncio.Task(  # type: ignore[call-arg,unused-ignore]
+        coroutine, loop=asyncio.get_running_loop(), context=context, eager_start=True
+    )
+    if task.done():
+        return True, task.result()
     return False, task
-
-
-async def _continue(coroutine: Coroutine[Any, Any, Any], awaited: Any) -> Any:
-    """Drives `coroutine` on from a suspension on `awaited` (what asyncio
-    coroutines yield: a future, or `None` to give the loop a turn), as a Task
-    would: the awaited outcome (its result or exception) goes back into it, and
-    a cancellation of this Task is thrown into it."""
-    while True:
-        try:
-            if awaited is None:
-                await asyncio.sleep(0)
-            else:
-                # The coroutine's own `await` marked the future as blocking on
-                # it; a Task taking over a yielded future clears the mark before
-                # waiting, and so must this (a future refuses a second await
-                # while it is set).
-                awaited._asyncio_future_blocking = False
-                await awaited
-        except BaseException as error:
-            try:
-                awaited = coroutine.throw(error)
-            except StopIteration as finished:
-                return finished.value
-            continue
-        try:
-            awaited = coroutine.send(None)
-        except StopIteration as finished:
-            return finished.value
