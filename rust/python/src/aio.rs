@@ -16,9 +16,9 @@
 //! leaves the Python coroutines that work awaited running. [`PyCall`] cancels
 //! them: dropping it before it resolves posts a job that cancels its task.
 //!
-//! A coroutine runs its first step at once (`stepwell._eager`): a store or tool
-//! call that finishes without suspending answers in the same job, with no Task
-//! and no turn of the event loop; one that suspends goes on in a Task.
+//! A coroutine becomes a task through `stepwell._eager`: on Python 3.12 and later
+//! an eager one, so a store or tool call that finishes without suspending
+//! answers in the same job, with no turn of the event loop.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
@@ -328,9 +328,10 @@ enum Started<'py> {
     Task(Bound<'py, PyAny>),
 }
 
-/// Starts awaiting `value` in `context`. A coroutine runs its first step at
-/// once (`stepwell._eager.start`): stores and tools that never suspend answer
-/// without a Task or a turn of the event loop. Any other awaitable becomes a task.
+/// Starts awaiting `value` in `context`. A coroutine is started by
+/// `stepwell._eager.start` (eagerly where Python can: one that never suspends
+/// then answers without a turn of the event loop). Any other awaitable becomes
+/// a task.
 fn start_awaiting<'py>(
     py: Python<'py>,
     value: &Bound<'py, PyAny>,
