@@ -270,10 +270,10 @@ async def test_client_side_call_then_previous_response_id(model: ScriptedUpstrea
 
 async def test_length_finish_is_incomplete(model: ScriptedUpstream) -> None:
     model.handler = lambda r: JsonReply(chat_completion("cut", finish_reason="length"))
-    response = await service(model).create({"model": "m", "input": "x", "max_output_tokens": 3})
+    response = await service(model).create({"model": "m", "input": "x", "max_output_tokens": 16})
     assert response["status"] == "incomplete"
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
-    assert model.requests[0].body["max_tokens"] == 3
+    assert model.requests[0].body["max_tokens"] == 16
     assert list(RESPONSE.iter_errors(response)) == []
 
 

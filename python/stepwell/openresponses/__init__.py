@@ -3,9 +3,10 @@ steps, the assembly of the `Response`, the spec's event stream (encoded in
 Rust), and `Responses`, which runs requests over any store that keeps them."""
 
 from .assemble import assemble, output_items, response_object, usage
-from .request import InvalidRequest, input_messages, model_request, validate
+from .request import InvalidRequest, input_messages, model_request
 from .service import Prepared, Responses
 from .transition import Agent, ResponsesTransition, stored
+from .validation import parse_json, validate
 
 __all__ = [
     "Agent",
@@ -17,6 +18,7 @@ __all__ = [
     "input_messages",
     "model_request",
     "output_items",
+    "parse_json",
     "response_object",
     "stored",
     "usage",

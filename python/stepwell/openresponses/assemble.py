@@ -27,6 +27,25 @@ def tool_output_text(step: ChainStep) -> str:
     return compact_json({"error": message})
 
 
+def _logprob(entry: JSONDict, top: bool) -> JSONDict:
+    """A chat-completions token log probability as the Responses `LogProb`
+    (`TopLogProb` when `top`); `bytes` is always a list there."""
+    item: JSONDict = {
+        "token": entry.get("token", ""),
+        "logprob": entry.get("logprob", 0.0),
+        "bytes": entry.get("bytes") or [],
+    }
+    if not top:
+        item["top_logprobs"] = [_logprob(t, True) for t in entry.get("top_logprobs") or []]
+    return item
+
+
+def logprobs(choice: JSONDict) -> list[JSONDict]:
+    """The log probabilities of a chat choice's content tokens, if it has any."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    return [_logprob(entry, False) for entry in content]
+
+
 def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
     """The output items the steps produced, in step order."""
     items: list[JSONDict] = []
@@ -56,7 +75,7 @@ def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
                                 "type": "output_text",
                                 "text": message["content"],
                                 "annotations": [],
-                                "logprobs": [],
+                                "logprobs": logprobs(choices[0]),
                             }
                         ],
                     }

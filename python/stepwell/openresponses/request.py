@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 JSONDict = dict[str, Any]
@@ -10,65 +9,54 @@ JSONDict = dict[str, Any]
 
 class InvalidRequest(ValueError):
     """The create body is not a valid Open Responses request; ``param`` names
-    the offending parameter when there is one."""
+    the offending parameter when there is one, and ``code`` says why in one
+    word when a client may want to tell (``unknown_parameter``)."""
 
-    def __init__(self, message: str, param: str | None = None) -> None:
+    def __init__(self, message: str, param: str | None = None, *, code: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+        self.code = code
 
 
 _KNOWN_ROLES = {"user", "assistant", "system", "developer"}
+_URL_SCHEMES = ("https:", "http:", "data:")
 
 
-def validate(body: Any) -> JSONDict:
-    """Checks the fields stepwell reads; returns the body unchanged."""
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    for name in ("stream", "background", "store", "parallel_tool_calls"):
-        if body.get(name) is not None and not isinstance(body[name], bool):
-            raise InvalidRequest(f"'{name}' must be a boolean", name)
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("'model' is required and must be a non-empty string", "model")
-    if "input" not in body and "previous_response_id" not in body:
-        raise InvalidRequest("'input' is required", "input")
-    if not isinstance(body.get("input", ""), (str, list)):
-        raise InvalidRequest("'input' must be a string or a list of items", "input")
-    for tool in body.get("tools") or []:
-        if not isinstance(tool, dict) or tool.get("type") != "function" or not tool.get("name"):
-            raise InvalidRequest("each tool must be {'type': 'function', 'name': ...}", "tools")
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None and not isinstance(body[name], (int, float)):
-            raise InvalidRequest(f"'{name}' must be a number", name)
-    for name in ("max_output_tokens", "max_tool_calls"):
-        value = body.get(name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise InvalidRequest(f"'{name}' must be a positive integer", name)
-    return body
+def _url(value: Any, param: str) -> str:
+    """A URL a part may name: `https:`, `http:` or `data:` only, so a request
+    can never point the upstream at a local file."""
+    if not isinstance(value, str) or not value.lower().startswith(_URL_SCHEMES):
+        raise InvalidRequest(
+            f"Invalid URL for '{param}': only https:, http: and data: URLs are accepted.", param
+        )
+    return value
 
 
-def _content(parts: Any) -> Any:
+def _content(parts: Any, param: str) -> Any:
     """Responses content (a string or parts) as chat content."""
     if isinstance(parts, str):
         return parts
     if not isinstance(parts, list):
-        raise InvalidRequest("message content must be a string or a list of parts", "input")
+        raise InvalidRequest("message content must be a string or a list of parts", param)
     converted = []
-    for part in parts:
+    for index, part in enumerate(parts):
+        where = f"{param}[{index}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text"):
             converted.append({"type": "text", "text": part.get("text", "")})
+        elif kind == "refusal":
+            converted.append({"type": "text", "text": part.get("refusal", "")})
         elif kind == "input_image":
-            url = part.get("image_url") or part.get("file_id")
-            if not url:
-                raise InvalidRequest("input_image needs an image_url", "input")
-            image: JSONDict = {"url": url}
+            if part.get("image_url") is None:
+                raise InvalidRequest("input_image needs an image_url", f"{where}.image_url")
+            image: JSONDict = {"url": _url(part["image_url"], f"{where}.image_url")}
             if part.get("detail"):
                 image["detail"] = part["detail"]
             converted.append({"type": "image_url", "image_url": image})
         elif kind == "input_file":
-            converted.append({"type": "file", "file": _file(part)})
+            converted.append({"type": "file", "file": _file(part, where)})
         else:
-            raise InvalidRequest(f"unsupported content part {kind!r}", "input")
+            raise InvalidRequest(f"unsupported content part {kind!r}", f"{where}.type")
     if all(p["type"] == "text" for p in converted):
         return "".join(p["text"] for p in converted)
     return converted
@@ -77,32 +65,37 @@ def _content(parts: Any) -> Any:
 _FILE_SOURCES = ("file_data", "file_id", "file_url")
 
 
-def _file(part: JSONDict) -> JSONDict:
+def _file(part: JSONDict, param: str) -> JSONDict:
     """An `input_file` part as the `file` of a chat-completions content part."""
     file = {key: part[key] for key in (*_FILE_SOURCES, "filename") if part.get(key)}
     if not any(key in file for key in _FILE_SOURCES):
-        raise InvalidRequest("input_file needs file_data, file_id or file_url", "input")
+        raise InvalidRequest("input_file needs file_data, file_id or file_url", param)
     for key, value in file.items():
         if not isinstance(value, str):
-            raise InvalidRequest(f"input_file.{key} must be a string", "input")
+            raise InvalidRequest(f"input_file.{key} must be a string", f"{param}.{key}")
+    if "file_url" in file:
+        _url(file["file_url"], f"{param}.file_url")
     return file
 
 
-def input_messages(items: Any) -> list[JSONDict]:
-    """Responses input (a string or items) as chat messages."""
+def input_messages(items: Any, param: str = "input") -> list[JSONDict]:
+    """Responses input (a string or items) as chat messages; `param` names the
+    input in errors."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
     messages: list[JSONDict] = []
-    for item in items:
+    for index, item in enumerate(items):
+        where = f"{param}[{index}]"
         if not isinstance(item, dict):
-            raise InvalidRequest("each input item must be an object", "input")
+            raise InvalidRequest("each input item must be an object", where)
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
             if role not in _KNOWN_ROLES:
-                raise InvalidRequest(f"unsupported message role {role!r}", "input")
+                raise InvalidRequest(f"unsupported message role {role!r}", f"{where}.role")
             chat_role = "system" if role == "developer" else role
-            messages.append({"role": chat_role, "content": _content(item.get("content", ""))})
+            content = _content(item.get("content", ""), f"{where}.content")
+            messages.append({"role": chat_role, "content": content})
         elif kind == "function_call":
             call = {
                 "id": item.get("call_id"),
@@ -115,17 +108,33 @@ def input_messages(items: Any) -> list[JSONDict]:
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
-            output = item.get("output", "")
-            if not isinstance(output, str):
-                output = json.dumps(output)
+            output = _tool_output(item.get("output", ""), f"{where}.output")
             messages.append(
                 {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
             )
         elif kind == "reasoning":
             continue  # reasoning is not sent back to chat-completions upstreams
         else:
-            raise InvalidRequest(f"unsupported input item type {kind!r}", "input")
+            raise InvalidRequest(
+                f"Input items of type {kind!r} are not supported by this server.", f"{where}.type"
+            )
     return messages
+
+
+def _tool_output(output: Any, param: str) -> str:
+    """A `function_call_output`'s output as a chat tool message's text: a string
+    as it is, text parts joined. Chat-completions tool messages carry text only."""
+    if isinstance(output, str):
+        return output
+    texts = []
+    for index, part in enumerate(output):
+        if not isinstance(part, dict) or part.get("type") != "input_text":
+            raise InvalidRequest(
+                "Only text parts are supported in a function_call_output here.",
+                f"{param}[{index}]",
+            )
+        texts.append(str(part.get("text", "")))
+    return "".join(texts)
 
 
 def chat_tools(tools: list[JSONDict]) -> list[JSONDict]:
@@ -144,11 +153,58 @@ def chat_tool_choice(choice: Any) -> Any:
     """Responses tool_choice as chat-completions tool_choice."""
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        tools = [
+            {"type": "function", "function": {"name": tool.get("name")}}
+            for tool in choice.get("tools") or []
+        ]
+        return {
+            "type": "allowed_tools",
+            "allowed_tools": {"mode": choice.get("mode") or "auto", "tools": tools},
+        }
     return choice
 
 
+# Sent to the model under the same name; the field is already checked.
+_PASSED_AS_IS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "stop",
+    "user",
+    "safety_identifier",
+    "prompt_cache_key",
+    "service_tier",
+)
+
+LOGPROBS = "message.output_text.logprobs"
+"""The `include` option that asks for the sampled tokens' log probabilities."""
+
+
+def response_format(text: Any) -> JSONDict | None:
+    """The chat-completions `response_format` for a Responses `text.format`
+    (`None` for plain text)."""
+    fmt = (text or {}).get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt["type"] == "json_object":
+        return {"type": "json_object"}
+    schema: JSONDict = {"name": fmt["name"], "schema": fmt["schema"]}
+    for key in ("description", "strict"):
+        if fmt.get(key) is not None:
+            schema[key] = fmt[key]
+    return {"type": "json_schema", "json_schema": schema}
+
+
 def model_request(body: JSONDict, messages: list[JSONDict], tools: list[JSONDict]) -> JSONDict:
-    """The chat-completions body of a model call for `body`, over `messages`."""
+    """The chat-completions body of a model call for `body`, over `messages`.
+
+    Every field of a checked create body that concerns the model reaches it
+    here, under the name chat-completions gives it; the others are honoured by
+    stepwell itself (`max_tool_calls`, `metadata`, `previous_response_id`, ...).
+    """
     request: JSONDict = {"model": body["model"], "messages": messages}
     if tools:
         request["tools"] = chat_tools(tools)
@@ -156,11 +212,24 @@ def model_request(body: JSONDict, messages: list[JSONDict], tools: list[JSONDict
             request["tool_choice"] = chat_tool_choice(body["tool_choice"])
         if body.get("parallel_tool_calls") is not None:
             request["parallel_tool_calls"] = body["parallel_tool_calls"]
-    for name in ("temperature", "top_p"):
+    for name in _PASSED_AS_IS:
         if body.get(name) is not None:
             request[name] = body[name]
     if body.get("max_output_tokens") is not None:
         request["max_tokens"] = body["max_output_tokens"]
+    fmt = response_format(body.get("text"))
+    if fmt is not None:
+        request["response_format"] = fmt
+    text = body.get("text")
+    if isinstance(text, dict) and text.get("verbosity") is not None:
+        request["verbosity"] = text["verbosity"]
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+        request["reasoning_effort"] = reasoning["effort"]
+    if body.get("top_logprobs") or LOGPROBS in (body.get("include") or []):
+        request["logprobs"] = True
+        if body.get("top_logprobs"):
+            request["top_logprobs"] = body["top_logprobs"]
     if body.get("stream"):
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -13,13 +14,16 @@ from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
 from ..errors import LoopError, LoopFailed, StoreError
 from ..protocols import ToolExecutor
-from ..stores import WithTransition
+from ..stores import IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
 from .assemble import response_object
-from .request import JSONDict, validate
+from .errors import loop_error
+from .request import JSONDict
 from .transition import Agent, ResponsesTransition, stored
+from .validation import validate
 
 _DEFAULT_CONFIG = LoopConfig()
+log = logging.getLogger("stepwell")
 
 
 class Responses:
@@ -77,7 +81,7 @@ class Responses:
         """Checks and converts a create body and keeps its request, owned by
         `tenant`; raises `InvalidRequest` (keeping nothing) for a bad one. `drive`
         runs it."""
-        validate(body)
+        body = validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
         # Setting up converts the whole input, so a request refused there is
@@ -119,17 +123,35 @@ class Responses:
             if isinstance(failed.payload, dict) and failed.payload.get("object") == "response":
                 result = failed.payload
             else:
-                result = {**initial, "status": "failed", "error": _error(failed)}
+                result = self._failed(run, failed)
         except StoreError as error:
-            # The store refused a write: another worker is driving this response
-            # (it will record the outcome), or the store itself is failing. Either
-            # way this worker records nothing.
-            result = {**initial, "status": "failed", "error": _error(error)}
+            result = {**initial, "status": "failed", "error": loop_error(error.payload)}
+            if isinstance(error.__cause__, IllegalTransition):
+                # The store refused a move: another worker is driving this
+                # response and will record its outcome; this one records nothing.
+                log.info("response %s: another worker moved its step first", request_id)
+            else:
+                result = self._failed(run, error)
         except LoopError as error:
-            result = {**initial, "status": "failed", "error": _error(error)}
-            self.store.set_outcome(request_id, "failed", result)
+            result = self._failed(run, error)
+        except Exception as error:
+            # Whatever else stops the run still ends the response: accepted
+            # means it ends, never a row left in progress.
+            result = self._failed(run, error)
         kept = self.store.outcome(request_id)
         return kept[1] if kept else result  # type: ignore[no-any-return]
+
+    def _failed(self, run: Prepared, error: Exception) -> JSONDict:
+        """Records that the run stopped on `error`: the details to the log, and to
+        the response a message written for its client."""
+        payload = error.payload if isinstance(error, LoopError) else None
+        log.warning("response %s stopped: %r", run.request_id, error)
+        result = {**run.initial, "status": "failed", "error": loop_error(payload)}
+        try:
+            self.store.set_outcome(run.request_id, "failed", result)
+        except Exception:
+            log.exception("response %s: its failure could not be recorded", run.request_id)
+        return result
 
     async def create(self, body: Any, *, request_id: str | None = None) -> JSONDict:
         """Runs the request to its end and returns the `Response`."""
@@ -180,11 +202,3 @@ class Prepared:
     body: JSONDict
     store: WithTransition
     initial: JSONDict
-
-
-def _error(error: LoopError) -> JSONDict:
-    payload = error.payload if isinstance(error.payload, dict) else {}
-    return {
-        "code": str(payload.get("type") or "loop_error"),
-        "message": str(payload.get("message") or error),
-    }

@@ -36,7 +36,8 @@ from ..types import (
     ToolSchema,
 )
 from .assemble import assemble, tool_output_text
-from .request import InvalidRequest, JSONDict, input_messages, model_request, validate
+from .errors import model_call_error
+from .request import InvalidRequest, JSONDict, input_messages, model_request
 
 
 class ResponseStore(Protocol):
@@ -160,10 +161,7 @@ class ResponsesTransition:
 
         last = chain[-1]
         if last.state is StepState.FAILED:
-            error = {
-                "code": (last.error or {}).get("code", "model_call_failed"),
-                "message": (last.error or {}).get("message", "the model call failed"),
-            }
+            error = model_call_error(last.error)
             if scope_parent is not None:
                 return Fail({"type": "agent_failed", "message": error["message"]})
             return Fail(finish("failed", error))
@@ -198,7 +196,6 @@ class ResponsesTransition:
         With `previous_response_id`, the earlier response's context and output
         come first, and its tools carry over when this request names none.
         """
-        validate(body)
         messages: list[JSONDict] = []
         tools = list(body.get("tools") or [])
         previous_id = body.get("previous_response_id")

@@ -343,9 +343,14 @@ async fn upload_watchdog(progress: &UploadProgress, limit: Option<Duration>) -> 
 }
 
 /// reqwest's own message plus its causes, which hold the useful part
-/// ("connection refused", "connection reset").
+/// ("connection refused", "connection reset"). The URL is left out: the
+/// message ends up in step rows and responses, and the upstream's address is
+/// the operator's business, not the client's.
 pub fn describe(error: &reqwest::Error) -> String {
     let mut message = error.to_string();
+    if let Some(url) = error.url() {
+        message = message.replace(&format!(" for url ({url})"), "");
+    }
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         message.push_str(": ");

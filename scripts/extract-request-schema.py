@@ -1,0 +1,100 @@
+"""Writes the part of the Open Responses OpenAPI document that the server
+validates request bodies against: the create body and every component it
+refers to, nothing else.
+
+    python scripts/extract-request-schema.py OPENAPI.json \
+        python/stepwell/openresponses/spec/request-schema.json
+
+Run it again, with the new document, when the specification's version moves;
+the output names the version it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# The bodies stepwell takes, by the component that describes each.
+ROOTS = ("CreateResponseBody",)
+PREFIX = "#/components/schemas/"
+
+# What stepwell takes beyond the document, each marked `x-stepwell`: three
+# chat-completions parameters passed to the model as they are, and the
+# `json_object` text format. Any other field is refused (`additionalProperties`).
+EXTRA_FIELDS = {
+    "stop": {
+        "anyOf": [
+            {"type": "string"},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 4},
+            {"type": "null"},
+        ],
+        "description": "Up to 4 sequences where the model stops generating.",
+    },
+    "seed": {
+        "anyOf": [{"type": "integer"}, {"type": "null"}],
+        "description": "Asks the model for deterministic sampling.",
+    },
+    "user": {
+        "anyOf": [{"type": "string", "maxLength": 256}, {"type": "null"}],
+        "description": "An identifier of the end user (superseded by safety_identifier).",
+    },
+}
+JSON_OBJECT_FORMAT = {
+    "properties": {"type": {"enum": ["json_object"], "type": "string"}},
+    "required": ["type"],
+    "type": "object",
+    "x-stepwell": "any JSON object, as chat-completions' response_format json_object",
+}
+
+
+def extend(schemas: dict[str, Any]) -> None:
+    """Adds stepwell's extensions to the kept components."""
+    body = schemas["CreateResponseBody"]
+    for name, schema in EXTRA_FIELDS.items():
+        body["properties"][name] = {**schema, "x-stepwell": "passed to the model as is"}
+    body["additionalProperties"] = False
+    schemas["JsonObjectResponseFormat"] = JSON_OBJECT_FORMAT
+    schemas["TextFormatParam"]["oneOf"].append({"$ref": PREFIX + "JsonObjectResponseFormat"})
+
+
+def references(node: Any) -> set[str]:
+    """The component names `node` refers to with `$ref`, at any depth."""
+    found: set[str] = set()
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$ref")
+            if isinstance(ref, str) and ref.startswith(PREFIX):
+                found.add(ref.removeprefix(PREFIX))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def main(source: str, target: str) -> None:
+    spec = json.loads(Path(source).read_text())
+    schemas = spec["components"]["schemas"]
+    keep: set[str] = set()
+    todo = list(ROOTS)
+    while todo:
+        name = todo.pop()
+        if name not in keep:
+            keep.add(name)
+            todo.extend(references(schemas[name]) - keep)
+    kept = {name: schemas[name] for name in sorted(keep)}
+    extend(kept)
+    subset = {
+        "x-source": f"Open Responses OpenAPI document, version {spec['info']['version']}",
+        "x-roots": list(ROOTS),
+        "components": {"schemas": kept},
+    }
+    Path(target).write_text(json.dumps(subset, indent=1, sort_keys=True) + "\n")
+    print(f"{target}: {len(keep)} schemas from version {spec['info']['version']}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
