@@ -42,12 +42,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..openresponses import InvalidRequest, Responses
+from ..openresponses import InvalidRequest, Responses, parse_json
+from ..openresponses.errors import model_call_error
 from ..openresponses.items import input_items, page
 from .auth import tenant_of
 from .errors import ApiError, not_found
@@ -66,6 +68,9 @@ class ServerSettings:
 
     max_body: int = 16 * 1024 * 1024
     """Largest request body accepted, in bytes; larger is a 413."""
+    body_timeout: float = 30.0
+    """Seconds a client may take between two pieces of its request body; a
+    client slower than that gets a 408 and its connection closed."""
     keys: Mapping[str, str] | None = None
     """`{sha256 digest of a key: tenant}` (see `auth.load_keys`); `None` serves
     every request unauthenticated, as one tenant."""
@@ -96,18 +101,29 @@ class _Server:
         return tenant
 
     async def read_json(self, request: Request) -> Any:
+        """The request's JSON body: at most `max_body` bytes, each piece within
+        `body_timeout` seconds of the last, strict JSON (see `parse_json`)."""
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.settings.max_body:
             raise self.too_large()
         body = bytearray()
-        async for piece in request.stream():
+        pieces = request.stream().__aiter__()
+        while True:
+            try:
+                piece = await asyncio.wait_for(pieces.__anext__(), self.settings.body_timeout)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError as error:
+                raise ApiError(
+                    408, "The request body did not arrive in time.", code="request_timeout"
+                ) from error
             body += piece
             if len(body) > self.settings.max_body:
                 raise self.too_large()
         try:
-            return json.loads(body)
-        except ValueError as error:
-            raise ApiError(400, f"The request body is not valid JSON: {error}") from error
+            return parse_json(bytes(body))
+        except InvalidRequest as error:
+            raise ApiError(400, str(error), param=error.param) from error
 
     def too_large(self) -> ApiError:
         limit = self.settings.max_body
@@ -233,15 +249,19 @@ class _Server:
             model_body = {**body, "stream": True} if stream or background else body
             prepared = await self.responses.prepare(model_body, tenant=tenant)
         except InvalidRequest as error:
-            raise ApiError(400, str(error), param=error.param) from error
+            raise ApiError(400, str(error), param=error.param, code=error.code) from error
         request_id = prepared.request_id
         key = request.headers.get("idempotency-key")
         if key:
-            holder = self.store.claim_idempotency_key(tenant, key, request_id)
+            try:
+                holder = self.store.claim_idempotency_key(tenant, key, request_id)
+            except Exception:
+                self.store.delete_response(request_id)
+                raise
             if holder != request_id:
                 # A retry: the first response answers, and this copy goes.
                 self.store.delete_response(request_id)
-                return await self.answer_again(holder, stream=stream)
+                return await self.answer_again(holder, prepared.body, stream=stream)
         task = self.start(request_id, prepared, background=background)
         if stream:
             return self.stream(request_id, -1, None if background else (request, task))
@@ -254,29 +274,43 @@ class _Server:
         query = request.query_params
         if query.get("stream") == "true":
             after = query.get("starting_after", "-1")
-            try:
-                cursor = int(after)
-            except ValueError as error:
+            if not _is_integer(after) or not -1 <= int(after) < 2**62:
                 raise ApiError(
-                    400, "starting_after must be an integer", param="starting_after"
-                ) from error
-            return self.stream(request_id, cursor)
+                    400,
+                    "starting_after must be an event's sequence number (an integer from -1).",
+                    param="starting_after",
+                )
+            return self.stream(request_id, int(after))
         current = self.current(request_id)
         if current is None:
             raise not_found(response_id)
         return JSONResponse(current)
 
-    async def answer_again(self, request_id: str, *, stream: bool) -> Response:
-        """The answer to a retried create: the first response, streamed again
-        from its event log, or as it stands (awaited if this process runs it in
-        the foreground)."""
+    async def answer_again(self, request_id: str, body: Any, *, stream: bool) -> Response:
+        """The answer to a retried create (`body` is the retry's request): the
+        first response, streamed again from its event log, or as it stands
+        (awaited if this process runs it in the foreground). A key sent with
+        another request is a 400; one whose response is still being set up is
+        a 409 the client may retry."""
+        saved = self.store.load_request(request_id)
+        if saved is None:
+            raise _key_in_use()
+        if saved["request"] != body:
+            raise ApiError(
+                400,
+                "This Idempotency-Key was already used with a different request body.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
         if stream:
             return self.stream(request_id, -1)
-        saved = self.store.load_request(request_id)
         task = self.running.get(request_id)
-        if task is not None and not (saved and saved["request"].get("background")):
+        if task is not None and not saved["request"].get("background"):
             await asyncio.wait({task})
-        return JSONResponse(self.current(request_id))
+        current = self.current(request_id)
+        if current is None:
+            raise _key_in_use()
+        return JSONResponse(current)
 
     def known(self, request: Request) -> tuple[str, str, Any]:
         """The response named in the path, if it is the caller's tenant's:
@@ -348,6 +382,19 @@ class _Server:
         return JSONResponse({"status": "ok", "running": len(self.running)})
 
 
+def _key_in_use() -> ApiError:
+    return ApiError(
+        409,
+        "A request with this Idempotency-Key is still being set up; retry it shortly.",
+        code="idempotency_key_in_use",
+    )
+
+
+def _is_integer(text: str) -> bool:
+    digits = text.removeprefix("-")
+    return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
+
+
 def step_tree(steps: list[Any]) -> list[dict[str, Any]]:
     """The steps of a response as a tree: each scope's steps in sequence order,
     a sub-agent's steps under the step that called it, with states and times."""
@@ -362,13 +409,21 @@ def step_tree(steps: list[Any]) -> list[dict[str, Any]]:
             "name": step.request_payload.get("name"),
             "created_at": step.created_at,
             "updated_at": step.updated_at,
-            "error": step.error,
+            "error": _step_error(step),
             "steps": [],
         }
         nodes[step.id] = node
         parent = nodes.get(step.scope_parent or "")
         (parent["steps"] if parent else roots).append(node)
     return roots
+
+
+def _step_error(step: Any) -> Any:
+    """A failed step's error as a client may see it: a model call's without the
+    upstream's raw answer (that stays in the row and the log)."""
+    if step.error is None or step.kind.value != "model_call":
+        return step.error
+    return model_call_error(step.error)
 
 
 async def _cancel_on_disconnect(request: Request, run: asyncio.Task[Any]) -> None:
@@ -392,8 +447,24 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return ApiError(500, "The server had an error while processing your request.").response()
 
-    async def unknown(request: Request, error: Exception) -> Response:
-        return ApiError(404, f"No route for {request.method} {request.url.path}.").response()
+    async def http_error(request: Request, error: Exception) -> Response:
+        assert isinstance(error, HTTPException)
+        if error.status_code == 404:
+            return ApiError(404, f"No route for {request.method} {request.url.path}.").response()
+        if error.status_code == 405:
+            allowed = _allowed_methods(app.routes, request.scope)
+            headers = {"Allow": ", ".join(allowed)}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
+            message = f"Method {request.method} is not allowed on {request.url.path}."
+            return ApiError(405, message, headers=headers).response()
+        return ApiError(error.status_code, str(error.detail)).response()
+
+    async def gone(request: Request, error: Exception) -> Response:
+        # The client left while sending its body: nobody reads this answer,
+        # and it is no server error worth a traceback.
+        log.info("client left before its body arrived: %s %s", request.method, request.url.path)
+        return ApiError(400, "The request body was cut short.").response()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -416,12 +487,30 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
             Route("/healthz", server.healthz, methods=["GET"]),
             Route("/metrics", server.metrics_text, methods=["GET"]),
         ],
-        exception_handlers={ApiError: api_error, Exception: internal, 404: unknown},
+        exception_handlers={
+            ApiError: api_error,
+            HTTPException: http_error,
+            ClientDisconnect: gone,
+            Exception: internal,
+        },
     )
+    # A redirect to the path with(out) its slash would be built from the Host
+    # header, which the client controls: such a path is a 404 instead.
+    app.router.redirect_slashes = False
     # What `stepwell serve` calls when a stop signal arrives.
     app.state.begin_stop = server.begin_stop
     app.add_middleware(_CountRequests, server=server, routes=app.routes)
     return app
+
+
+def _allowed_methods(routes: list[Any], scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path."""
+    methods: set[str] = {"OPTIONS"}
+    for route in routes:
+        # PARTIAL: the path is the route's, the method is not.
+        if route.matches(scope)[0] is not Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 class _CountRequests:

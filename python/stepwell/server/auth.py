@@ -39,7 +39,9 @@ def load_keys(path: str | Path) -> dict[str, str]:
 
 
 def tenant_of(authorization: str | None, keys: Mapping[str, str]) -> str | None:
-    """The tenant of a `Bearer` key, or `None` for a missing or unknown one."""
-    if not authorization or not authorization.startswith("Bearer "):
+    """The tenant of a `Bearer` key, or `None` for a missing or unknown one.
+    The scheme's name is case-insensitive, as HTTP's auth schemes are."""
+    scheme, _, key = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
         return None
-    return keys.get(digest(authorization.removeprefix("Bearer ").strip()))
+    return keys.get(digest(key.strip()))

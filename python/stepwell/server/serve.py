@@ -43,6 +43,10 @@ class Settings:
     """Largest request body, in bytes."""
     grace: float = 30.0
     """Seconds foreground responses get to finish on SIGTERM."""
+    header_timeout: float = 10.0
+    """Seconds a client may take to send a request's headers."""
+    body_timeout: float = 30.0
+    """Seconds a client may take between two pieces of a request's body."""
     keys: str | None = None
     """A TOML file whose ``[keys]`` table maps each API key to its tenant."""
     no_auth: bool = False
@@ -58,7 +62,13 @@ def _coerce(name: str, value: Any) -> Any:
         if str(value).lower() in ("0", "false", "no", "off", ""):
             return False
         raise SystemExit(f"no_auth must be true or false, not {value!r}")
-    kinds = {"port": int, "max_body": int, "grace": float}
+    kinds = {
+        "port": int,
+        "max_body": int,
+        "grace": float,
+        "header_timeout": float,
+        "body_timeout": float,
+    }
     if name in kinds:
         try:
             return kinds[name](value)
@@ -109,6 +119,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grace", help="seconds foreground responses get to finish on SIGTERM (default 30)"
     )
+    parser.add_argument(
+        "--header-timeout", help="seconds a client may take to send its headers (default 10)"
+    )
+    parser.add_argument(
+        "--body-timeout",
+        help="seconds a client may take between two pieces of its body (default 30)",
+    )
     parser.add_argument("--keys", help="TOML file: a [keys] table mapping each key to its tenant")
     parser.add_argument(
         "--no-auth",
@@ -125,7 +142,7 @@ def serve(args: argparse.Namespace) -> int:
     from ..cli import make_store, make_target
     from ..openresponses import Responses
     from ..tools import HttpTools
-    from ._uvicorn import StoppingServer
+    from ._uvicorn import StoppingServer, with_header_deadline
     from .app import ServerSettings, create_app
     from .auth import load_keys
 
@@ -147,7 +164,10 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    app = create_app(responses, ServerSettings(max_body=settings.max_body, keys=keys))
+    server_settings = ServerSettings(
+        max_body=settings.max_body, body_timeout=settings.body_timeout, keys=keys
+    )
+    app = create_app(responses, server_settings)
     # Bound here, not by uvicorn, so port 0 works and the address is known
     # before the first request: connections wait in the backlog until served.
     sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET)
@@ -161,7 +181,11 @@ def serve(args: argparse.Namespace) -> int:
     # On SIGTERM uvicorn stops accepting and gives open requests (foreground
     # responses) `grace` seconds; the app then stops background runs unmarked.
     config = uvicorn.Config(
-        app, log_level="warning", lifespan="on", timeout_graceful_shutdown=int(settings.grace)
+        app,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.grace),
+        http=with_header_deadline(settings.header_timeout),
     )
     server = StoppingServer(config, app.state.begin_stop)
     print(f"stepwell serving on http://{host}:{port}", flush=True)
