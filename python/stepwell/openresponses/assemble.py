@@ -143,6 +143,32 @@ def echo_tools(tools: list[JSONDict]) -> list[JSONDict]:
     ]
 
 
+def echo_text(text: JSONDict | None) -> JSONDict:
+    """The request's `text` settings as a Response echoes them. A `json_schema`
+    format is echoed by name, without its schema, as the specification's
+    Response shape has it."""
+    fmt = (text or {}).get("format") or {"type": "text"}
+    if fmt.get("type") == "json_schema":
+        fmt = {
+            "type": "json_schema",
+            "name": fmt.get("name"),
+            "description": fmt.get("description"),
+            "schema": None,
+            "strict": bool(fmt.get("strict")),
+        }
+    echoed: JSONDict = {"format": fmt}
+    if (text or {}).get("verbosity") is not None:
+        echoed["verbosity"] = text["verbosity"]  # type: ignore[index]
+    return echoed
+
+
+def echo_reasoning(reasoning: JSONDict | None) -> JSONDict | None:
+    """The request's `reasoning` settings as a Response echoes them."""
+    if reasoning is None:
+        return None
+    return {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
+
+
 def _flag(body: JSONDict, name: str, default: bool) -> bool:
     """A boolean the Response requires: the request's, or the default when the
     request left it out or sent null (strict clients reject a null there)."""
@@ -180,13 +206,13 @@ def response_object(
         "tool_choice": body.get("tool_choice") or "auto",
         "truncation": body.get("truncation") or "disabled",
         "parallel_tool_calls": _flag(body, "parallel_tool_calls", True),
-        "text": body.get("text") or {"format": {"type": "text"}},
+        "text": echo_text(body.get("text")),
         "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
         "presence_penalty": body.get("presence_penalty") or 0.0,
         "frequency_penalty": body.get("frequency_penalty") or 0.0,
         "top_logprobs": body.get("top_logprobs") or 0,
         "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
-        "reasoning": body.get("reasoning"),
+        "reasoning": echo_reasoning(body.get("reasoning")),
         "usage": usage_block,
         "max_output_tokens": body.get("max_output_tokens"),
         "max_tool_calls": body.get("max_tool_calls"),
