@@ -262,12 +262,6 @@ def _validator() -> Any:
     )
 
 
-def spec_version() -> str:
-    """The Open Responses version the request schema was taken from."""
-    text = resources.files(__package__).joinpath("spec/request-schema.json").read_text()
-    return str(json.loads(text)["x-source"]).rsplit(" ", 1)[-1]
-
-
 def check_schema(body: JSONDict) -> None:
     """Refuses a body that does not fit the create body's schema, naming the
     first parameter at fault."""
@@ -377,6 +371,19 @@ _TYPE_NAMES = {
 }
 
 
+_LIMITS = {
+    "Minimum": "it must be at least {}",
+    "ExclusiveMinimum": "it must be above {}",
+    "Maximum": "it must be at most {}",
+    "ExclusiveMaximum": "it must be below {}",
+    "MaxLength": "longer than {} characters",
+    "MinLength": "shorter than {} characters",
+    "MaxItems": "more than {} items",
+    "MinItems": "fewer than {} items",
+    "MaxProperties": "more than {} entries",
+}
+
+
 def _refusal(error: Any) -> InvalidRequest:
     """The client's message for a schema error; the value itself is never
     quoted back."""
@@ -397,20 +404,8 @@ def _refusal(error: Any) -> InvalidRequest:
     elif name in ("Enum", "_Enum", "Constant"):
         listed = ", ".join(repr(o) for o in _options(error)[:12])
         message = f"Invalid value for '{where}': expected one of {listed}."
-    elif name in ("Minimum", "ExclusiveMinimum"):
-        message = f"Invalid value for '{where}': it must be at least {kind.limit}."
-    elif name in ("Maximum", "ExclusiveMaximum"):
-        message = f"Invalid value for '{where}': it must be at most {kind.limit}."
-    elif name == "MaxLength":
-        message = f"Invalid value for '{where}': longer than {kind.limit} characters."
-    elif name == "MinLength":
-        message = f"Invalid value for '{where}': shorter than {kind.limit} characters."
-    elif name == "MaxItems":
-        message = f"Invalid value for '{where}': more than {kind.limit} items."
-    elif name == "MinItems":
-        message = f"Invalid value for '{where}': fewer than {kind.limit} items."
-    elif name == "MaxProperties":
-        message = f"Invalid value for '{where}': more than {kind.limit} entries."
+    elif name in _LIMITS:
+        message = f"Invalid value for '{where}': {_LIMITS[name].format(kind.limit)}."
     elif name == "Pattern":
         message = f"Invalid value for '{where}': it must match {kind.pattern}."
     else:
