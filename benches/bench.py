@@ -561,7 +561,7 @@ async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
     await asyncio.wait_for(run, drain + 60)
     returned_after = time.perf_counter() - persisted_at
     peak = rss_kib("VmHWM")
-    [step] = store.steps("s5")
+    [step] = await store.steps("s5")
     content = step.response_payload["choices"][0]["message"]["content"]
     exact = content == expected
     growth = (peak - before) / 1024

@@ -132,7 +132,7 @@ async def main() -> None:
             sink=PrintingSink(),
         )
         print("completed response:", json.dumps(result))
-        for step in store.steps("quickstart"):
+        for step in await store.steps("quickstart"):
             print(f"  step {step.sequence}: {step.kind.value} {step.state.value}")
 
 

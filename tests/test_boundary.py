@@ -72,7 +72,7 @@ async def test_store_exception_becomes_store_error_with_cause(
     assert "disk on fire" in str(raised.value)
     assert raised.value.payload["type"] == "store_error"
     # What was persisted before the failure is still there.
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.state is StepState.PENDING
 
 
@@ -115,7 +115,7 @@ async def test_tool_raising_plain_exception_fails_only_its_step(
     )
     tools = Tools(broken=broken, missing=missing, fine=lambda a: {"ok": True})
     assert await run_response_loop(store, tools, ctx, target, request_id="r") == "went on"
-    broken_step, missing_step, fine_step = store.steps("r")
+    broken_step, missing_step, fine_step = await store.steps("r")
     assert broken_step.state is StepState.FAILED
     assert broken_step.error["type"] == "executor_error"
     assert "bad tool" in broken_step.error["message"]
@@ -136,7 +136,7 @@ async def test_cancel_mid_stream_closes_the_upstream_and_cancels_store_coroutine
     class BlockingStore(MemoryStore):
         async def complete_step(self, step_id: str, payload: Any) -> None:
             nonlocal active
-            if self.step(step_id).request_payload.get("name") != "quick":
+            if (await self.step(step_id)).request_payload.get("name") != "quick":
                 return await super().complete_step(step_id, payload)
             active += 1
             blocked.set()
@@ -256,7 +256,7 @@ async def test_connection_refused_fails_the_step_without_leaking_the_key(
         )
     )
     assert await run_response_loop(store_result, Tools(), ctx, target, request_id="r") == "after"
-    [step] = store_result.steps("r")
+    [step] = await store_result.steps("r")
     assert step.state is StepState.FAILED
     assert step.error["type"] == "executor_error"
     assert "transport" in step.error["message"]

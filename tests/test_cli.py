@@ -32,7 +32,7 @@ def test_demo_runs_a_two_round_tool_using_response() -> None:
     assert "[completed] resp_" in out
 
 
-def test_run_against_a_server_with_http_tools_and_sqlite(tmp_path: Path) -> None:
+async def test_run_against_a_server_with_http_tools_and_sqlite(tmp_path: Path) -> None:
     def server(request: UpstreamRequest) -> object:
         if request.path == "/tools/time":
             return JsonReply({"time": "12:00", "zone": request.body["zone"]})
@@ -79,7 +79,7 @@ def test_run_against_a_server_with_http_tools_and_sqlite(tmp_path: Path) -> None
     # The response is on disk, with its three steps.
     store = SQLiteStore(db)
     response_id = run.stdout.split("[completed] ")[1].split()[0]
-    assert len(store.steps(response_id.removeprefix("resp_"))) == 3
+    assert len(await store.steps(response_id.removeprefix("resp_"))) == 3
     assert "sk-cli-test" not in run.stdout + run.stderr
 
 

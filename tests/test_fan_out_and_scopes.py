@@ -66,7 +66,7 @@ async def test_sixty_four_siblings_under_a_bound(
     )
     assert result == "done"
     assert most == expected_most
-    steps = store.steps("r")
+    steps = await store.steps("r")
     assert len(steps) == 64
     assert all(s.state is StepState.COMPLETED for s in steps)
     # Persistence order unchanged: chained in order, each with its own result.
@@ -110,7 +110,7 @@ async def test_subagent_events_are_opt_in_and_tagged(
         sink=sink,
         config=LoopConfig(subagent_events=forwarded),
     )
-    agent_step, model_step = store.steps("r")
+    agent_step, model_step = await store.steps("r")
     nested = [e for e in sink.events if e.depth > 0]
     top = [e for e in sink.events if e.depth == 0]
     assert all(e.scope_parent is None for e in top)

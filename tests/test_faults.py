@@ -66,8 +66,8 @@ async def run_one(
     return store
 
 
-def failed_step(store: MemoryStore) -> dict[str, Any]:
-    [step] = store.steps("r")
+async def failed_step(store: MemoryStore) -> dict[str, Any]:
+    [step] = await store.steps("r")
     assert step.state is StepState.FAILED
     assert step.error["type"] == "executor_error"
     assert KEY not in json.dumps(step.error)
@@ -83,7 +83,7 @@ async def test_non_sse_error_body_is_kept_verbatim(
     upstream: ScriptedUpstream, keyed_target: UpstreamTarget
 ) -> None:
     upstream.handler = lambda r: JsonReply({"error": {"message": "bad model", "code": 400}}, 404)
-    error = failed_step(await run_one(keyed_target))
+    error = await failed_step(await run_one(keyed_target))
     assert error["code"] == "upstream_error"
     assert error["status"] == 404
     assert '{"error": {"message": "bad model", "code": 400}}' in error["message"]
@@ -100,7 +100,7 @@ async def test_first_chunk_timeout(
 
     upstream.handler = silent
     client = HttpClient(first_chunk_timeout=0.2)
-    error = failed_step(await run_one(keyed_target, client))
+    error = await failed_step(await run_one(keyed_target, client))
     assert error["code"] == "first_chunk_timeout"
 
 
@@ -109,7 +109,7 @@ async def test_headers_without_a_first_event_hit_the_first_chunk_timeout(
 ) -> None:
     upstream.handler = lambda r: StreamReply([], done=False, after="hold")
     client = HttpClient(first_chunk_timeout=0.2, chunk_timeout=30)
-    error = failed_step(await run_one(keyed_target, client))
+    error = await failed_step(await run_one(keyed_target, client))
     assert error["code"] == "first_chunk_timeout"
 
 
@@ -119,7 +119,7 @@ async def test_idle_timeout_between_chunks(
     upstream.handler = lambda r: StreamReply(text_chunks(["a"])[:2], done=False, after="hold")
     sink = RecordingSink()
     client = HttpClient(chunk_timeout=0.2)
-    error = failed_step(await run_one(keyed_target, client, sink=sink))
+    error = await failed_step(await run_one(keyed_target, client, sink=sink))
     assert error["code"] == "chunk_timeout"
     # What arrived before the silence was still streamed live.
     assert sink.text() == "a"
@@ -128,7 +128,7 @@ async def test_idle_timeout_between_chunks(
 async def test_whole_body_timeout(upstream: ScriptedUpstream, keyed_target: UpstreamTarget) -> None:
     upstream.handler = lambda r: StreamReply(text_chunks(["x"] * 50), interval=0.05)
     client = HttpClient(chunk_timeout=5, body_timeout=0.4)
-    error = failed_step(await run_one(keyed_target, client))
+    error = await failed_step(await run_one(keyed_target, client))
     assert error["code"] == "body_timeout"
 
 
@@ -145,7 +145,7 @@ async def test_upload_stall_timeout(unread_socket: int) -> None:
     # Far more than loopback socket buffers hold, so the upload must stall.
     big = {"model": "m", "messages": [{"role": "user", "content": "x" * (64 * 1024 * 1024)}]}
     client = HttpClient(upload_stall_timeout=0.3, first_chunk_timeout=60, body_timeout=60)
-    error = failed_step(await run_one(target, client, request=big))
+    error = await failed_step(await run_one(target, client, request=big))
     assert error["code"] == "upload_stall_timeout"
 
 
@@ -155,7 +155,7 @@ async def test_large_bodies_upload_in_pieces_intact(
     upstream.handler = lambda r: JsonReply({"echo": len(r.body["messages"][0]["content"])})
     big = {"model": "m", "messages": [{"role": "user", "content": "y" * (3 * 1024 * 1024 + 7)}]}
     store = await run_one(keyed_target, request=big)
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.response_payload == {"echo": 3 * 1024 * 1024 + 7}
 
 
@@ -164,7 +164,7 @@ async def test_connection_lost_mid_stream(
     upstream: ScriptedUpstream, keyed_target: UpstreamTarget, after: str
 ) -> None:
     upstream.handler = lambda r: StreamReply(text_chunks(["a", "b"])[:2], done=False, after=after)
-    error = failed_step(await run_one(keyed_target))
+    error = await failed_step(await run_one(keyed_target))
     assert error["code"] == "transport_error"
 
 
@@ -172,7 +172,7 @@ async def test_invalid_utf8_fails_the_step(
     upstream: ScriptedUpstream, keyed_target: UpstreamTarget
 ) -> None:
     upstream.handler = lambda r: StreamReply([text_chunks(["a"])[0], b'{"bad": "\xff\xfe"}'])
-    error = failed_step(await run_one(keyed_target))
+    error = await failed_step(await run_one(keyed_target))
     assert error["code"] == "invalid_stream"
     assert "UTF-8" in error["message"]
 
@@ -182,7 +182,7 @@ async def test_oversized_event_fails_instead_of_growing(
 ) -> None:
     huge = text_chunks(["z" * 10_000])
     upstream.handler = lambda r: StreamReply(huge)
-    error = failed_step(await run_one(keyed_target, HttpClient(max_event_bytes=4096)))
+    error = await failed_step(await run_one(keyed_target, HttpClient(max_event_bytes=4096)))
     assert error["code"] == "invalid_stream"
     assert "larger than 4096" in error["message"]
 
@@ -192,7 +192,7 @@ async def test_stream_truncated_before_done_and_finish_reason(
 ) -> None:
     chunks = text_chunks(["a", "b"])
     upstream.handler = lambda r: StreamReply(chunks[:2], done=False)
-    error = failed_step(await run_one(keyed_target))
+    error = await failed_step(await run_one(keyed_target))
     assert error["code"] == "stream_truncated"
 
 
@@ -201,7 +201,7 @@ async def test_finished_stream_without_done_still_completes(
 ) -> None:
     upstream.handler = lambda r: StreamReply(text_chunks(["a", "b"]), done=False)
     store = await run_one(keyed_target)
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.state is StepState.COMPLETED
     assert step.response_payload["choices"][0]["message"]["content"] == "ab"
 
@@ -215,7 +215,7 @@ async def test_streamable_paths_stream_without_the_flag(
     store = await run_one(keyed_target, client, request={"model": "m"}, sink=sink)
     assert sink.text() == "pq"
     assert upstream.requests[0].headers["accept"] == "text/event-stream"
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.response_payload["choices"][0]["message"]["content"] == "pq"
 
 
@@ -266,7 +266,7 @@ async def test_drop_newest_never_holds_the_read_for_a_stalled_sink(
         store, Tools(), RequestContext(), keyed_target, request_id="r", sink=sink, config=config
     )
     assert result == "end"
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.response_payload["choices"][0]["message"]["content"] == "".join(pieces)
     deltas = sink.of_kind("response.output_text.delta")
     assert 0 < len(deltas) < len(pieces)
@@ -288,7 +288,7 @@ async def test_reasoning_deltas_are_streamed(
     store = await run_one(keyed_target, sink=sink)
     reasoning = sink.of_kind("response.reasoning.delta")
     assert [e.data["delta"] for e in reasoning] == ["think ", "hard"]
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.response_payload["choices"][0]["message"]["reasoning_content"] == "think hard"
 
 

@@ -296,7 +296,11 @@ async def test_the_bearer_scheme_is_case_insensitive(http: httpx.AsyncClient) ->
         assert answer.status_code == 401
 
 
-async def test_sigterm_exits_zero_after_a_clean_stop(served: Server) -> None:
+async def test_sigterm_exits_zero_after_a_clean_stop(
+    served: Server, http: httpx.AsyncClient
+) -> None:
+    # Answered, so the server has installed its signal handlers.
+    assert (await http.get("/healthz")).status_code == 200
     served.process.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(served.process.wait, 30) == 0
     assert "Traceback" not in served.log.read_text()
@@ -325,11 +329,11 @@ class FailingLater(MemoryStore):
         super().__init__()
         self.reads = 0
 
-    def load_request(self, request_id: str, *, tenant: str | None = None) -> Any:
+    async def load_request(self, request_id: str, *, tenant: str | None = None) -> Any:
         self.reads += 1
         if self.reads > 1:
             raise TypeError("'utf-8' codec can't encode character")
-        return super().load_request(request_id, tenant=tenant)
+        return await super().load_request(request_id, tenant=tenant)
 
 
 async def test_accepted_means_it_ends(upstream: ScriptedUpstream) -> None:
@@ -343,4 +347,4 @@ async def test_accepted_means_it_ends(upstream: ScriptedUpstream) -> None:
         "code": "store_error",
         "message": "The response could not be stored.",
     }
-    assert store.outcome("r1") == ("failed", response)
+    assert await store.outcome("r1") == ("failed", response)

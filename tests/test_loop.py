@@ -51,7 +51,7 @@ async def test_complete_immediately(ctx: RequestContext, target: UpstreamTarget)
     # No steps were persisted: the terminal sequence is 0 + 1.
     assert completed.sequence == 1
     assert completed.data == {"answer": 42}
-    assert store.steps("r1") == []
+    assert await store.steps("r1") == []
 
 
 async def test_fail_immediately(ctx: RequestContext, target: UpstreamTarget) -> None:
@@ -77,7 +77,7 @@ async def test_one_model_call_then_complete(
     result = await run_response_loop(store, Tools(), ctx, target, request_id="r1", sink=sink)
 
     assert result["choices"][0]["message"]["content"] == "Hello from the scripted upstream."
-    [step] = store.steps("r1")
+    [step] = await store.steps("r1")
     assert step.state is StepState.COMPLETED
     assert step.response_payload == result
     [request] = upstream.requests
@@ -127,7 +127,7 @@ async def test_fan_out_siblings_are_chained_and_run_concurrently(
     assert await run_response_loop(store, tools, ctx, target, request_id="r") == "done"
 
     assert max(started) < min(finished)
-    steps = store.steps("r")
+    steps = await store.steps("r")
     assert [s.sequence for s in steps] == [1, 2, 3]
     assert [s.prev_step_id for s in steps] == [None, steps[0].id, steps[1].id]
     assert [s.response_payload for s in steps] == [{"n": 0}, {"n": 1}, {"n": 2}]
@@ -168,7 +168,7 @@ async def test_iteration_cap(ctx: RequestContext, target: UpstreamTarget) -> Non
             store, Tools(noop=lambda a: {}), ctx, target, request_id="r", sink=sink, config=config
         )
     assert raised.value.payload["type"] == "max_iterations_exceeded"
-    assert len(store.steps("r")) == 3
+    assert len(await store.steps("r")) == 3
     failed = sink.of_kind("response.failed")
     assert [e.data for e in failed] == [{"type": "max_iterations_exceeded"}]
     # max(sequence at start) 0 + iterations 3 + 1
@@ -193,7 +193,7 @@ async def test_agent_tool_recurses_under_its_step(
     result = await run_response_loop(store, tools, ctx, target, request_id="r")
 
     assert result == {"sub": "Hello from the scripted upstream."}
-    agent_step, model_step = store.steps("r")
+    agent_step, model_step = await store.steps("r")
     assert agent_step.kind is StepKind.TOOL_CALL
     assert agent_step.scope_parent is None
     assert agent_step.response_payload == result
@@ -217,7 +217,7 @@ async def test_agent_recursion_beyond_max_depth_fails_the_step(
     assert await run_response_loop(store, tools, ctx, target, request_id="r", config=config) == (
         "after"
     )
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.state is StepState.FAILED
     assert step.error["type"] == "max_depth_exceeded"
 
@@ -241,7 +241,7 @@ async def test_http_tools_get_name_step_id_and_args(
     tools = Tools(add=lambda a: {"sum": a["a"] + a["b"]})
     tools.fns["unlisted"] = lambda a: {"args": a}  # served, but not listed by tools()
     await run_response_loop(store, tools, ctx, target, request_id="r")
-    add_step, unlisted_step = store.steps("r")
+    add_step, unlisted_step = await store.steps("r")
     assert [(n, i, a) for n, i, a, _ in tools.calls] == [
         ("add", add_step.id, {"a": 1, "b": 2}),
         ("unlisted", unlisted_step.id, {}),  # unknown names dispatch as http; args default {}
@@ -269,7 +269,7 @@ async def test_resume_chains_onto_the_existing_tail(
     await store.complete_step(earlier.id, {})
     sink = RecordingSink()
     await run_response_loop(store, Tools(noop=lambda a: {}), ctx, target, request_id="r", sink=sink)
-    first, second = store.steps("r")
+    first, second = await store.steps("r")
     assert first.id == earlier.id
     assert second.prev_step_id == earlier.id
     assert second.sequence == 2
@@ -304,7 +304,7 @@ async def test_request_id_header_name_is_configurable(
     client = HttpClient(request_id_header="X-Fusillade-Request-Id", headers={"X-Extra": "1"})
     await run_response_loop(store, Tools(), ctx, target, request_id="r", client=client)
     [request] = upstream.requests
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert request.headers["x-fusillade-request-id"] == step.sub_request_id
     assert "x-request-id" not in request.headers
     assert request.headers["x-extra"] == "1"

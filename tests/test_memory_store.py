@@ -27,7 +27,7 @@ async def test_sequences_are_per_request_and_chains_per_scope() -> None:
     assert a1.sub_request_id and b1.sub_request_id is None
     assert [c.id for c in await s.list_chain("a", None)] == [a1.id, a3.id]
     assert [c.id for c in await s.list_chain("a", a1.id)] == [a2.id]
-    assert [c.sequence for c in s.steps("a")] == [1, 2, 3]
+    assert [c.sequence for c in await s.steps("a")] == [1, 2, 3]
 
 
 async def test_life_cycle_and_illegal_transitions() -> None:
@@ -39,8 +39,8 @@ async def test_life_cycle_and_illegal_transitions() -> None:
     await s.complete_step(step.id, {"ok": 1})
     with pytest.raises(IllegalTransition):
         await s.fail_step(step.id, {})
-    assert s.step(step.id).state is StepState.COMPLETED
-    assert s.step(step.id).response_payload == {"ok": 1}
+    assert (await s.step(step.id)).state is StepState.COMPLETED
+    assert (await s.step(step.id)).response_payload == {"ok": 1}
     with pytest.raises(KeyError):
         await s.mark_step_processing("no-such-step")
     with pytest.raises(KeyError):
@@ -65,7 +65,7 @@ async def test_concurrent_records_get_distinct_sequences() -> None:
     for t in threads:
         t.join()
     assert len({r.sequence for r in recorded}) == 100
-    assert sorted(c.sequence for c in s.steps("r")) == list(range(1, 217))
+    assert sorted(c.sequence for c in await s.steps("r")) == list(range(1, 217))
 
 
 async def test_recording_the_same_link_again_returns_the_same_step() -> None:
@@ -75,7 +75,7 @@ async def test_recording_the_same_link_again_returns_the_same_step() -> None:
     assert again == first
     other_kind = await s.record_step("r", None, None, TOOL)
     assert other_kind.id != first.id
-    assert len(s.steps("r")) == 2
+    assert len(await s.steps("r")) == 2
 
 
 async def test_decide_may_be_async_and_must_return_an_action() -> None:

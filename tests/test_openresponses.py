@@ -287,7 +287,7 @@ async def test_openai_stream_accumulator_text(model: ScriptedUpstream) -> None:
         final = await stream.get_final_response()
     assert deltas == ["Hi", " there"]
     assert final.output_text == "Hi there"
-    assembled = store.outcome(final.id.removeprefix("resp_"))[1]
+    assembled = (await store.outcome(final.id.removeprefix("resp_")))[1]
     assert as_sent(final) == assembled
 
 
@@ -304,7 +304,7 @@ async def test_openai_stream_accumulator_client_side_call(model: ScriptedUpstrea
     assert (call.type, call.name, call.arguments) == ("function_call", "lookup", '{"q": "x"}')
     done = [e for e in events if e.type == "response.function_call_arguments.done"]
     assert [e.arguments for e in done] == ['{"q": "x"}']
-    assert as_sent(final) == store.outcome(final.id.removeprefix("resp_"))[1]
+    assert as_sent(final) == (await store.outcome(final.id.removeprefix("resp_")))[1]
 
 
 async def test_openai_stream_accumulator_two_round_tools(model: ScriptedUpstream) -> None:
@@ -313,7 +313,7 @@ async def test_openai_stream_accumulator_two_round_tools(model: ScriptedUpstream
     async with client.responses.stream(model="m", input="weather?") as stream:
         [e async for e in stream]
         final = await stream.get_final_response()
-    assembled = store.outcome(final.id.removeprefix("resp_"))[1]
+    assembled = (await store.outcome(final.id.removeprefix("resp_")))[1]
     assert as_sent(final) == assembled
     assert final.output_text == "Paris 14, Lima 21."
     assert [i.type for i in final.output].count("function_call_output") == 2
@@ -374,7 +374,7 @@ async def test_resume_after_a_dead_worker_fails_as_abandoned(
 ) -> None:
     store = SQLiteStore(tmp_path / "r.db")
     body = {"model": "m", "input": "weather?"}
-    store.save_request("dead", stored(body))
+    await store.save_request("dead", stored(body))
     store.decide = ResponsesTransition(store)
     first = await store.record_step("dead", None, None, StepDescriptor.model_call({"m": 1}))
     await store.mark_step_processing(first.id)  # and then the worker died
@@ -383,11 +383,11 @@ async def test_resume_after_a_dead_worker_fails_as_abandoned(
     assert response["error"]["code"] == "step_abandoned"
     assert list(RESPONSE.iter_errors(response)) == []
     assert model.requests == []  # nothing was run again
-    [step] = store.steps("dead")
+    [step] = await store.steps("dead")
     assert step.state is StepState.PROCESSING
 
 
-def test_request_conversion() -> None:
+async def test_request_conversion() -> None:
     body = {
         "model": "m",
         "input": [
@@ -409,7 +409,7 @@ def test_request_conversion() -> None:
         "stream": True,
     }
     transition = ResponsesTransition(MemoryStore())
-    messages, tools = transition.context(body)
+    messages, tools = await transition.context(body)
     request = model_request(body, messages, tools)
     assert request["messages"] == [
         {"role": "system", "content": "rules"},
@@ -496,7 +496,7 @@ async def test_a_file_part_without_a_source_is_refused_and_nothing_is_kept(
             {"model": "m", "input": [{"role": "user", "content": [part]}]}, request_id="r1"
         )
     assert model.requests == []
-    assert store.load_request("r1") is None
+    assert await store.load_request("r1") is None
 
 
 @pytest.mark.parametrize(

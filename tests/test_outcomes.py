@@ -37,7 +37,7 @@ def model(request: UpstreamRequest) -> JsonReply:
 async def killed_after_the_tool(store: SQLiteStore, request_id: str) -> None:
     """What a worker killed right after its tool step committed leaves behind:
     a completed model call and a completed tool call, and no outcome."""
-    store.save_request(request_id, stored(BODY))
+    await store.save_request(request_id, stored(BODY))
     first = await store.record_step(
         request_id, None, None, StepDescriptor.model_call({"model": "m", "messages": []})
     )
@@ -101,7 +101,7 @@ async def test_the_loser_of_a_race_never_overwrites_the_winner(tmp_path: Path) -
     assert winner["output"][-1]["content"][0]["text"] == "It is 9 degrees."
     # The loser reports the outcome that stands, and wrote nothing over it.
     assert lost == winner
-    assert SQLiteStore(path).outcome("r1") == ("completed", winner)
+    assert await SQLiteStore(path).outcome("r1") == ("completed", winner)
     assert completed_at(path, "r1") == stamped
     # Exactly one final model call ran.
     assert len(upstream.requests) == 1

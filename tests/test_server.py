@@ -347,8 +347,8 @@ async def test_sigterm_leaves_background_responses_to_the_next_start(
     assert first.process.wait(timeout=20) in (0, -signal.SIGTERM)
     # Not marked cancelled or failed: left unfinished for the next start.
     store = SQLiteStore(db)
-    assert store.outcome(started.id.removeprefix("resp_")) is None
-    assert started.id.removeprefix("resp_") in store.unfinished_responses()
+    assert await store.outcome(started.id.removeprefix("resp_")) is None
+    assert started.id.removeprefix("resp_") in await store.unfinished_responses()
 
 
 async def test_keys_tenants_and_cross_tenant_reads(
@@ -510,7 +510,7 @@ async def test_a_500_never_shows_internals(caplog: pytest.LogCaptureFixture) -> 
     OpenAI's shape with a generic message; the details go to the log only."""
 
     class BrokenStore(MemoryStore):
-        def load_request(self, request_id: str, *, tenant: str | None = None) -> Any:
+        async def load_request(self, request_id: str, *, tenant: str | None = None) -> Any:
             raise RuntimeError("disk on fire at /var/secret/path")
 
     responses = Responses(BrokenStore(), HttpTools([]), UpstreamTarget("http://127.0.0.1:9"))

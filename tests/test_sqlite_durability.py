@@ -62,7 +62,7 @@ async def forecast(city: str) -> dict:
 class Store(SQLiteStore):
     async def complete_step(self, step_id, payload):
         await super().complete_step(step_id, payload)
-        if mode == "kill_after_tool" and self.step(step_id).kind.value == "tool_call":
+        if mode == "kill_after_tool" and (await self.step(step_id)).kind.value == "tool_call":
             say("TOOL_DONE")
             await asyncio.Event().wait()
 
@@ -127,8 +127,8 @@ def run_child_until(db: Path, endpoint: str, mode: str, marker: str | None, mode
     assert child.returncode == -signal.SIGKILL
 
 
-def links_are_unique(store: SQLiteStore) -> None:
-    steps = store.steps("r1")
+async def links_are_unique(store: SQLiteStore) -> None:
+    steps = await store.steps("r1")
     links = [(s.scope_parent, s.prev_step_id, s.kind) for s in steps]
     assert len(set(links)) == len(links)
     assert len({s.sequence for s in steps}) == len(steps)
@@ -155,7 +155,7 @@ async def test_sigkill_then_resume(
     await asyncio.to_thread(run_child_until, db, upstream.endpoint, mode, marker, handler)
 
     store = SQLiteStore(db)
-    before = store.steps("r1")
+    before = await store.steps("r1")
     assert [s.state for s in before] == states_before
     calls_before = len(upstream.requests)
 
@@ -165,12 +165,12 @@ async def test_sigkill_then_resume(
     response = await responses.resume("r1")
 
     assert response["status"] == status
-    after = store.steps("r1")
+    after = await store.steps("r1")
     # Nothing persisted before the kill was lost or changed.
     assert [(s.id, s.state, s.response_payload) for s in after[: len(before)]] == [
         (s.id, s.state, s.response_payload) for s in before
     ]
-    links_are_unique(store)
+    await links_are_unique(store)
     if status == "failed":
         assert response["error"]["code"] == "step_abandoned"
         assert len(upstream.requests) == calls_before  # nothing ran twice
@@ -182,7 +182,7 @@ async def test_sigkill_then_resume(
         ]
         assert response["output"][-1]["content"][0]["text"] == "It is 9 degrees."
         assert json_output(response) == {"city": "Oslo", "temp_c": 9}
-    assert store.outcome("r1") == (status, response)
+    assert await store.outcome("r1") == (status, response)
 
 
 def json_output(response: dict[str, Any]) -> Any:
@@ -207,9 +207,9 @@ async def test_locked_database_is_a_typed_error(tmp_path: Path) -> None:
     finally:
         blocker.execute("ROLLBACK")
     # Once the lock is gone the store works, and nothing half-written is there.
-    assert store.steps("r") == []
+    assert await store.steps("r") == []
     await store.record_step("r", None, None, StepDescriptor.tool_call("t"))
-    assert len(store.steps("r")) == 1
+    assert len(await store.steps("r")) == 1
 
 
 def test_corrupt_file_is_a_typed_error(tmp_path: Path) -> None:
@@ -219,7 +219,7 @@ def test_corrupt_file_is_a_typed_error(tmp_path: Path) -> None:
         SQLiteStore(path)
 
 
-def test_a_file_from_before_tenants_is_migrated(tmp_path: Path) -> None:
+async def test_a_file_from_before_tenants_is_migrated(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as db:
         db.execute(
@@ -232,7 +232,7 @@ def test_a_file_from_before_tenants_is_migrated(tmp_path: Path) -> None:
         )
     store = SQLiteStore(path)
     # The response kept before tenants existed belongs to the default tenant.
-    assert store.load_request("old", tenant="") == {}
-    assert store.load_request("old", tenant="acme") is None
-    store.save_request("new", {"x": 1}, tenant="acme")
-    assert store.load_request("new", tenant="acme") == {"x": 1}
+    assert await store.load_request("old", tenant="") == {}
+    assert await store.load_request("old", tenant="acme") is None
+    await store.save_request("new", {"x": 1}, tenant="acme")
+    assert await store.load_request("new", tenant="acme") == {"x": 1}

@@ -48,7 +48,7 @@ async def test_text_deltas_and_terminal_events_carry_the_right_sequences(
     sink = RecordingSink()
     result = await run_response_loop(store, Tools(), ctx, target, request_id="r", sink=sink)
 
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     deltas = sink.of_kind("response.output_text.delta")
     assert [d.data for d in deltas] == [{"delta": p} for p in pieces]
     assert {d.sequence for d in deltas} == {step.sequence}
@@ -103,7 +103,7 @@ async def test_tool_call_emits_output_item_done(
     await run_response_loop(
         store, Tools(echo=lambda a: {"echo": a}), ctx, target, request_id="r", sink=sink
     )
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     [done] = sink.of_kind("response.output_item.done")
     assert done.sequence == step.sequence
     assert done.data == {
@@ -160,7 +160,7 @@ async def test_embedded_stream_error_fails_the_step_with_its_code(
         )
     )
     await run_response_loop(store, Tools(), ctx, target, request_id="r")
-    [step] = store.steps("r")
+    [step] = await store.steps("r")
     assert step.state is StepState.FAILED
     assert step.error["status"] == 429
     assert "rate limited" in step.error["message"]

@@ -226,7 +226,7 @@ async def test_agent_tool_runs_a_sub_loop_with_its_own_instructions() -> None:
         t for t in upstream.requests[0].body["tools"] if t["function"]["name"] == "researcher"
     ]
     assert agent_tools[0]["function"]["description"] == "Researches a topic."
-    steps = store.steps(response["id"].removeprefix("resp_"))
+    steps = await store.steps(response["id"].removeprefix("resp_"))
     agent_step = next(s for s in steps if s.request_payload.get("name") == "researcher")
     inner = [s for s in steps if s.scope_parent == agent_step.id]
     assert [s.kind.value for s in inner] == ["model_call"]

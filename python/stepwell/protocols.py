@@ -62,6 +62,65 @@ class MultiStepStore(Protocol):
         ...
 
 
+class ResponseStore(MultiStepStore, Protocol):
+    """Everything `Responses` and the server keep of a response, beside its
+    steps: its request, its outcome, its event log and idempotency keys.
+
+    Every method is a coroutine, so a store over a network database can
+    implement it; `stepwell.testing.store_conformance` checks all of it.
+    """
+
+    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+        """Keep the request a response was created from, owned by ``tenant``
+        (once: later saves change nothing)."""
+        ...
+
+    async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
+        """The kept request, if there is one (and, when ``tenant`` is given,
+        it is that tenant's: the store's own query checks it)."""
+        ...
+
+    async def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
+        """Record how a response ended. The first outcome stands; later ones
+        change nothing."""
+        ...
+
+    async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
+        """``(status, output)`` of a finished response, else ``None``."""
+        ...
+
+    async def step(self, step_id: str) -> ChainStep:
+        """One step by id; ``KeyError`` for an unknown one."""
+        ...
+
+    async def steps(self, request_id: str) -> list[ChainStep]:
+        """Every step of a response, in all scopes, ordered by sequence."""
+        ...
+
+    async def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+        """Keep batches of stream frames, ``(request_id, first_sequence,
+        frames)`` each, in one transaction."""
+        ...
+
+    async def events_after(self, request_id: str, after: int) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order."""
+        ...
+
+    async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
+        """The response holding ``key`` for ``tenant``: ``request_id`` if the
+        key was free (it now holds it), else the one that claimed it first."""
+        ...
+
+    async def unfinished_responses(self) -> list[str]:
+        """The responses kept with a request but no outcome yet."""
+        ...
+
+    async def delete_response(self, request_id: str) -> bool:
+        """Forget a response (request, steps, outcome, event log, keys);
+        returns whether there was one."""
+        ...
+
+
 class ToolExecutor(Protocol):
     """Serves tools to the loop."""
 
@@ -94,4 +153,4 @@ class BatchEventSink(EventSink, Protocol):
         ...
 
 
-__all__ = ["BatchEventSink", "EventSink", "MultiStepStore", "ToolExecutor"]
+__all__ = ["BatchEventSink", "EventSink", "MultiStepStore", "ResponseStore", "ToolExecutor"]

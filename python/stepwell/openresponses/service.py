@@ -13,7 +13,7 @@ from typing import Any
 from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
 from ..errors import LoopError, LoopFailed, StoreError
-from ..protocols import ToolExecutor
+from ..protocols import ResponseStore, ToolExecutor
 from ..stores import IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
 from .assemble import response_object
@@ -37,7 +37,7 @@ class Responses:
 
     def __init__(
         self,
-        store: Any,
+        store: ResponseStore,
         tools: ToolExecutor,
         target: UpstreamTarget,
         *,
@@ -63,7 +63,7 @@ class Responses:
         transition = ResponsesTransition(
             self.store, served=served, agents=self.agents, tenant=tenant
         )
-        _, tools = transition.context(body)
+        _, tools = await transition.context(body)
         initial = response_object(
             body,
             request_id,
@@ -87,7 +87,7 @@ class Responses:
         # Setting up converts the whole input, so a request refused there is
         # refused before anything of it is kept.
         run = await self._setup(body, request_id, created_at, tenant)
-        self.store.save_request(request_id, stored(body, created_at, tenant), tenant=tenant)
+        await self.store.save_request(request_id, stored(body, created_at, tenant), tenant=tenant)
         return run
 
     async def drive(
@@ -123,7 +123,7 @@ class Responses:
             if isinstance(failed.payload, dict) and failed.payload.get("object") == "response":
                 result = failed.payload
             else:
-                result = self._failed(run, failed)
+                result = await self._failed(run, failed)
         except StoreError as error:
             result = {**initial, "status": "failed", "error": loop_error(error.payload)}
             if isinstance(error.__cause__, IllegalTransition):
@@ -131,24 +131,24 @@ class Responses:
                 # response and will record its outcome; this one records nothing.
                 log.info("response %s: another worker moved its step first", request_id)
             else:
-                result = self._failed(run, error)
+                result = await self._failed(run, error)
         except LoopError as error:
-            result = self._failed(run, error)
+            result = await self._failed(run, error)
         except Exception as error:
             # Whatever else stops the run still ends the response: accepted
             # means it ends, never a row left in progress.
-            result = self._failed(run, error)
-        kept = self.store.outcome(request_id)
+            result = await self._failed(run, error)
+        kept = await self.store.outcome(request_id)
         return kept[1] if kept else result  # type: ignore[no-any-return]
 
-    def _failed(self, run: Prepared, error: Exception) -> JSONDict:
+    async def _failed(self, run: Prepared, error: Exception) -> JSONDict:
         """Records that the run stopped on `error`: the details to the log, and to
         the response a message written for its client."""
         payload = error.payload if isinstance(error, LoopError) else None
         log.warning("response %s stopped: %r", run.request_id, error)
         result = {**run.initial, "status": "failed", "error": loop_error(payload)}
         try:
-            self.store.set_outcome(run.request_id, "failed", result)
+            await self.store.set_outcome(run.request_id, "failed", result)
         except Exception:
             log.exception("response %s: its failure could not be recorded", run.request_id)
         return result
@@ -160,10 +160,10 @@ class Responses:
     async def resume(self, request_id: str) -> JSONDict:
         """Drives a response whose worker stopped to its end (completed steps are
         kept); a response that already ended is returned as it stands."""
-        saved = self.store.load_request(request_id)
+        saved = await self.store.load_request(request_id)
         if saved is None:
             raise KeyError(f"no response {request_id!r}")
-        finished = self.store.outcome(request_id)
+        finished = await self.store.outcome(request_id)
         if finished is not None:
             # Terminal already: returned as it stands, not run or rewritten again.
             return finished[1]  # type: ignore[no-any-return]

@@ -21,8 +21,9 @@ import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from ..protocols import ResponseStore
 from ..types import (
     AppendSteps,
     ChainStep,
@@ -38,14 +39,6 @@ from ..types import (
 from .assemble import assemble, tool_output_text
 from .errors import model_call_error
 from .request import InvalidRequest, JSONDict, input_messages, model_request
-
-
-class ResponseStore(Protocol):
-    """What the transition needs of a store besides the loop's protocol."""
-
-    def load_request(self, request_id: str, *, tenant: str | None = None) -> Any: ...
-    def outcome(self, request_id: str) -> Any: ...
-    def step(self, step_id: str) -> ChainStep: ...
 
 
 @dataclass(frozen=True)
@@ -116,18 +109,18 @@ class ResponsesTransition:
                 ToolSchema(agent.name, ToolKind.AGENT, agent.description, agent.parameters),
             )
 
-    def __call__(
+    async def __call__(
         self, chain: list[ChainStep], request_id: str, scope_parent: str | None
     ) -> NextAction:
-        saved = self.store.load_request(request_id)
+        saved = await self.store.load_request(request_id)
         if saved is None:
             return Fail({"type": "unknown_request", "message": f"no request {request_id!r}"})
         body, created_at = saved["request"], saved["created_at"]
         if scope_parent is None:
-            context, tools = self.context(body)
+            context, tools = await self.context(body)
             model_body = body
         else:
-            agent, context, tools = self._agent_context(scope_parent)
+            agent, context, tools = await self._agent_context(scope_parent)
             model_body = {**body, "model": agent.model or body["model"]}
 
         def finish(status: str, error: JSONDict | None = None) -> JSONDict:
@@ -190,7 +183,7 @@ class ResponsesTransition:
             return Complete({"output": message.get("content") or ""})
         return Complete(finish("completed"))
 
-    def context(self, body: JSONDict) -> tuple[list[JSONDict], list[JSONDict]]:
+    async def context(self, body: JSONDict) -> tuple[list[JSONDict], list[JSONDict]]:
         """The messages before this response's steps, and the request's tools.
 
         With `previous_response_id`, the earlier response's context and output
@@ -200,16 +193,16 @@ class ResponsesTransition:
         tools = list(body.get("tools") or [])
         previous_id = body.get("previous_response_id")
         if previous_id:
-            previous = self.store.load_request(
+            previous = await self.store.load_request(
                 str(previous_id).removeprefix("resp_"), tenant=self.tenant
             )
-            outcome = self.store.outcome(str(previous_id).removeprefix("resp_"))
+            outcome = await self.store.outcome(str(previous_id).removeprefix("resp_"))
             if previous is None or outcome is None:
                 raise InvalidRequest(
                     f"previous response {previous_id!r} is unknown or unfinished",
                     "previous_response_id",
                 )
-            earlier, earlier_tools = self.context(previous["request"])
+            earlier, earlier_tools = await self.context(previous["request"])
             earlier = [m for m in earlier if m["role"] != "system"]
             messages += earlier + input_messages(outcome[1].get("output") or [])
             tools = tools or earlier_tools
@@ -218,8 +211,10 @@ class ResponsesTransition:
         messages += input_messages(body.get("input", []))
         return messages, tools
 
-    def _agent_context(self, scope_parent: str) -> tuple[Agent, list[JSONDict], list[JSONDict]]:
-        step = self.store.step(scope_parent)
+    async def _agent_context(
+        self, scope_parent: str
+    ) -> tuple[Agent, list[JSONDict], list[JSONDict]]:
+        step = await self.store.step(scope_parent)
         name = step.request_payload.get("name")
         agent = self.agents.get(name or "")
         if agent is None:

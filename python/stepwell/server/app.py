@@ -144,13 +144,13 @@ class _Server:
                 return await run
             except asyncio.CancelledError:
                 if not (self.stopping and background):
-                    cancelled = {**(self.current(request_id) or {}), "status": "cancelled"}
-                    self.store.set_outcome(request_id, "cancelled", cancelled)
+                    cancelled = {**(await self.current(request_id) or {}), "status": "cancelled"}
+                    await self.store.set_outcome(request_id, "cancelled", cancelled)
                 raise
             finally:
                 # Whatever the run queued is written before readers are told
                 # it ended, so they find it in the store.
-                self.log.flush()
+                await self.log.flush()
                 self.running.pop(request_id, None)
                 self.background.discard(request_id)
                 self.hub.ended(request_id)
@@ -161,20 +161,20 @@ class _Server:
             self.background.add(request_id)
         return task
 
-    def resume_unfinished(self) -> None:
+    async def resume_unfinished(self) -> None:
         """Resumes the background responses the store left unfinished."""
-        for request_id in self.store.unfinished_responses():
-            saved = self.store.load_request(request_id)
+        for request_id in await self.store.unfinished_responses():
+            saved = await self.store.load_request(request_id)
             if saved and saved["request"].get("background") and request_id not in self.running:
                 self.track(request_id, self.resume(request_id), background=True)
 
     async def resume(self, request_id: str) -> Any:
         """Drives a response on after a restart; logs its terminal event."""
         final = await self.responses.resume(request_id)
-        after = last_sequence(self.store, request_id) + 1
+        after = await last_sequence(self.store, request_id) + 1
         frame = terminal_frame(final, after)
         if frame is not None:
-            self.store.append_events(request_id, after, frame)
+            await self.store.append_events_many([(request_id, after, frame)])
         return final
 
     def begin_stop(self) -> None:
@@ -221,14 +221,14 @@ class _Server:
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 
-    def current(self, request_id: str) -> Any:
+    async def current(self, request_id: str) -> Any:
         """The response as it stands: its outcome, or as `response.created`
         announced it, still in progress."""
-        self.log.flush()
-        outcome = self.store.outcome(request_id)
+        await self.log.flush()
+        outcome = await self.store.outcome(request_id)
         if outcome is not None:
             return outcome[1]
-        first = self.store.events_after(request_id, -1)[:1]
+        first = (await self.store.events_after(request_id, -1))[:1]
         if not first:
             return None
         created = json.loads(first[0].split("\ndata: ", 1)[1])
@@ -254,13 +254,13 @@ class _Server:
         key = request.headers.get("idempotency-key")
         if key:
             try:
-                holder = self.store.claim_idempotency_key(tenant, key, request_id)
+                holder = await self.store.claim_idempotency_key(tenant, key, request_id)
             except Exception:
-                self.store.delete_response(request_id)
+                await self.store.delete_response(request_id)
                 raise
             if holder != request_id:
                 # A retry: the first response answers, and this copy goes.
-                self.store.delete_response(request_id)
+                await self.store.delete_response(request_id)
                 return await self.answer_again(holder, prepared.body, stream=stream)
         task = self.start(request_id, prepared, background=background)
         if stream:
@@ -270,7 +270,7 @@ class _Server:
         return JSONResponse(await asyncio.shield(task))
 
     async def retrieve(self, request: Request) -> Response:
-        response_id, request_id, _ = self.known(request)
+        response_id, request_id, _ = await self.known(request)
         query = request.query_params
         if query.get("stream") == "true":
             after = query.get("starting_after", "-1")
@@ -281,7 +281,7 @@ class _Server:
                     param="starting_after",
                 )
             return self.stream(request_id, int(after))
-        current = self.current(request_id)
+        current = await self.current(request_id)
         if current is None:
             raise not_found(response_id)
         return JSONResponse(current)
@@ -292,7 +292,7 @@ class _Server:
         (awaited if this process runs it in the foreground). A key sent with
         another request is a 400; one whose response is still being set up is
         a 409 the client may retry."""
-        saved = self.store.load_request(request_id)
+        saved = await self.store.load_request(request_id)
         if saved is None:
             raise _key_in_use()
         if saved["request"] != body:
@@ -307,26 +307,26 @@ class _Server:
         task = self.running.get(request_id)
         if task is not None and not saved["request"].get("background"):
             await asyncio.wait({task})
-        current = self.current(request_id)
+        current = await self.current(request_id)
         if current is None:
             raise _key_in_use()
         return JSONResponse(current)
 
-    def known(self, request: Request) -> tuple[str, str, Any]:
+    async def known(self, request: Request) -> tuple[str, str, Any]:
         """The response named in the path, if it is the caller's tenant's:
         `(response_id, request_id, saved)`. Another tenant's is a 404, found
         that way by the store's own query."""
         tenant = self.tenant(request)
         response_id = request.path_params["response_id"]
         request_id = response_id.removeprefix("resp_")
-        saved = self.store.load_request(request_id, tenant=tenant)
+        saved = await self.store.load_request(request_id, tenant=tenant)
         if saved is None:
             raise not_found(response_id)
         return response_id, request_id, saved
 
     async def cancel(self, request: Request) -> Response:
-        _, request_id, saved = self.known(request)
-        outcome = self.store.outcome(request_id)
+        _, request_id, saved = await self.known(request)
+        outcome = await self.store.outcome(request_id)
         if outcome is not None and outcome[0] == "cancelled":
             return JSONResponse(outcome[1])
         if not saved["request"].get("background"):
@@ -340,21 +340,21 @@ class _Server:
             await asyncio.gather(task, return_exceptions=True)
         else:
             # Left in progress by a process that stopped: nothing runs it here.
-            cancelled = {**(self.current(request_id) or {}), "status": "cancelled"}
-            self.store.set_outcome(request_id, "cancelled", cancelled)
-        return JSONResponse(self.current(request_id))
+            cancelled = {**(await self.current(request_id) or {}), "status": "cancelled"}
+            await self.store.set_outcome(request_id, "cancelled", cancelled)
+        return JSONResponse(await self.current(request_id))
 
     async def delete(self, request: Request) -> Response:
-        response_id, request_id, _ = self.known(request)
+        response_id, request_id, _ = await self.known(request)
         task = self.running.get(request_id)
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        self.store.delete_response(request_id)
+        await self.store.delete_response(request_id)
         return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
 
     async def input_items(self, request: Request) -> Response:
-        _, request_id, saved = self.known(request)
+        _, request_id, saved = await self.known(request)
         query = request.query_params
         order = query.get("order", "desc")
         if order not in ("asc", "desc"):
@@ -372,8 +372,9 @@ class _Server:
         return JSONResponse(listing)
 
     async def steps(self, request: Request) -> Response:
-        _, request_id, _ = self.known(request)
-        return JSONResponse({"object": "list", "data": step_tree(self.store.steps(request_id))})
+        _, request_id, _ = await self.known(request)
+        steps = await self.store.steps(request_id)
+        return JSONResponse({"object": "list", "data": step_tree(steps)})
 
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -468,7 +469,7 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        server.resume_unfinished()
+        await server.resume_unfinished()
         try:
             yield
         finally:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from ..stores._events import FRAME_END, count_frames, split_frames
+
+log = logging.getLogger("stepwell.server")
 
 TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
 
@@ -78,24 +81,40 @@ class EventLog:
         self.store = store
         self.hub = hub
         self._queued: list[tuple[str, int, int, str]] = []
+        # One write at a time, so a response's batches reach the store in order.
+        self._writing = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def append(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Queues a batch; returns how many frames it holds."""
         count = count_frames(frames)
         if count:
             if not self._queued:
-                asyncio.get_running_loop().call_soon(self.flush)
+                # Starts on the next turn of the loop: every batch queued
+                # until then goes in the same commit.
+                task = asyncio.ensure_future(self.flush())
+                self._tasks.add(task)
+                task.add_done_callback(self._written)
             self._queued.append((request_id, first_sequence, count, frames))
         return count
 
-    def flush(self) -> None:
-        """Writes what is queued, in one transaction, then hands it to readers."""
-        queued, self._queued = self._queued, []
-        if not queued:
-            return
-        self.store.append_events_many([(r, first, frames) for r, first, _, frames in queued])
-        for request_id, first, count, frames in queued:
-            self.hub.kept(request_id, first, count, frames)
+    def _written(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the event log could not be written: %r", task.exception())
+
+    async def flush(self) -> None:
+        """Writes what is queued, in one transaction, then hands it to readers;
+        returns once everything queued before the call is written."""
+        async with self._writing:
+            queued, self._queued = self._queued, []
+            if not queued:
+                return
+            await self.store.append_events_many(
+                [(r, first, frames) for r, first, _, frames in queued]
+            )
+            for request_id, first, count, frames in queued:
+                self.hub.kept(request_id, first, count, frames)
 
 
 class LogWriter:
@@ -128,9 +147,9 @@ def terminal_frame(response: dict[str, Any], sequence_number: int) -> str | None
     return f"event: {kind}\ndata: {data}\n\n"
 
 
-def last_sequence(store: Any, request_id: str) -> int:
+async def last_sequence(store: Any, request_id: str) -> int:
     """The number of the last event logged for a response; -1 for none."""
-    return -1 + len(store.events_after(request_id, -1))
+    return -1 + len(await store.events_after(request_id, -1))
 
 
 def is_terminal(frames: str) -> bool:
@@ -153,7 +172,7 @@ async def follow(
         changed = hub.changed(request_id)
         found = hub.text_after(request_id, after)
         if found is None:
-            frames = store.events_after(request_id, after)
+            frames = await store.events_after(request_id, after)
             found = "".join(frames), len(frames)
         text, count = found
         if count:

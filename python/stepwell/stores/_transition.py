@@ -51,7 +51,7 @@ def check_move(step_id: str, current: StepState, to: StepState) -> None:
 
 
 class _Outcomes(Protocol):
-    def set_outcome(self, request_id: str, status: str, output: Any) -> None: ...
+    async def set_outcome(self, request_id: str, status: str, output: Any) -> None: ...
 
 
 async def decide_next(
@@ -78,7 +78,7 @@ async def decide_next(
         # An Open Responses payload says itself how it ended (e.g. incomplete).
         if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
             status = action.payload["status"]
-        store.set_outcome(request_id, status, action.payload)
+        await store.set_outcome(request_id, status, action.payload)
     checked: NextAction = action
     return checked
 

@@ -57,7 +57,7 @@ class MemoryStore:
         chain = self._chain(request_id, scope_parent)
         return await decide_next(self, self.decide, chain, request_id, scope_parent)
 
-    def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
         """Keep the request a response was created from, owned by ``tenant``
         (once; later saves are ignored)."""
         with self._lock:
@@ -65,7 +65,7 @@ class MemoryStore:
                 self._requests[request_id] = request
                 self._tenants[request_id] = tenant
 
-    def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON:
+    async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON:
         """The request a response was created from, if saved (and, when
         ``tenant`` is given, owned by that tenant: another's is not found)."""
         with self._lock:
@@ -73,30 +73,30 @@ class MemoryStore:
                 return None
             return self._requests.get(request_id)
 
-    def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
+    async def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
         """Record how a response ended. The first outcome stands: a later call
         (a second worker that lost a race, say) changes nothing."""
         with self._lock:
             self._outcomes.setdefault(request_id, _Outcome(status, output))
 
-    def outcome(self, request_id: str) -> tuple[str, JSON] | None:
+    async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
         with self._lock:
             found = self._outcomes.get(request_id)
         return (found.status, found.payload) if found else None
 
-    def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
+    async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
         """The response holding ``key`` for ``tenant``: ``request_id`` if the key
         was free (it now holds it), else the one that claimed it first."""
         with self._lock:
             return self._idempotency.setdefault((tenant, key), request_id)
 
-    def unfinished_responses(self) -> list[str]:
+    async def unfinished_responses(self) -> list[str]:
         """The responses kept with a request but no outcome yet."""
         with self._lock:
             return [r for r in self._requests if r not in self._outcomes]
 
-    def delete_response(self, request_id: str) -> bool:
+    async def delete_response(self, request_id: str) -> bool:
         """Forget a response: its request, steps, outcome and event log. Returns
         whether there was one."""
         with self._lock:
@@ -112,7 +112,7 @@ class MemoryStore:
                     self._steps.pop(step_id, None)
         return existed
 
-    def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
+    async def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from
         ``first_sequence``; returns how many frames it held."""
         count = count_frames(frames)
@@ -120,13 +120,13 @@ class MemoryStore:
             self._events.setdefault(request_id, []).append((first_sequence, frames))
         return count
 
-    def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+    async def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
         """Keep several batches, ``(request_id, first_sequence, frames)`` each, at once."""
         with self._lock:
             for request_id, first_sequence, frames in batches:
                 self._events.setdefault(request_id, []).append((first_sequence, frames))
 
-    def events_after(self, request_id: str, after: int) -> list[str]:
+    async def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""
         with self._lock:
             batches = list(self._events.get(request_id, ()))
@@ -181,14 +181,16 @@ class MemoryStore:
 
     async def assemble_response(self, request_id: str) -> JSON:
         """The response as stored: its status, final payload and every step."""
-        return stored_response(request_id, self.outcome(request_id), self.steps(request_id))
+        return stored_response(
+            request_id, await self.outcome(request_id), await self.steps(request_id)
+        )
 
-    def steps(self, request_id: str) -> list[ChainStep]:
+    async def steps(self, request_id: str) -> list[ChainStep]:
         """Every step of a request, in all scopes, ordered by sequence."""
         with self._lock:
             return self._all_steps(request_id)
 
-    def step(self, step_id: str) -> ChainStep:
+    async def step(self, step_id: str) -> ChainStep:
         """One step by id."""
         with self._lock:
             return self._steps[step_id]

@@ -202,11 +202,13 @@ class SQLiteStore:
 
     async def assemble_response(self, request_id: str) -> JSON:
         """The response as stored: its status, final payload and every step."""
-        return stored_response(request_id, self.outcome(request_id), self.steps(request_id))
+        return stored_response(
+            request_id, await self.outcome(request_id), await self.steps(request_id)
+        )
 
     # ------------------------------------------------------------ extras
 
-    def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
         """Keep the request a response was created from, owned by ``tenant``
         (once; later saves are ignored)."""
         self._write(
@@ -215,7 +217,7 @@ class SQLiteStore:
             (request_id, tenant, json.dumps(request), time.time()),
         )
 
-    def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
+    async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
         """The response holding ``key`` for ``tenant``: ``request_id`` if the key
         was free (it now holds it), else the one that claimed it first; atomic
         across processes."""
@@ -230,7 +232,7 @@ class SQLiteStore:
             ).fetchone()
         return str(holder)
 
-    def unfinished_responses(self) -> list[str]:
+    async def unfinished_responses(self) -> list[str]:
         """The responses kept with a request but no outcome yet."""
         with self._errors(), self._lock:
             rows = self._db.execute(
@@ -238,7 +240,7 @@ class SQLiteStore:
             ).fetchall()
         return [row[0] for row in rows]
 
-    def delete_response(self, request_id: str) -> bool:
+    async def delete_response(self, request_id: str) -> bool:
         """Forget a response: its request, steps, outcome and event log, in one
         transaction. Returns whether there was one."""
         with self._transaction() as db:
@@ -248,7 +250,7 @@ class SQLiteStore:
             db.execute("DELETE FROM idempotency_keys WHERE request_id = ?", (request_id,))
             return deleted.rowcount > 0
 
-    def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
+    async def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from
         ``first_sequence``, in one transaction; returns how many frames it held."""
         count = count_frames(frames)
@@ -260,7 +262,7 @@ class SQLiteStore:
             )
         return count
 
-    def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+    async def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
         """Keep several batches, ``(request_id, first_sequence, frames)`` each, in
         one transaction: a server writing many responses' streams commits once
         per turn of its event loop, not once per batch."""
@@ -277,7 +279,7 @@ class SQLiteStore:
                     rows,
                 )
 
-    def events_after(self, request_id: str, after: int) -> list[str]:
+    async def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""
         with self._errors(), self._lock:
             rows = self._db.execute(
@@ -287,7 +289,7 @@ class SQLiteStore:
             ).fetchall()
         return frames_after(rows, after)
 
-    def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
+    async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
         """The request a response was created from, if saved (and, when
         ``tenant`` is given, owned by that tenant: the query itself checks it,
         so another tenant's response is not found)."""
@@ -302,7 +304,7 @@ class SQLiteStore:
             )
         return json.loads(row[0]) if row else None
 
-    def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
+    async def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
         """Record how a response ended. The first outcome stands: a later call
         (a second process that lost a race to finish it, say) changes nothing,
         not even ``completed_at``."""
@@ -312,7 +314,7 @@ class SQLiteStore:
             (status, json.dumps(output), time.time(), request_id),
         )
 
-    def outcome(self, request_id: str) -> tuple[str, JSON] | None:
+    async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
         row = self._query_one(
             "SELECT status, output FROM responses WHERE request_id = ? AND output IS NOT NULL",
@@ -320,14 +322,14 @@ class SQLiteStore:
         )
         return (row[0], json.loads(row[1])) if row else None
 
-    def step(self, step_id: str) -> ChainStep:
+    async def step(self, step_id: str) -> ChainStep:
         """One step by id."""
         rows = self._steps("id = ?", (step_id,))
         if not rows:
             raise KeyError(f"no step {step_id!r}")
         return rows[0]
 
-    def steps(self, request_id: str) -> list[ChainStep]:
+    async def steps(self, request_id: str) -> list[ChainStep]:
         """Every step of a request, in all scopes, ordered by sequence."""
         return self._steps("request_id = ?", (request_id,))
 

@@ -164,78 +164,80 @@ async def test_payloads_round_trip(make_store: Any) -> None:
 
 async def test_requests_and_outcomes(make_store: Any) -> None:
     store = make_store()
-    assert store.load_request("r") is None
-    assert store.outcome("r") is None
-    store.save_request("r", {"request": {"model": "m"}, "created_at": 1})
-    store.save_request("r", {"request": {"model": "other"}, "created_at": 2})  # kept: the first
-    assert store.load_request("r") == {"request": {"model": "m"}, "created_at": 1}
-    store.save_request("open", {"request": {"model": "m"}, "created_at": 3})
-    assert sorted(store.unfinished_responses()) == ["open", "r"]
-    store.set_outcome("r", "completed", {"status": "completed"})
-    assert store.outcome("r") == ("completed", {"status": "completed"})
-    assert store.unfinished_responses() == ["open"]
+    assert await store.load_request("r") is None
+    assert await store.outcome("r") is None
+    await store.save_request("r", {"request": {"model": "m"}, "created_at": 1})
+    await store.save_request(
+        "r", {"request": {"model": "other"}, "created_at": 2}
+    )  # kept: the first
+    assert await store.load_request("r") == {"request": {"model": "m"}, "created_at": 1}
+    await store.save_request("open", {"request": {"model": "m"}, "created_at": 3})
+    assert sorted(await store.unfinished_responses()) == ["open", "r"]
+    await store.set_outcome("r", "completed", {"status": "completed"})
+    assert await store.outcome("r") == ("completed", {"status": "completed"})
+    assert await store.unfinished_responses() == ["open"]
     # The first terminal outcome stands.
-    store.set_outcome("r", "failed", {"status": "failed"})
-    assert store.outcome("r") == ("completed", {"status": "completed"})
+    await store.set_outcome("r", "failed", {"status": "failed"})
+    assert await store.outcome("r") == ("completed", {"status": "completed"})
 
 
 async def test_event_log_replays_from_any_cursor(make_store: Any) -> None:
     store = make_store()
     frames = [f'event: e\ndata: {{"sequence_number":{n}}}\n\n' for n in range(7)]
-    assert store.events_after("r", -1) == []
-    assert store.append_events("r", 0, "".join(frames[:3])) == 3
-    assert store.append_events("r", 3, "".join(frames[3:])) == 4
-    store.append_events("other", 0, frames[0])
+    assert await store.events_after("r", -1) == []
+    assert await store.append_events("r", 0, "".join(frames[:3])) == 3
+    assert await store.append_events("r", 3, "".join(frames[3:])) == 4
+    await store.append_events("other", 0, frames[0])
     for after in range(-1, 8):
-        assert store.events_after("r", after) == frames[after + 1 :]
+        assert await store.events_after("r", after) == frames[after + 1 :]
     # Several responses' batches at once.
-    store.append_events_many(
+    await store.append_events_many(
         [("s", 0, frames[0]), ("t", 0, "".join(frames[:2])), ("s", 1, frames[1])]
     )
-    assert store.events_after("s", -1) == frames[:2]
-    assert store.events_after("t", 0) == frames[1:2]
+    assert await store.events_after("s", -1) == frames[:2]
+    assert await store.events_after("t", 0) == frames[1:2]
 
 
 async def test_delete_response_forgets_everything_of_it(make_store: Any) -> None:
     store = make_store()
     for request_id in ("r", "keep"):
-        store.save_request(request_id, {"request": {}, "created_at": 1})
+        await store.save_request(request_id, {"request": {}, "created_at": 1})
         step = await store.record_step(request_id, None, None, StepDescriptor.tool_call("t"))
         await store.mark_step_processing(step.id)
         await store.complete_step(step.id, {})
-        store.set_outcome(request_id, "completed", {"status": "completed"})
-        store.append_events(request_id, 0, "event: e\ndata: {}\n\n")
-    assert store.delete_response("r") is True
-    assert store.delete_response("r") is False
-    assert store.load_request("r") is None
-    assert store.outcome("r") is None
-    assert store.events_after("r", -1) == []
+        await store.set_outcome(request_id, "completed", {"status": "completed"})
+        await store.append_events(request_id, 0, "event: e\ndata: {}\n\n")
+    assert await store.delete_response("r") is True
+    assert await store.delete_response("r") is False
+    assert await store.load_request("r") is None
+    assert await store.outcome("r") is None
+    assert await store.events_after("r", -1) == []
     assert await store.list_chain("r", None) == []
     # Another response is untouched.
-    assert store.outcome("keep") == ("completed", {"status": "completed"})
+    assert await store.outcome("keep") == ("completed", {"status": "completed"})
     assert len(await store.list_chain("keep", None)) == 1
-    assert len(store.events_after("keep", -1)) == 1
+    assert len(await store.events_after("keep", -1)) == 1
 
 
 async def test_a_tenant_finds_only_its_own_requests(make_store: Any) -> None:
     store = make_store()
-    store.save_request("a1", {"request": {"model": "m"}, "created_at": 1}, tenant="acme")
-    store.save_request("b1", {"request": {"model": "m"}, "created_at": 1}, tenant="globex")
-    assert store.load_request("a1", tenant="acme") is not None
-    assert store.load_request("a1", tenant="globex") is None
-    assert store.load_request("b1", tenant="acme") is None
-    assert store.load_request("b1", tenant="") is None
+    await store.save_request("a1", {"request": {"model": "m"}, "created_at": 1}, tenant="acme")
+    await store.save_request("b1", {"request": {"model": "m"}, "created_at": 1}, tenant="globex")
+    assert await store.load_request("a1", tenant="acme") is not None
+    assert await store.load_request("a1", tenant="globex") is None
+    assert await store.load_request("b1", tenant="acme") is None
+    assert await store.load_request("b1", tenant="") is None
     # Without a tenant, the caller (the loop itself) sees every request.
-    assert store.load_request("b1") is not None
+    assert await store.load_request("b1") is not None
 
 
 async def test_an_idempotency_key_is_held_by_its_first_response(make_store: Any) -> None:
     store = make_store()
-    store.save_request("first", {"request": {}, "created_at": 1}, tenant="acme")
-    assert store.claim_idempotency_key("acme", "k", "first") == "first"
-    assert store.claim_idempotency_key("acme", "k", "second") == "first"
+    await store.save_request("first", {"request": {}, "created_at": 1}, tenant="acme")
+    assert await store.claim_idempotency_key("acme", "k", "first") == "first"
+    assert await store.claim_idempotency_key("acme", "k", "second") == "first"
     # Keys are per tenant.
-    assert store.claim_idempotency_key("globex", "k", "third") == "third"
+    assert await store.claim_idempotency_key("globex", "k", "third") == "third"
     # Deleting the response frees its key.
-    store.delete_response("first")
-    assert store.claim_idempotency_key("acme", "k", "fourth") == "fourth"
+    await store.delete_response("first")
+    assert await store.claim_idempotency_key("acme", "k", "fourth") == "fourth"
