@@ -59,3 +59,22 @@ def test_http_client_rejects_bad_headers() -> None:
         HttpClient(request_id_header="not a header")
     with pytest.raises(ValueError):
         HttpClient(headers={"X-Bad": "line\nbreak"})
+
+
+def test_every_exception_stepwell_raises_shares_one_root() -> None:
+    import stepwell.errors
+    from stepwell import StepwellError
+    from stepwell.openresponses import InvalidRequest
+    from stepwell.stores import IllegalTransition
+    from stepwell.stores.sqlite import StoreCorrupt, StoreLocked
+
+    raised = [
+        value
+        for value in vars(stepwell.errors).values()
+        if isinstance(value, type) and issubclass(value, BaseException)
+    ]
+    assert len(raised) >= 12
+    for kind in [*raised, InvalidRequest, IllegalTransition, StoreCorrupt, StoreLocked]:
+        assert issubclass(kind, StepwellError), kind
+    # Still what they were, for code that catches the built-in kinds.
+    assert issubclass(InvalidRequest, ValueError) and issubclass(StoreLocked, RuntimeError)

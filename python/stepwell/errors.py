@@ -1,11 +1,20 @@
-"""Exceptions raised by stepwell, and those tools raise to fail a step."""
+"""Exceptions raised by stepwell, and those tools raise to fail a step.
+
+Every one of them is a `StepwellError`, so ``except StepwellError`` catches
+whatever stepwell raises on purpose: a loop that did not complete, a store
+that failed or refused a move, a request that is not valid, a tool's error.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 
-class LoopError(Exception):
+class StepwellError(Exception):
+    """The root of every exception stepwell raises."""
+
+
+class LoopError(StepwellError):
     """A response loop did not complete.
 
     ``payload`` is the error as persisted and streamed: ``{"type", "message"}``.
@@ -44,7 +53,7 @@ class ExecutorError(LoopError):
     """A step could not be executed at all, or the tool executor's ``tools`` failed."""
 
 
-class ToolError(Exception):
+class ToolError(StepwellError):
     """Raised by a tool to fail its step with a clear reason."""
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import StepwellError
+
 JSONDict = dict[str, Any]
 
 
-class InvalidRequest(ValueError):
+class InvalidRequest(StepwellError, ValueError):
     """The create body is not a valid Open Responses request; ``param`` names
     the offending parameter when there is one, and ``code`` says why in one
     word when a client may want to tell (``unknown_parameter``)."""

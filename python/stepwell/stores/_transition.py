@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from ..errors import StepwellError
 from ..types import (
     JSON,
     AppendSteps,
@@ -27,7 +28,7 @@ Decide = Callable[[list[ChainStep], str, str | None], NextAction | Awaitable[Nex
 """
 
 
-class IllegalTransition(ValueError):
+class IllegalTransition(StepwellError, ValueError):
     """A step was moved to a state its current state does not allow."""
 
 

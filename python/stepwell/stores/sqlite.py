@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..errors import StepwellError
 from ..types import (
     JSON,
     ChainStep,
@@ -89,11 +90,11 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-class StoreLocked(RuntimeError):
+class StoreLocked(StepwellError, RuntimeError):
     """Another process held the database longer than ``busy_timeout``."""
 
 
-class StoreCorrupt(RuntimeError):
+class StoreCorrupt(StepwellError, RuntimeError):
     """The file is not a usable SQLite database."""
 
 
