@@ -65,10 +65,22 @@ class Server:
     def __init__(self, upstream: str, db: Path, *extra: str) -> None:
         command = [sys.executable, "-m", "stepwell.cli", "serve", "--port", "0"]
         auth = [] if "--keys" in extra else ["--no-auth"]
+        # A dead process's responses are taken over two seconds after its
+        # last renewal, not ten: the tests that kill one wait that long.
+        lease = [] if "--lease-ttl" in extra else ["--lease-ttl", "2"]
         self.log = db.with_suffix(".log")
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
-                [*command, "--upstream", upstream, "--store", f"sqlite:{db}", *auth, *extra],
+                [
+                    *command,
+                    "--upstream",
+                    upstream,
+                    "--store",
+                    f"sqlite:{db}",
+                    *auth,
+                    *lease,
+                    *extra,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=log,
                 text=True,
@@ -314,7 +326,7 @@ async def test_replay_after_a_kill_mid_response_equals_the_live_stream(
     # run twice, so the response fails as abandoned, and its log says so last.
     second = Server(upstream.endpoint, db)
     try:
-        async with httpx.AsyncClient(base_url=second.url) as http:
+        async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
             replay = events_of((await http.get(f"/v1/responses/{response_id}", params=params)).text)
             kept = (await http.get(f"/v1/responses/{response_id}")).json()
     finally:

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
+from ._config import store_named, upstream_target
 from .openresponses import Responses
-from .stores import MemoryStore, SQLiteStore
+from .stores import MemoryStore
 from .testing.upstream import (
     ScriptedUpstream,
     StreamReply,
@@ -69,27 +69,10 @@ async def _print_stream(responses: Responses, body: dict[str, Any]) -> int:
     return 0 if final.get("status") in ("completed", "incomplete") else 1
 
 
-def make_store(spec: str | None) -> Any:
-    """A store from ``memory`` or ``sqlite:PATH``."""
-    if not spec or spec == "memory":
-        return MemoryStore()
-    if spec.startswith("sqlite:"):
-        return SQLiteStore(spec[len("sqlite:") :])
-    raise SystemExit(f"--store must be 'memory' or 'sqlite:PATH', not {spec!r}")
-
-
-def make_target(base_url: str, api_key_env: str | None) -> UpstreamTarget:
-    """The chat-completions target under ``base_url``, keyed from ``$api_key_env``."""
-    key = os.environ.get(api_key_env) if api_key_env else None
-    if api_key_env and not key:
-        raise SystemExit(f"${api_key_env} is not set")
-    return UpstreamTarget(base_url.rstrip("/"), "/chat/completions", api_key=key)
-
-
 async def _run(args: argparse.Namespace) -> int:
     tools = HttpTools.from_file(args.tools) if args.tools else HttpTools([])
     responses = Responses(
-        make_store(args.store), tools, make_target(args.base_url, args.api_key_env)
+        store_named(args.store), tools, upstream_target(args.base_url, args.api_key_env)
     )
     body = {"model": args.model, "input": args.question}
     if args.instructions:

@@ -53,6 +53,11 @@ class ExecutorError(LoopError):
     """A step could not be executed at all, or the tool executor's ``tools`` failed."""
 
 
+class LeaseLost(StepwellError):
+    """A write carried a lease's fencing token that is no longer the response's:
+    another process claimed the response since, and this write is refused."""
+
+
 class ToolError(StepwellError):
     """Raised by a tool to fail its step with a clear reason."""
 

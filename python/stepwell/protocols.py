@@ -6,7 +6,7 @@ they run on the event loop that awaited ``run_response_loop``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from ._core import LoopEvent
@@ -80,9 +80,12 @@ class ResponseStore(MultiStepStore, Protocol):
         it is that tenant's: the store's own query checks it)."""
         ...
 
-    async def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
-        """Record how a response ended. The first outcome stands; later ones
-        change nothing."""
+    async def set_outcome(
+        self, request_id: str, status: str, output: JSON, *, fence: int | None = None
+    ) -> None:
+        """Record how a response ended, and end its lease. The first outcome
+        stands; later ones change nothing. With ``fence``, raise ``LeaseLost``
+        unless the response's lease still has that token."""
         ...
 
     async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
@@ -97,9 +100,12 @@ class ResponseStore(MultiStepStore, Protocol):
         """Every step of a response, in all scopes, ordered by sequence."""
         ...
 
-    async def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+    async def append_events_many(
+        self, batches: list[tuple[str, int, str]], *, fences: Mapping[str, int] | None = None
+    ) -> list[str]:
         """Keep batches of stream frames, ``(request_id, first_sequence,
-        frames)`` each, in one transaction."""
+        frames)`` each, in one transaction; a response named in ``fences`` only
+        while its lease has that token. Returns the responses refused."""
         ...
 
     async def events_after(self, request_id: str, after: int) -> list[str]:
@@ -118,6 +124,56 @@ class ResponseStore(MultiStepStore, Protocol):
     async def delete_response(self, request_id: str) -> bool:
         """Forget a response (request, steps, outcome, event log, keys);
         returns whether there was one."""
+        ...
+
+    # Leases: one process drives a response at a time. Its claim returns a
+    # fencing token that grows with every claim; every write of the run carries
+    # it (`fence=`) and is refused with `LeaseLost` once another claimed it.
+
+    async def record_step(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptor: StepDescriptor,
+        *,
+        fence: int | None = None,
+    ) -> RecordedStep:
+        """`MultiStepStore.record_step`, refused under a lost ``fence``."""
+        ...
+
+    async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
+        """`MultiStepStore.mark_step_processing`, refused under a lost ``fence``."""
+        ...
+
+    async def complete_step(self, step_id: str, payload: JSON, *, fence: int | None = None) -> None:
+        """`MultiStepStore.complete_step`, refused under a lost ``fence``."""
+        ...
+
+    async def fail_step(self, step_id: str, error: JSON, *, fence: int | None = None) -> None:
+        """`MultiStepStore.fail_step`, refused under a lost ``fence``."""
+        ...
+
+    async def claim(self, request_id: str, owner: str, ttl: float) -> int | None:
+        """Take the lease of an unfinished response that nobody holds (or whose
+        lease expired) for ``ttl`` seconds: its new fencing token, else ``None``."""
+        ...
+
+    async def renew(self, owner: str, ttl: float) -> dict[str, bool]:
+        """Extend every lease ``owner`` still holds by ``ttl`` seconds; returns
+        them, each with whether a cancel was requested."""
+        ...
+
+    async def release(self, request_id: str, fence: int) -> None:
+        """Give a lease up, if it still has ``fence``: at once claimable."""
+        ...
+
+    async def claimable(self, limit: int = 100) -> list[str]:
+        """Unfinished responses with no live lease, oldest first."""
+        ...
+
+    async def request_cancel(self, request_id: str) -> bool:
+        """Ask the lease holder to cancel; whether the response is unfinished."""
         ...
 
 

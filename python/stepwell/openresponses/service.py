@@ -12,11 +12,11 @@ from typing import Any
 
 from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
-from ..errors import LoopError, LoopFailed, StoreError
+from ..errors import LeaseLost, LoopError, LoopFailed, StoreError
 from ..protocols import ResponseStore, ToolExecutor
 from ..stores import IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
-from .assemble import response_object
+from .assemble import output_items, response_object, usage
 from .errors import loop_error
 from .request import JSONDict
 from .transition import Agent, ResponsesTransition, stored
@@ -73,7 +73,7 @@ class Responses:
             created_at=created_at,
             tools=tools,
         )
-        return Prepared(request_id, body, WithTransition(self.store, transition), initial)
+        return Prepared(request_id, body, transition, initial)
 
     async def prepare(
         self, body: Any, *, request_id: str | None = None, tenant: str = ""
@@ -87,11 +87,38 @@ class Responses:
         # Setting up converts the whole input, so a request refused there is
         # refused before anything of it is kept.
         run = await self._setup(body, request_id, created_at, tenant)
-        await self.store.save_request(request_id, stored(body, created_at, tenant), tenant=tenant)
+        kept = stored(body, created_at, tenant, run.initial)
+        await self.store.save_request(request_id, kept, tenant=tenant)
         return run
 
+    async def current(self, request_id: str) -> JSONDict | None:
+        """The response as it stands, read from the store: its outcome once it
+        ended; before, the response as announced, with the output of the steps
+        completed so far (`None` for an unknown one)."""
+        outcome = await self.store.outcome(request_id)
+        if outcome is not None:
+            return outcome[1]  # type: ignore[no-any-return]
+        saved = await self.store.load_request(request_id)
+        if saved is None:
+            return None
+        announced = saved.get("announced") or response_object(
+            saved["request"],
+            request_id,
+            status="in_progress",
+            output=[],
+            usage_block=None,
+            created_at=saved["created_at"],
+            tools=saved["request"].get("tools") or [],
+        )
+        steps = [s for s in await self.store.steps(request_id) if s.scope_parent is None]
+        return {**announced, "output": output_items(request_id, steps), "usage": usage(steps)}
+
     async def drive(
-        self, run: Prepared, *, on_frames: Callable[[str], object] | None = None
+        self,
+        run: Prepared,
+        *,
+        on_frames: Callable[[str], object] | None = None,
+        fence: int | None = None,
     ) -> JSONDict:
         """Runs a prepared response to its end and returns the outcome the store
         keeps (the first recorded: another worker may have finished it first).
@@ -99,18 +126,20 @@ class Responses:
         With `on_frames`, the Open Responses stream is handed to it as it is made,
         a batch of SSE frames per call, numbered consecutively from 0
         (`response.created` first); the closing `[DONE]` is not among them.
+        With `fence` (the token of the lease this run holds), every write the
+        run makes carries it, and the run records nothing once it is lost.
         """
         sink = None
         if on_frames is not None:
             sink = ResponsesStream(run.request_id, on_frames)
             on_frames(sink.start(run.initial))
-        return await self._run(run, sink)
+        return await self._run(run, sink, fence)
 
-    async def _run(self, run: Prepared, sink: Any) -> JSONDict:
+    async def _run(self, run: Prepared, sink: Any, fence: int | None) -> JSONDict:
         request_id, body, initial = run.request_id, run.body, run.initial
         try:
             result = await run_response_loop(
-                run.store,
+                WithTransition(self.store, run.transition, fence),
                 self.tools,
                 RequestContext(model=body["model"]),
                 self.target,
@@ -123,32 +152,37 @@ class Responses:
             if isinstance(failed.payload, dict) and failed.payload.get("object") == "response":
                 result = failed.payload
             else:
-                result = await self._failed(run, failed)
+                result = await self._failed(run, failed, fence)
         except StoreError as error:
             result = {**initial, "status": "failed", "error": loop_error(error.payload)}
-            if isinstance(error.__cause__, IllegalTransition):
-                # The store refused a move: another worker is driving this
+            if isinstance(error.__cause__, (IllegalTransition, LeaseLost)):
+                # The store refused a write: another worker is driving this
                 # response and will record its outcome; this one records nothing.
-                log.info("response %s: another worker moved its step first", request_id)
+                log.info("response %s: another worker drives it now", request_id)
             else:
-                result = await self._failed(run, error)
+                result = await self._failed(run, error, fence)
         except LoopError as error:
-            result = await self._failed(run, error)
+            result = await self._failed(run, error, fence)
         except Exception as error:
             # Whatever else stops the run still ends the response: accepted
             # means it ends, never a row left in progress.
-            result = await self._failed(run, error)
+            result = await self._failed(run, error, fence)
         kept = await self.store.outcome(request_id)
         return kept[1] if kept else result  # type: ignore[no-any-return]
 
-    async def _failed(self, run: Prepared, error: Exception) -> JSONDict:
+    async def _failed(self, run: Prepared, error: Exception, fence: int | None) -> JSONDict:
         """Records that the run stopped on `error`: the details to the log, and to
         the response a message written for its client."""
         payload = error.payload if isinstance(error, LoopError) else None
         log.warning("response %s stopped: %r", run.request_id, error)
         result = {**run.initial, "status": "failed", "error": loop_error(payload)}
         try:
-            await self.store.set_outcome(run.request_id, "failed", result)
+            if fence is None:
+                await self.store.set_outcome(run.request_id, "failed", result)
+            else:
+                await self.store.set_outcome(run.request_id, "failed", result, fence=fence)
+        except LeaseLost:
+            log.info("response %s: another worker drives it now", run.request_id)
         except Exception:
             log.exception("response %s: its failure could not be recorded", run.request_id)
         return result
@@ -157,9 +191,22 @@ class Responses:
         """Runs the request to its end and returns the `Response`."""
         return await self.drive(await self.prepare(body, request_id=request_id))
 
-    async def resume(self, request_id: str) -> JSONDict:
+    async def resume(
+        self,
+        request_id: str,
+        *,
+        fence: int | None = None,
+        on_frames: Callable[[str], object] | None = None,
+        next_sequence: int = 0,
+        next_output_index: int = 0,
+    ) -> JSONDict:
         """Drives a response whose worker stopped to its end (completed steps are
-        kept); a response that already ended is returned as it stands."""
+        kept); a response that already ended is returned as it stands.
+
+        With `on_frames`, the stream of what the response still does is handed
+        to it, continuing one begun before: its frames are numbered from
+        `next_sequence` and its items from `next_output_index` (from 0, the
+        stream starts with `response.created`). `fence` is as for `drive`."""
         saved = await self.store.load_request(request_id)
         if saved is None:
             raise KeyError(f"no response {request_id!r}")
@@ -169,7 +216,14 @@ class Responses:
             return finished[1]  # type: ignore[no-any-return]
         tenant = saved.get("tenant", "")
         run = await self._setup(saved["request"], request_id, saved["created_at"], tenant)
-        return await self._run(run, None)
+        sink = None
+        if on_frames is not None:
+            sink = ResponsesStream(request_id, on_frames)
+            if next_sequence == 0:
+                on_frames(sink.start(run.initial))
+            else:
+                sink.resume(run.initial, next_sequence, next_output_index)
+        return await self._run(run, sink, fence)
 
     async def stream(self, body: Any, *, request_id: str | None = None) -> AsyncIterator[str]:
         """Runs the request, yielding the Open Responses SSE stream frame by frame.
@@ -195,10 +249,10 @@ class Responses:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A request checked and kept, ready to `drive`: its id, body, the store seen
-    through its transition, and the response as `response.created` announces it."""
+    """A request checked and kept, ready to `drive`: its id, body, its
+    transition, and the response as `response.created` announces it."""
 
     request_id: str
     body: JSONDict
-    store: WithTransition
+    transition: ResponsesTransition
     initial: JSONDict

@@ -59,10 +59,20 @@ class Agent:
     )
 
 
-def stored(body: JSONDict, created_at: int | None = None, tenant: str = "") -> JSONDict:
-    """What a store keeps for a response: its request, when it was created and
-    the tenant it belongs to."""
-    return {"request": body, "created_at": created_at or int(time.time()), "tenant": tenant}
+def stored(
+    body: JSONDict,
+    created_at: int | None = None,
+    tenant: str = "",
+    announced: JSONDict | None = None,
+) -> JSONDict:
+    """What a store keeps for a response: its request, when it was created, the
+    tenant it belongs to and, once set up, the response as `response.created`
+    announces it (what a read of it shows, with the output so far, until it
+    ends)."""
+    kept = {"request": body, "created_at": created_at or int(time.time()), "tenant": tenant}
+    if announced is not None:
+        kept["announced"] = announced
+    return kept
 
 
 def _schema_tool(schema: ToolSchema) -> JSONDict:

@@ -34,15 +34,30 @@ class LogHub:
 
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}
+        self._readers: dict[str, int] = {}
         self._recent: dict[str, list[tuple[int, int, str]]] = {}
 
     def changed(self, request_id: str) -> asyncio.Event:
         """The event the next change of `request_id` sets. Take it before
-        reading the log, so a change made after the read is never missed."""
-        return self._changed.setdefault(request_id, asyncio.Event())
+        reading the log, so a change made after the read is never missed, and
+        give it back with `forget` when done with it."""
+        event = self._changed.get(request_id)
+        if event is None:
+            event = self._changed[request_id] = asyncio.Event()
+        self._readers[request_id] = self._readers.get(request_id, 0) + 1
+        return event
+
+    def forget(self, request_id: str, event: asyncio.Event) -> None:
+        """A reader is done with `event`; the last one to be done with an event
+        nothing set drops it, so the hub keeps nothing for readers gone."""
+        if self._changed.get(request_id) is event:
+            self._readers[request_id] -= 1
+            if self._readers[request_id] == 0:
+                del self._changed[request_id], self._readers[request_id]
 
     def notify(self, request_id: str) -> None:
         event = self._changed.pop(request_id, None)
+        self._readers.pop(request_id, None)
         if event is not None:
             event.set()
 
@@ -81,12 +96,16 @@ class EventLog:
         self.store = store
         self.hub = hub
         self._queued: list[tuple[str, int, int, str]] = []
+        self._fences: dict[str, int] = {}
         # One write at a time, so a response's batches reach the store in order.
         self._writing = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def append(self, request_id: str, first_sequence: int, frames: str) -> int:
-        """Queues a batch; returns how many frames it holds."""
+    def append(
+        self, request_id: str, first_sequence: int, frames: str, fence: int | None = None
+    ) -> int:
+        """Queues a batch, written only while the run's lease has `fence`;
+        returns how many frames it holds."""
         count = count_frames(frames)
         if count:
             if not self._queued:
@@ -96,6 +115,8 @@ class EventLog:
                 self._tasks.add(task)
                 task.add_done_callback(self._written)
             self._queued.append((request_id, first_sequence, count, frames))
+            if fence is not None:
+                self._fences[request_id] = fence
         return count
 
     def _written(self, task: asyncio.Task[None]) -> None:
@@ -108,25 +129,35 @@ class EventLog:
         returns once everything queued before the call is written."""
         async with self._writing:
             queued, self._queued = self._queued, []
+            fences, self._fences = self._fences, {}
             if not queued:
                 return
-            await self.store.append_events_many(
-                [(r, first, frames) for r, first, _, frames in queued]
+            refused = await self.store.append_events_many(
+                [(r, first, frames) for r, first, _, frames in queued], fences=fences
             )
             for request_id, first, count, frames in queued:
-                self.hub.kept(request_id, first, count, frames)
+                # A refused batch's run lost its lease: another process logs
+                # the response now, and readers read that from the store.
+                if request_id not in refused:
+                    self.hub.kept(request_id, first, count, frames)
 
 
 class LogWriter:
-    """The `on_frames` of a running response: numbers each batch and queues it."""
+    """The `on_frames` of a running response: numbers each batch and queues it
+    under the run's lease token."""
 
-    def __init__(self, log: EventLog, request_id: str) -> None:
+    def __init__(
+        self, log: EventLog, request_id: str, *, fence: int | None = None, next_sequence: int = 0
+    ) -> None:
         self.log = log
         self.request_id = request_id
-        self.next_sequence = 0
+        self.fence = fence
+        self.next_sequence = next_sequence
 
     def __call__(self, frames: str) -> None:
-        self.next_sequence += self.log.append(self.request_id, self.next_sequence, frames)
+        self.next_sequence += self.log.append(
+            self.request_id, self.next_sequence, frames, self.fence
+        )
 
 
 _TERMINAL_BY_STATUS = {
@@ -147,11 +178,6 @@ def terminal_frame(response: dict[str, Any], sequence_number: int) -> str | None
     return f"event: {kind}\ndata: {data}\n\n"
 
 
-async def last_sequence(store: Any, request_id: str) -> int:
-    """The number of the last event logged for a response; -1 for none."""
-    return -1 + len(await store.events_after(request_id, -1))
-
-
 def is_terminal(frames: str) -> bool:
     """Whether the last frame of `frames` is the stream's last event."""
     # The last frame starts after the blank line before the final one; only
@@ -164,23 +190,53 @@ def is_terminal(frames: str) -> bool:
 
 
 async def follow(
-    store: Any, hub: LogHub, request_id: str, after: int, running: Callable[[], bool]
+    store: Any,
+    hub: LogHub,
+    request_id: str,
+    after: int,
+    *,
+    local: Callable[[], bool],
+    ended: Callable[[], bool],
+    poll: float = 0.1,
 ) -> AsyncIterator[str]:
-    """The frames numbered above `after`, then the live ones, until the terminal
-    event; or, for a response no worker here is running, until the log ends."""
+    """The frames numbered above `after`, then the live ones, until the
+    terminal event: a stream ends where the log does, whichever process writes
+    it. A response this process runs wakes its readers as its log grows
+    (`local`); one run elsewhere is looked for in the store every `poll`
+    seconds. A response that ended without a terminal event (cancelled), or
+    whose terminal event was never logged, ends its stream when its outcome is
+    kept; `ended` ends it early (the server is stopping)."""
     while True:
         changed = hub.changed(request_id)
-        found = hub.text_after(request_id, after)
-        if found is None:
-            frames = await store.events_after(request_id, after)
-            found = "".join(frames), len(frames)
-        text, count = found
-        if count:
-            after += count
-            yield text
-            if is_terminal(text):
+        try:
+            found = hub.text_after(request_id, after)
+            if found is None:
+                frames = await store.events_after(request_id, after)
+                found = "".join(frames), len(frames)
+            text, count = found
+            if count:
+                after += count
+                yield text
+                if is_terminal(text):
+                    return
+                continue
+            outcome = await store.outcome(request_id)
+            if outcome is not None:
+                frames = await store.events_after(request_id, after)
+                if frames:
+                    continue  # written just before the outcome: read them first
+                last = terminal_frame(outcome[1], after + 1)
+                if last is not None and after >= 0:
+                    yield last
                 return
-            continue
-        if not running():
-            return
-        await changed.wait()
+            if ended():
+                return
+            if local():
+                await changed.wait()
+            else:
+                try:
+                    await asyncio.wait_for(changed.wait(), poll)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            hub.forget(request_id, changed)

@@ -47,6 +47,8 @@ class Settings:
     """Seconds a client may take to send a request's headers."""
     body_timeout: float = 30.0
     """Seconds a client may take between two pieces of a request's body."""
+    lease_ttl: float = 10.0
+    """Seconds before a response whose process died is taken over by another."""
     keys: str | None = None
     """A TOML file whose ``[keys]`` table maps each API key to its tenant."""
     no_auth: bool = False
@@ -68,6 +70,7 @@ def _coerce(name: str, value: Any) -> Any:
         "grace": float,
         "header_timeout": float,
         "body_timeout": float,
+        "lease_ttl": float,
     }
     if name in kinds:
         try:
@@ -126,6 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--body-timeout",
         help="seconds a client may take between two pieces of its body (default 30)",
     )
+    parser.add_argument(
+        "--lease-ttl",
+        help="seconds before a response whose process died is taken over (default 10)",
+    )
     parser.add_argument("--keys", help="TOML file: a [keys] table mapping each key to its tenant")
     parser.add_argument(
         "--no-auth",
@@ -139,7 +146,7 @@ def serve(args: argparse.Namespace) -> int:
     """Builds the app from the settings and serves it until interrupted."""
     import uvicorn
 
-    from ..cli import make_store, make_target
+    from .._config import store_named, upstream_target
     from ..openresponses import Responses
     from ..tools import HttpTools
     from ._uvicorn import StoppingServer, with_header_deadline
@@ -149,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
     settings = load_settings(vars(args), os.environ, args.config)
     tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
     responses = Responses(
-        make_store(settings.store), tools, make_target(settings.upstream, settings.api_key_env)
+        store_named(settings.store), tools, upstream_target(settings.upstream, settings.api_key_env)
     )
     keys = None
     if settings.keys:
@@ -165,7 +172,10 @@ def serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     server_settings = ServerSettings(
-        max_body=settings.max_body, body_timeout=settings.body_timeout, keys=keys
+        max_body=settings.max_body,
+        body_timeout=settings.body_timeout,
+        keys=keys,
+        lease_ttl=settings.lease_ttl,
     )
     app = create_app(responses, server_settings)
     # Bound here, not by uvicorn, so port 0 works and the address is known

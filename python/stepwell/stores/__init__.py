@@ -1,5 +1,7 @@
-"""Stores that come with stepwell: in memory, and durable in SQLite."""
+"""Stores that come with stepwell: in memory, durable in SQLite, and shared by
+many processes on PostgreSQL (`stepwell.stores.postgres`, imported on use)."""
 
+from ._open import open_store
 from ._transition import Decide, IllegalTransition, WithTransition
 from .memory import MemoryStore
 from .sqlite import SQLiteStore, StoreCorrupt, StoreLocked
@@ -12,4 +14,5 @@ __all__ = [
     "StoreCorrupt",
     "StoreLocked",
     "WithTransition",
+    "open_store",
 ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import StepwellError
 from ..types import (
@@ -51,19 +51,17 @@ def check_move(step_id: str, current: StepState, to: StepState) -> None:
         raise IllegalTransition(f"step {step_id} cannot go from {current.value} to {to.value}")
 
 
-class _Outcomes(Protocol):
-    async def set_outcome(self, request_id: str, status: str, output: Any) -> None: ...
-
-
 async def decide_next(
-    store: _Outcomes,
+    store: Any,
     decide: Decide | None,
     chain: list[ChainStep],
     request_id: str,
     scope_parent: str | None,
+    fence: int | None = None,
 ) -> NextAction:
     """Runs `decide` (sync or async) on the scope's chain, checks its answer, and
-    records the response's outcome when the top level ends."""
+    records the response's outcome when the top level ends (under `fence`, the
+    run's lease token, when it has one)."""
     if decide is None:
         raise RuntimeError(f"{type(store).__name__} has no transition: pass decide=")
     action: Any = decide(chain, request_id, scope_parent)
@@ -79,7 +77,10 @@ async def decide_next(
         # An Open Responses payload says itself how it ended (e.g. incomplete).
         if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
             status = action.payload["status"]
-        await store.set_outcome(request_id, status, action.payload)
+        if fence is None:
+            await store.set_outcome(request_id, status, action.payload)
+        else:
+            await store.set_outcome(request_id, status, action.payload, fence=fence)
     checked: NextAction = action
     return checked
 
@@ -112,20 +113,26 @@ def stored_response(
 
 
 class WithTransition:
-    """A store seen through one request's transition.
+    """A store seen through one request's transition, and one run's lease.
 
     ``next_action_for`` runs ``decide`` over the store's chain; every other call
     goes to the store. Many requests can share one store, each with its own
-    transition, and nothing on the store is written per request.
+    transition, and nothing on the store is written per request. With
+    ``fence`` (the run's lease token), every write the loop makes carries it,
+    so the store refuses them once another process has taken the response.
     """
 
-    def __init__(self, store: Any, decide: Decide) -> None:
+    def __init__(self, store: Any, decide: Decide, fence: int | None = None) -> None:
         self.store = store
         self.decide = decide
+        self.fence = fence
+        self._fenced: dict[str, int] = {} if fence is None else {"fence": fence}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = await self.store.list_chain(request_id, scope_parent)
-        return await decide_next(self.store, self.decide, chain, request_id, scope_parent)
+        return await decide_next(
+            self.store, self.decide, chain, request_id, scope_parent, self.fence
+        )
 
     def record_step(
         self,
@@ -134,16 +141,18 @@ class WithTransition:
         prev_step: str | None,
         descriptor: StepDescriptor,
     ) -> Awaitable[RecordedStep]:
-        return self.store.record_step(request_id, scope_parent, prev_step, descriptor)  # type: ignore[no-any-return]
+        return self.store.record_step(  # type: ignore[no-any-return]
+            request_id, scope_parent, prev_step, descriptor, **self._fenced
+        )
 
     def mark_step_processing(self, step_id: str) -> Awaitable[None]:
-        return self.store.mark_step_processing(step_id)  # type: ignore[no-any-return]
+        return self.store.mark_step_processing(step_id, **self._fenced)  # type: ignore[no-any-return]
 
     def complete_step(self, step_id: str, payload: JSON) -> Awaitable[None]:
-        return self.store.complete_step(step_id, payload)  # type: ignore[no-any-return]
+        return self.store.complete_step(step_id, payload, **self._fenced)  # type: ignore[no-any-return]
 
     def fail_step(self, step_id: str, error: JSON) -> Awaitable[None]:
-        return self.store.fail_step(step_id, error)  # type: ignore[no-any-return]
+        return self.store.fail_step(step_id, error, **self._fenced)  # type: ignore[no-any-return]
 
     def list_chain(self, request_id: str, scope_parent: str | None) -> Awaitable[list[ChainStep]]:
         return self.store.list_chain(request_id, scope_parent)  # type: ignore[no-any-return]

@@ -11,8 +11,10 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from ..errors import LeaseLost
 from ..types import (
     JSON,
     ChainStep,
@@ -34,6 +36,14 @@ class _Outcome:
     payload: JSON
 
 
+@dataclass
+class _Lease:
+    owner: str | None = None
+    token: int = 0
+    expires: float = 0.0
+    cancel_requested: bool = False
+
+
 class MemoryStore:
     """An in-memory ``MultiStepStore`` whose transition is ``decide``.
 
@@ -52,6 +62,8 @@ class MemoryStore:
         self._events: dict[str, list[tuple[int, str]]] = {}
         self._tenants: dict[str, str] = {}
         self._idempotency: dict[tuple[str, str], str] = {}
+        self._leases: dict[str, _Lease] = {}
+        self._step_requests: dict[str, str] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
@@ -73,11 +85,84 @@ class MemoryStore:
                 return None
             return self._requests.get(request_id)
 
-    async def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
-        """Record how a response ended. The first outcome stands: a later call
-        (a second worker that lost a race, say) changes nothing."""
+    async def set_outcome(
+        self, request_id: str, status: str, output: JSON, *, fence: int | None = None
+    ) -> None:
+        """Record how a response ended, and end its lease. The first outcome
+        stands: a later call (a second worker that lost a race, say) changes
+        nothing. With ``fence``, the write is refused (``LeaseLost``) unless the
+        lease still has that token."""
         with self._lock:
-            self._outcomes.setdefault(request_id, _Outcome(status, output))
+            if request_id in self._outcomes:
+                return
+            if fence is not None:
+                self._check_fence(request_id, fence)
+            self._outcomes[request_id] = _Outcome(status, output)
+            lease = self._leases.get(request_id)
+            if lease is not None:
+                lease.owner = None
+
+    # ------------------------------------------------------------ leases
+
+    async def claim(self, request_id: str, owner: str, ttl: float) -> int | None:
+        """Take the lease of an unfinished response whose lease is free or has
+        expired, for ``ttl`` seconds; returns its new fencing token, or ``None``."""
+        now = time.time()
+        with self._lock:
+            if request_id not in self._requests or request_id in self._outcomes:
+                return None
+            lease = self._leases.setdefault(request_id, _Lease())
+            if lease.owner is not None and lease.expires >= now:
+                return None
+            lease.owner, lease.token, lease.expires = owner, lease.token + 1, now + ttl
+            return lease.token
+
+    async def renew(self, owner: str, ttl: float) -> dict[str, bool]:
+        """Extend every lease ``owner`` still holds; returns them, each with
+        whether a cancel was requested."""
+        held = {}
+        with self._lock:
+            for request_id, lease in self._leases.items():
+                if lease.owner == owner and request_id not in self._outcomes:
+                    lease.expires = time.time() + ttl
+                    held[request_id] = lease.cancel_requested
+        return held
+
+    async def release(self, request_id: str, fence: int) -> None:
+        """Give a lease up, if it still has ``fence``."""
+        with self._lock:
+            lease = self._leases.get(request_id)
+            if lease is not None and lease.token == fence:
+                lease.owner = None
+
+    async def claimable(self, limit: int = 100) -> list[str]:
+        """Unfinished responses that nobody holds a live lease on, oldest first."""
+        now = time.time()
+        with self._lock:
+            free = [
+                request_id
+                for request_id in self._requests
+                if request_id not in self._outcomes
+                and (
+                    (lease := self._leases.get(request_id)) is None
+                    or lease.owner is None
+                    or lease.expires < now
+                )
+            ]
+        return free[:limit]
+
+    async def request_cancel(self, request_id: str) -> bool:
+        """Ask the lease holder to cancel the response; whether it is unfinished."""
+        with self._lock:
+            if request_id not in self._requests or request_id in self._outcomes:
+                return False
+            self._leases.setdefault(request_id, _Lease()).cancel_requested = True
+            return True
+
+    def _check_fence(self, request_id: str, fence: int) -> None:
+        lease = self._leases.get(request_id)
+        if lease is None or lease.token != fence:
+            raise LeaseLost(f"response {request_id} is held under another lease")
 
     async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
@@ -107,9 +192,11 @@ class MemoryStore:
             self._outcomes.pop(request_id, None)
             self._events.pop(request_id, None)
             self._last_sequence.pop(request_id, None)
+            self._leases.pop(request_id, None)
             for scope in [s for s in self._scopes if s[0] == request_id]:
                 for step_id in self._scopes.pop(scope):
                     self._steps.pop(step_id, None)
+                    self._step_requests.pop(step_id, None)
         return existed
 
     async def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
@@ -120,11 +207,22 @@ class MemoryStore:
             self._events.setdefault(request_id, []).append((first_sequence, frames))
         return count
 
-    async def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
-        """Keep several batches, ``(request_id, first_sequence, frames)`` each, at once."""
+    async def append_events_many(
+        self, batches: list[tuple[str, int, str]], *, fences: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """Keep several batches, ``(request_id, first_sequence, frames)`` each, at
+        once; a response's batch named in ``fences`` only while its lease has
+        that token. Returns the responses whose batches were refused."""
         with self._lock:
+            refused = [
+                request_id
+                for request_id, fence in (fences or {}).items()
+                if (lease := self._leases.get(request_id)) is None or lease.token != fence
+            ]
             for request_id, first_sequence, frames in batches:
-                self._events.setdefault(request_id, []).append((first_sequence, frames))
+                if request_id not in refused:
+                    self._events.setdefault(request_id, []).append((first_sequence, frames))
+        return refused
 
     async def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""
@@ -138,9 +236,13 @@ class MemoryStore:
         scope_parent: str | None,
         prev_step: str | None,
         descriptor: StepDescriptor,
+        *,
+        fence: int | None = None,
     ) -> RecordedStep:
         kind = StepKind(descriptor.kind)
         with self._lock:
+            if fence is not None:
+                self._check_fence(request_id, fence)
             # The same link recorded twice is the same step (a re-run transition).
             for existing_id in self._scopes.get((request_id, scope_parent), []):
                 existing = self._steps[existing_id]
@@ -164,17 +266,18 @@ class MemoryStore:
                 created_at=time.time(),
             )
             self._steps[step.id] = step
+            self._step_requests[step.id] = request_id
             self._scopes.setdefault((request_id, scope_parent), []).append(step.id)
         return RecordedStep(step.id, step.sequence, step.sub_request_id)
 
-    async def mark_step_processing(self, step_id: str) -> None:
-        self._move(step_id, StepState.PROCESSING)
+    async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
+        self._move(step_id, StepState.PROCESSING, fence)
 
-    async def complete_step(self, step_id: str, payload: JSON) -> None:
-        self._move(step_id, StepState.COMPLETED, response_payload=payload)
+    async def complete_step(self, step_id: str, payload: JSON, *, fence: int | None = None) -> None:
+        self._move(step_id, StepState.COMPLETED, fence, response_payload=payload)
 
-    async def fail_step(self, step_id: str, error: JSON) -> None:
-        self._move(step_id, StepState.FAILED, error=error)
+    async def fail_step(self, step_id: str, error: JSON, *, fence: int | None = None) -> None:
+        self._move(step_id, StepState.FAILED, fence, error=error)
 
     async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         return self._chain(request_id, scope_parent)
@@ -204,10 +307,12 @@ class MemoryStore:
             ids = self._scopes.get((request_id, scope_parent), [])
             return sorted((self._steps[i] for i in ids), key=lambda s: s.sequence)
 
-    def _move(self, step_id: str, to: StepState, **changes: JSON) -> None:
+    def _move(self, step_id: str, to: StepState, fence: int | None, **changes: JSON) -> None:
         with self._lock:
             step = self._steps.get(step_id)
             if step is None:
                 raise KeyError(f"no step {step_id!r}")
+            if fence is not None:
+                self._check_fence(self._step_requests[step_id], fence)
             check_move(step_id, step.state, to)
             self._steps[step_id] = replace(step, state=to, updated_at=time.time(), **changes)

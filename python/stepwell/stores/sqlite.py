@@ -19,12 +19,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import StepwellError
+from ..errors import LeaseLost, StepwellError
 from ..types import (
     JSON,
     ChainStep,
@@ -46,13 +46,17 @@ from ._transition import (
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
-    request_id   TEXT PRIMARY KEY,
-    tenant       TEXT NOT NULL DEFAULT '',
-    request      TEXT NOT NULL,
-    status       TEXT NOT NULL DEFAULT 'in_progress',
-    output       TEXT,
-    created_at   REAL NOT NULL,
-    completed_at REAL
+    request_id       TEXT PRIMARY KEY,
+    tenant           TEXT NOT NULL DEFAULT '',
+    request          TEXT NOT NULL,
+    status           TEXT NOT NULL DEFAULT 'in_progress',
+    output           TEXT,
+    created_at       REAL NOT NULL,
+    completed_at     REAL,
+    lease_owner      TEXT,
+    lease_token      INTEGER NOT NULL DEFAULT 0,
+    lease_expires    REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS steps (
     id               TEXT PRIMARY KEY,
@@ -74,6 +78,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
     request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
 );
 CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
+CREATE INDEX IF NOT EXISTS responses_unfinished ON responses (created_at) WHERE output IS NULL;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     tenant     TEXT NOT NULL,
     key        TEXT NOT NULL,
@@ -130,8 +135,16 @@ class SQLiteStore:
     def _migrate(self) -> None:
         """Brings a file made by an earlier version up to the current schema."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(responses)")}
-        if "tenant" not in columns:
-            self._db.execute("ALTER TABLE responses ADD COLUMN tenant TEXT NOT NULL DEFAULT ''")
+        added = {
+            "tenant": "TEXT NOT NULL DEFAULT ''",
+            "lease_owner": "TEXT",
+            "lease_token": "INTEGER NOT NULL DEFAULT 0",
+            "lease_expires": "REAL",
+            "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+        }
+        for name, definition in added.items():
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE responses ADD COLUMN {name} {definition}")
         step_columns = {row[1] for row in self._db.execute("PRAGMA table_info(steps)")}
         if "updated_at" not in step_columns:
             self._db.execute("ALTER TABLE steps ADD COLUMN updated_at REAL")
@@ -152,11 +165,15 @@ class SQLiteStore:
         scope_parent: str | None,
         prev_step: str | None,
         descriptor: StepDescriptor,
+        *,
+        fence: int | None = None,
     ) -> RecordedStep:
         kind = StepKind(descriptor.kind)
         step_id = f"step_{uuid.uuid4().hex}"
         sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
         with self._transaction() as db:
+            if fence is not None:
+                _check_fence(db, request_id, fence)
             # The same link recorded twice is the same step: a re-run transition
             # gets back what it recorded the first time.
             existing = db.execute(
@@ -189,14 +206,14 @@ class SQLiteStore:
             ).fetchone()
         return RecordedStep(step_id, sequence, sub_request_id)
 
-    async def mark_step_processing(self, step_id: str) -> None:
-        self._move(step_id, StepState.PROCESSING)
+    async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
+        self._move(step_id, StepState.PROCESSING, fence)
 
-    async def complete_step(self, step_id: str, payload: JSON) -> None:
-        self._move(step_id, StepState.COMPLETED, response_payload=json.dumps(payload))
+    async def complete_step(self, step_id: str, payload: JSON, *, fence: int | None = None) -> None:
+        self._move(step_id, StepState.COMPLETED, fence, response_payload=json.dumps(payload))
 
-    async def fail_step(self, step_id: str, error: JSON) -> None:
-        self._move(step_id, StepState.FAILED, error=json.dumps(error))
+    async def fail_step(self, step_id: str, error: JSON, *, fence: int | None = None) -> None:
+        self._move(step_id, StepState.FAILED, fence, error=json.dumps(error))
 
     async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         return self._chain(request_id, scope_parent)
@@ -263,22 +280,31 @@ class SQLiteStore:
             )
         return count
 
-    async def append_events_many(self, batches: list[tuple[str, int, str]]) -> None:
+    async def append_events_many(
+        self, batches: list[tuple[str, int, str]], *, fences: Mapping[str, int] | None = None
+    ) -> list[str]:
         """Keep several batches, ``(request_id, first_sequence, frames)`` each, in
         one transaction: a server writing many responses' streams commits once
-        per turn of its event loop, not once per batch."""
+        per turn of its event loop, not once per batch. A batch of a response
+        named in ``fences`` is kept only while that response's lease has that
+        token; returns the responses whose batches were refused."""
         rows = [
             (request_id, first, first + count_frames(frames) - 1, frames)
             for request_id, first, frames in batches
             if count_frames(frames)
         ]
+        refused: list[str] = []
         if rows:
             with self._transaction() as db:
+                if fences:
+                    refused = _refused(db, fences)
+                    rows = [row for row in rows if row[0] not in refused]
                 db.executemany(
                     "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
                     "VALUES (?, ?, ?, ?)",
                     rows,
                 )
+        return refused
 
     async def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""
@@ -305,14 +331,85 @@ class SQLiteStore:
             )
         return json.loads(row[0]) if row else None
 
-    async def set_outcome(self, request_id: str, status: str, output: JSON) -> None:
-        """Record how a response ended. The first outcome stands: a later call
-        (a second process that lost a race to finish it, say) changes nothing,
-        not even ``completed_at``."""
+    async def set_outcome(
+        self, request_id: str, status: str, output: JSON, *, fence: int | None = None
+    ) -> None:
+        """Record how a response ended, and end its lease. The first outcome
+        stands: a later call (a second process that lost a race to finish it,
+        say) changes nothing, not even ``completed_at``. With ``fence``, the
+        write is refused (``LeaseLost``) unless the lease still has that token."""
+        sql = (
+            "UPDATE responses SET status = ?, output = ?, completed_at = ?, "
+            "lease_owner = NULL, lease_expires = NULL WHERE request_id = ? AND output IS NULL"
+        )
+        args: tuple[Any, ...] = (status, json.dumps(output), time.time(), request_id)
+        if fence is None:
+            self._write(sql, args)
+            return
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT lease_token, output IS NOT NULL FROM responses WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            if row is None or row[1]:
+                return  # unknown, or already ended: the first outcome stands
+            if row[0] != fence:
+                raise LeaseLost(f"response {request_id} is held under another lease")
+            db.execute(sql, args)
+
+    # ------------------------------------------------------------ leases
+
+    async def claim(self, request_id: str, owner: str, ttl: float) -> int | None:
+        """Take the lease of an unfinished response whose lease is free or has
+        expired, for ``ttl`` seconds; returns its new fencing token (one more
+        than the last claim's), or ``None`` when another holds it or it ended."""
+        now = time.time()
+        rows = self._write_returning(
+            "UPDATE responses SET lease_owner = ?, lease_token = lease_token + 1, "
+            "lease_expires = ? WHERE request_id = ? AND output IS NULL "
+            "AND (lease_owner IS NULL OR lease_expires < ?) RETURNING lease_token",
+            (owner, now + ttl, request_id, now),
+        )
+        return int(rows[0][0]) if rows else None
+
+    async def renew(self, owner: str, ttl: float) -> dict[str, bool]:
+        """Extend every lease ``owner`` still holds by ``ttl`` seconds from now;
+        returns them, each with whether a cancel was requested. A response the
+        owner runs that is missing here was taken over: its run must stop."""
+        rows = self._write_returning(
+            "UPDATE responses SET lease_expires = ? WHERE lease_owner = ? AND output IS NULL "
+            "RETURNING request_id, cancel_requested",
+            (time.time() + ttl, owner),
+        )
+        return {row[0]: bool(row[1]) for row in rows}
+
+    async def release(self, request_id: str, fence: int) -> None:
+        """Give a lease up (at once claimable by anyone), if it still has ``fence``."""
         self._write(
-            "UPDATE responses SET status = ?, output = ?, completed_at = ? "
-            "WHERE request_id = ? AND output IS NULL",
-            (status, json.dumps(output), time.time(), request_id),
+            "UPDATE responses SET lease_owner = NULL, lease_expires = NULL "
+            "WHERE request_id = ? AND lease_token = ?",
+            (request_id, fence),
+        )
+
+    async def claimable(self, limit: int = 100) -> list[str]:
+        """Unfinished responses that nobody holds a live lease on, oldest first."""
+        with self._errors(), self._lock:
+            rows = self._db.execute(
+                "SELECT request_id FROM responses WHERE output IS NULL "
+                "AND (lease_owner IS NULL OR lease_expires < ?) ORDER BY created_at LIMIT ?",
+                (time.time(), limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    async def request_cancel(self, request_id: str) -> bool:
+        """Ask whoever holds the response's lease to cancel it; returns whether
+        the response is unfinished (else there is nothing to cancel)."""
+        return (
+            self._write(
+                "UPDATE responses SET cancel_requested = 1 WHERE request_id = ? AND output IS NULL",
+                (request_id,),
+            )
+            > 0
         )
 
     async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
@@ -369,23 +466,38 @@ class SQLiteStore:
             for r in rows
         ]
 
-    def _move(self, step_id: str, to: StepState, **columns: str) -> None:
+    def _move(self, step_id: str, to: StepState, fence: int | None, **columns: str) -> None:
         # One conditional UPDATE (its own transaction) on the usual path; the
         # state is read only to explain a refusal, or to retry after another
-        # writer moved the step between the two statements.
+        # writer moved the step between the two statements. A fence is checked
+        # in the same statement.
         allowed = sources(to)
         sets = ", ".join(f"{name} = ?" for name in ["state", "updated_at", *columns])
         marks = ", ".join("?" for _ in allowed)
+        fenced = "" if fence is None else f" AND {_FENCE_OF_STEP}"
         for _ in range(3):
             moved = self._write(
-                f"UPDATE steps SET {sets} WHERE id = ? AND state IN ({marks})",
-                (to.value, time.time(), *columns.values(), step_id, *(a.value for a in allowed)),
+                f"UPDATE steps SET {sets} WHERE id = ? AND state IN ({marks}){fenced}",
+                (
+                    to.value,
+                    time.time(),
+                    *columns.values(),
+                    step_id,
+                    *(a.value for a in allowed),
+                    *(() if fence is None else (fence,)),
+                ),
             )
             if moved:
                 return
-            row = self._query_one("SELECT state FROM steps WHERE id = ?", (step_id,))
+            row = self._query_one(
+                "SELECT s.state, r.lease_token FROM steps s "
+                "LEFT JOIN responses r ON r.request_id = s.request_id WHERE s.id = ?",
+                (step_id,),
+            )
             if row is None:
                 raise KeyError(f"no step {step_id!r}")
+            if fence is not None and row[1] != fence:
+                raise LeaseLost(f"step {step_id}'s response is held under another lease")
             check_move(step_id, StepState(row[0]), to)
         raise IllegalTransition(
             f"step {step_id} kept changing state; it was not moved to {to.value}"
@@ -396,6 +508,11 @@ class SQLiteStore:
         returns how many rows it changed."""
         with self._errors(), self._lock:
             return int(self._db.execute(sql, args).rowcount)
+
+    def _write_returning(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        """One statement with ``RETURNING``, committed on its own; its rows."""
+        with self._errors(), self._lock:
+            return self._db.execute(sql, args).fetchall()
 
     def _query_one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._errors(), self._lock:
@@ -420,6 +537,31 @@ class SQLiteStore:
             yield
         except sqlite3.DatabaseError as error:
             raise _translate(error, self.path) from error
+
+
+_FENCE_OF_STEP = (
+    "EXISTS (SELECT 1 FROM responses r WHERE r.request_id = steps.request_id AND r.lease_token = ?)"
+)
+
+
+def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:
+    row = db.execute(
+        "SELECT lease_token FROM responses WHERE request_id = ?", (request_id,)
+    ).fetchone()
+    if row is None or row[0] != fence:
+        raise LeaseLost(f"response {request_id} is held under another lease")
+
+
+def _refused(db: sqlite3.Connection, fences: Mapping[str, int]) -> list[str]:
+    """The responses of `fences` whose lease no longer has the given token."""
+    marks = ", ".join("?" for _ in fences)
+    current = dict(
+        db.execute(
+            f"SELECT request_id, lease_token FROM responses WHERE request_id IN ({marks})",
+            tuple(fences),
+        ).fetchall()
+    )
+    return [request_id for request_id, fence in fences.items() if current.get(request_id) != fence]
 
 
 def _translate(error: sqlite3.DatabaseError, path: str) -> Exception:

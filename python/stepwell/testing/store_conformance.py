@@ -10,8 +10,9 @@ In a test module of yours::
 
 Every test below then runs against your store: sequences, chain order, scopes,
 the step life cycle (illegal moves rejected), idempotent links, concurrent
-siblings, payload round trips, and the request/outcome records the Open
-Responses layer uses.
+siblings, payload round trips, and the whole `ResponseStore` contract the Open
+Responses layer and the server use: requests, outcomes, the event log,
+idempotency keys, leases with their fencing tokens, and cancel requests.
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from typing import Any
 
 import pytest
 
+from ..errors import LeaseLost
 from ..types import StepDescriptor, StepKind, StepState
 
 __all__ = [
+    "test_a_cancel_request_reaches_the_lease_holder",
+    "test_a_lease_is_held_by_one_owner_until_it_expires",
+    "test_a_lost_lease_refuses_every_write_of_its_run",
     "test_a_tenant_finds_only_its_own_requests",
     "test_an_idempotency_key_is_held_by_its_first_response",
     "test_chain_order_and_links",
@@ -241,3 +246,81 @@ async def test_an_idempotency_key_is_held_by_its_first_response(make_store: Any)
     # Deleting the response frees its key.
     await store.delete_response("first")
     assert await store.claim_idempotency_key("acme", "k", "fourth") == "fourth"
+
+
+async def _kept(store: Any, request_id: str) -> None:
+    await store.save_request(request_id, {"request": {"model": "m"}, "created_at": 1})
+
+
+async def test_a_lease_is_held_by_one_owner_until_it_expires(make_store: Any) -> None:
+    store = make_store()
+    await _kept(store, "r")
+    assert await store.claim("unknown", "a", 30) is None
+    assert await store.claimable() == ["r"]
+    first = await store.claim("r", "a", 30)
+    assert first is not None
+    assert await store.claim("r", "b", 30) is None  # held
+    assert await store.claimable() == []
+    assert await store.renew("a", 30) == {"r": False}
+    assert await store.renew("b", 30) == {}
+    # An expired lease is claimable, and its token grows.
+    await store.renew("a", -1)
+    assert await store.claimable() == ["r"]
+    second = await store.claim("r", "b", 30)
+    assert second is not None and second > first
+    assert await store.renew("a", 30) == {}  # a lost it
+    # Released, it is claimable at once; ended, it is never claimed again.
+    await store.release("r", first)  # a stale token releases nothing
+    assert await store.claim("r", "c", 30) is None
+    await store.release("r", second)
+    third = await store.claim("r", "c", 30)
+    assert third is not None and third > second
+    await store.set_outcome("r", "completed", {"status": "completed"}, fence=third)
+    assert await store.claimable() == []
+    assert await store.claim("r", "d", 30) is None
+    assert await store.renew("c", 30) == {}
+
+
+async def test_a_lost_lease_refuses_every_write_of_its_run(make_store: Any) -> None:
+    store = make_store()
+    await _kept(store, "r")
+    old = await store.claim("r", "a", -1)  # expires at once
+    step = await store.record_step("r", None, None, TOOL, fence=old)
+    await store.mark_step_processing(step.id, fence=old)
+    new = await store.claim("r", "b", 30)
+    assert new is not None and new != old
+    with pytest.raises(LeaseLost):
+        await store.record_step("r", None, step.id, MODEL, fence=old)
+    for write in (
+        store.complete_step(step.id, {"late": True}, fence=old),
+        store.fail_step(step.id, {"late": True}, fence=old),
+        store.set_outcome("r", "failed", {"status": "failed"}, fence=old),
+    ):
+        with pytest.raises(LeaseLost):
+            await write
+    frame = "event: e\ndata: {}\n\n"
+    refused = await store.append_events_many([("r", 0, frame)], fences={"r": old})
+    assert refused == ["r"]
+    assert await store.events_after("r", -1) == []
+    # Nothing of the old run was kept; the new holder's writes are.
+    [kept] = await store.list_chain("r", None)
+    assert (kept.state, kept.response_payload) == (StepState.PROCESSING, None)
+    await store.complete_step(step.id, {"ok": True}, fence=new)
+    assert await store.append_events_many([("r", 0, frame)], fences={"r": new}) == []
+    await store.set_outcome("r", "completed", {"status": "completed"}, fence=new)
+    assert await store.outcome("r") == ("completed", {"status": "completed"})
+    # After the end, a stale outcome changes nothing and raises nothing.
+    await store.set_outcome("r", "failed", {"status": "failed"}, fence=old)
+    assert await store.outcome("r") == ("completed", {"status": "completed"})
+
+
+async def test_a_cancel_request_reaches_the_lease_holder(make_store: Any) -> None:
+    store = make_store()
+    await _kept(store, "r")
+    assert await store.request_cancel("unknown") is False
+    fence = await store.claim("r", "a", 30)
+    assert await store.renew("a", 30) == {"r": False}
+    assert await store.request_cancel("r") is True
+    assert await store.renew("a", 30) == {"r": True}
+    await store.set_outcome("r", "cancelled", {"status": "cancelled"}, fence=fence)
+    assert await store.request_cancel("r") is False

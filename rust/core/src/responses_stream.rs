@@ -84,6 +84,16 @@ impl ResponsesEncoder {
         );
     }
 
+    /// Continues a stream that another encoder began (before a crash or a
+    /// takeover): no frames now; the next one is numbered `next_sequence`, and
+    /// the next item takes `next_output_index`. `response` is the response as
+    /// announced, for a failure that carries none of its own.
+    pub fn resume(&mut self, response: Value, next_sequence: u64, next_output_index: usize) {
+        self.snapshot = response;
+        self.sequence_number = next_sequence;
+        self.next_output_index = next_output_index;
+    }
+
     /// Appends the frames `event` produces. A sub-agent's events are not part of
     /// the spec's stream and produce none.
     pub fn encode(&mut self, event: &LoopEvent, out: &mut String) {
@@ -419,6 +429,27 @@ mod tests {
 
     fn delta(sequence: i64, kind: LoopEventKind, data: EventData) -> LoopEvent {
         LoopEvent::new(sequence, kind, data)
+    }
+
+    #[test]
+    fn a_resumed_stream_continues_the_numbering_and_the_indexes() {
+        let mut encoder = ResponsesEncoder::new("r");
+        encoder.resume(json!({"id": "resp_r", "object": "response"}), 7, 2);
+        let mut out = String::new();
+        let event = delta(
+            5,
+            LoopEventKind::OutputTextDelta,
+            EventData::Delta("x".into()),
+        );
+        encoder.encode(&event, &mut out);
+        let events = events(&out);
+        assert_eq!(events[0]["type"], "response.output_item.added");
+        assert_eq!(events[0]["sequence_number"], 7);
+        assert_eq!(events[0]["output_index"], 2);
+        assert_eq!(
+            events.last().unwrap()["sequence_number"],
+            7 + events.len() - 1
+        );
     }
 
     #[test]

@@ -42,6 +42,21 @@ impl PyResponsesStream {
         Ok(out)
     }
 
+    /// Continues a stream begun elsewhere: the next frame is numbered
+    /// `next_sequence` and the next item takes `next_output_index`.
+    fn resume(
+        &self,
+        response: &Bound<'_, PyAny>,
+        next_sequence: u64,
+        next_output_index: usize,
+    ) -> PyResult<()> {
+        let response = convert::from_py(response, "the response")?;
+        if let Ok(mut encoder) = self.encoder.lock() {
+            encoder.resume(response, next_sequence, next_output_index);
+        }
+        Ok(())
+    }
+
     /// The frame that ends the stream.
     #[staticmethod]
     fn done() -> &'static str {

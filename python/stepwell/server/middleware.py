@@ -1,0 +1,88 @@
+"""What every request goes through before its route: the caller's tenant (from
+its key), its body read within limits, and the count of requests by route and
+status."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.requests import Request
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..openresponses import InvalidRequest, parse_json
+from .auth import tenant_of
+from .errors import ApiError
+from .metrics import Metrics
+
+
+def tenant(request: Request, keys: Mapping[str, str] | None) -> str:
+    """The tenant the request's key belongs to; 401 without a known key. With
+    no keys, every request is the one tenant ``""``."""
+    if keys is None:
+        return ""
+    found = tenant_of(request.headers.get("authorization"), keys)
+    if found is None:
+        raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+    return found
+
+
+async def read_json(request: Request, *, max_body: int, body_timeout: float) -> Any:
+    """The request's JSON body: at most `max_body` bytes (else a 413), each
+    piece within `body_timeout` seconds of the last (else a 408), strict JSON
+    (else a 400, see `parse_json`)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
+        raise _too_large(max_body)
+    body = bytearray()
+    pieces = request.stream().__aiter__()
+    while True:
+        try:
+            piece = await asyncio.wait_for(pieces.__anext__(), body_timeout)
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError as error:
+            raise ApiError(
+                408, "The request body did not arrive in time.", code="request_timeout"
+            ) from error
+        body += piece
+        if len(body) > max_body:
+            raise _too_large(max_body)
+    try:
+        return parse_json(bytes(body))
+    except InvalidRequest as error:
+        raise ApiError(400, str(error), param=error.param) from error
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"The request body is larger than {limit} bytes.")
+
+
+class CountRequests:
+    """Counts every HTTP request by route template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: list[Any]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = next((r.path for r in self.routes if r.matches(scope)[0] is Match.FULL), None)
+        route = f"{scope['method']} {path}" if path else "unmatched"
+        status = 500
+
+        async def counting(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting)
+        finally:
+            self.metrics.requests.labels(route, str(status)).inc()

@@ -1,0 +1,261 @@
+"""The routes of the Open Responses API: each reads as the request it answers.
+
+What a response is lives in the store (its request, steps, outcome, event
+log and lease); a route asks `Responses` and `Runs`, and keeps nothing of its
+own, so any process serving the same store answers alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ..openresponses import InvalidRequest, Responses
+from ..openresponses.items import input_items, page
+from .errors import ApiError, not_found
+from .log import LogHub, follow
+from .metrics import Metrics
+from .middleware import read_json, tenant
+from .runs import Run, Runs
+from .settings import ServerSettings
+from .views import step_tree
+
+DONE = "data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+@dataclass
+class Routes:
+    """The route handlers, over one `Responses` and the runs of this process."""
+
+    responses: Responses
+    runs: Runs
+    hub: LogHub
+    settings: ServerSettings
+    metrics: Metrics
+
+    @property
+    def store(self) -> Any:
+        return self.responses.store
+
+    # ------------------------------------------------------------ create
+
+    async def create(self, request: Request) -> Response:
+        owner = tenant(request, self.settings.keys)
+        body = await read_json(
+            request, max_body=self.settings.max_body, body_timeout=self.settings.body_timeout
+        )
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        stream = body.get("stream") is True
+        background = body.get("background") is True
+        try:
+            # Streamed and background responses stream from the model too, so
+            # their event log carries every delta.
+            model_body = {**body, "stream": True} if stream or background else body
+            prepared = await self.responses.prepare(model_body, tenant=owner)
+        except InvalidRequest as error:
+            raise ApiError(400, str(error), param=error.param, code=error.code) from error
+        request_id = prepared.request_id
+        key = request.headers.get("idempotency-key")
+        if key:
+            try:
+                holder = await self.store.claim_idempotency_key(owner, key, request_id)
+            except Exception:
+                await self.store.delete_response(request_id)
+                raise
+            if holder != request_id:
+                # A retry: the first response answers, and this copy goes.
+                await self.store.delete_response(request_id)
+                return await self.answer_again(holder, prepared.body, stream=stream)
+        run = await self.runs.start(prepared, background=background)
+        if stream:
+            owned = (request, run) if run is not None and not background else None
+            return self.stream(request_id, -1, owned)
+        if background:
+            return JSONResponse({**prepared.initial, "background": True})
+        return JSONResponse(await self.finished(request_id, run))
+
+    async def finished(self, request_id: str, run: Run | None) -> Any:
+        """The response once it ended: its run's result when it runs here,
+        else what its log says when it ends, wherever it runs."""
+        if run is not None:
+            return await asyncio.shield(run.task)
+        async for _ in self.follow(request_id, -1):
+            pass
+        return await self.responses.current(request_id)
+
+    async def answer_again(self, request_id: str, body: Any, *, stream: bool) -> Response:
+        """The answer to a retried create (`body` is the retry's request): the
+        first response, streamed again from its event log, or as it stands
+        (once it ended, for a foreground one). A key sent with another request
+        is a 400; one whose response is still being set up is a 409 the client
+        may retry."""
+        saved = await self.store.load_request(request_id)
+        if saved is None:
+            raise _key_in_use()
+        if saved["request"] != body:
+            raise ApiError(
+                400,
+                "This Idempotency-Key was already used with a different request body.",
+                param="Idempotency-Key",
+                code="idempotency_key_reused",
+            )
+        if stream:
+            return self.stream(request_id, -1)
+        if saved["request"].get("background"):
+            current = await self.responses.current(request_id)
+        else:
+            current = await self.finished(request_id, self.runs.local.get(request_id))
+        if current is None:
+            raise _key_in_use()
+        return JSONResponse(current)
+
+    # ------------------------------------------------------------ reading
+
+    async def known(self, request: Request) -> tuple[str, str, Any]:
+        """The response named in the path, if it is the caller's tenant's:
+        `(response_id, request_id, saved)`. Another tenant's is a 404, found
+        that way by the store's own query."""
+        owner = tenant(request, self.settings.keys)
+        response_id = request.path_params["response_id"]
+        request_id = response_id.removeprefix("resp_")
+        saved = await self.store.load_request(request_id, tenant=owner)
+        if saved is None:
+            raise not_found(response_id)
+        return response_id, request_id, saved
+
+    async def retrieve(self, request: Request) -> Response:
+        response_id, request_id, _ = await self.known(request)
+        query = request.query_params
+        if query.get("stream") == "true":
+            after = query.get("starting_after", "-1")
+            if not _is_integer(after) or not -1 <= int(after) < 2**62:
+                raise ApiError(
+                    400,
+                    "starting_after must be an event's sequence number (an integer from -1).",
+                    param="starting_after",
+                )
+            return self.stream(request_id, int(after))
+        current = await self.responses.current(request_id)
+        if current is None:
+            raise not_found(response_id)
+        return JSONResponse(current)
+
+    def follow(self, request_id: str, after: int) -> AsyncIterator[str]:
+        return follow(
+            self.store,
+            self.hub,
+            request_id,
+            after,
+            local=lambda: request_id in self.runs.local,
+            ended=lambda: self.runs.stopping,
+            poll=self.settings.poll_interval,
+        )
+
+    def stream(
+        self, request_id: str, after: int, owner: tuple[Request, Run] | None = None
+    ) -> StreamingResponse:
+        """The event log after `after`, then live, until its terminal event.
+        `owner` is the request and run of a foreground response this stream
+        belongs to: a client that goes away before the end cancels it."""
+
+        async def frames() -> AsyncIterator[str]:
+            finished = False
+            # Under uvicorn, Starlette notices a gone client only when it next
+            # writes, and a stream waiting on a slow model writes nothing: the
+            # owner's disconnect is watched for here.
+            watcher = None
+            if owner is not None:
+                watcher = asyncio.ensure_future(_cancel_on_disconnect(self.runs, *owner))
+            try:
+                async for batch in self.follow(request_id, after):
+                    yield batch
+                yield DONE
+                finished = True
+            finally:
+                if watcher is not None:
+                    watcher.cancel()
+                if owner is not None and not finished:
+                    self.runs.stop_run(owner[1], "cancel")
+
+        return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+    async def input_items(self, request: Request) -> Response:
+        _, request_id, saved = await self.known(request)
+        query = request.query_params
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise ApiError(400, "order must be 'asc' or 'desc'", param="order")
+        limit_text = query.get("limit", "20")
+        limit = int(limit_text) if _is_integer(limit_text) else 0
+        if not 1 <= limit <= 100:
+            raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
+        items = input_items(request_id, saved["request"])
+        listing = page(
+            items, limit=limit, order=order, after=query.get("after"), before=query.get("before")
+        )
+        return JSONResponse(listing)
+
+    async def steps(self, request: Request) -> Response:
+        _, request_id, _ = await self.known(request)
+        steps = await self.store.steps(request_id)
+        return JSONResponse({"object": "list", "data": step_tree(steps)})
+
+    # ------------------------------------------------------------ changing
+
+    async def cancel(self, request: Request) -> Response:
+        _, request_id, saved = await self.known(request)
+        outcome = await self.store.outcome(request_id)
+        if outcome is not None and outcome[0] == "cancelled":
+            return JSONResponse(outcome[1])
+        if not saved["request"].get("background"):
+            raise ApiError(409, "Only background responses can be cancelled.")
+        if outcome is not None:
+            raise ApiError(409, f"The response is already {outcome[0]}; it cannot be cancelled.")
+        await self.runs.cancel(request_id)
+        return JSONResponse(await self.responses.current(request_id))
+
+    async def delete(self, request: Request) -> Response:
+        response_id, request_id, _ = await self.known(request)
+        run = self.runs.local.get(request_id)
+        if run is not None:
+            self.runs.stop_run(run, "cancel")
+            await asyncio.gather(run.task, return_exceptions=True)
+        # A run elsewhere finds its rows gone, loses its lease and stops.
+        await self.store.delete_response(request_id)
+        return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
+    # ------------------------------------------------------------ operations
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "running": len(self.runs.local)})
+
+
+def _key_in_use() -> ApiError:
+    return ApiError(
+        409,
+        "A request with this Idempotency-Key is still being set up; retry it shortly.",
+        code="idempotency_key_in_use",
+    )
+
+
+def _is_integer(text: str) -> bool:
+    digits = text.removeprefix("-")
+    return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
+
+
+async def _cancel_on_disconnect(runs: Runs, request: Request, run: Run) -> None:
+    """Cancels `run` when the client of `request` disconnects (its body is
+    read, so the next message is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    runs.stop_run(run, "cancel")

@@ -1,0 +1,231 @@
+"""Run supervision: which process drives a response is decided by the store,
+through leases, never by one process's memory.
+
+A process claims a response before it runs it and gets a fencing token that
+grows with every claim; every write of the run (steps, events, the outcome)
+carries it, so the store refuses a run whose lease was taken over, however
+long it was paused. While it runs, the lease is renewed (all of the process's
+leases in one statement, twice a second); the renewal also brings the
+persisted cancel requests, which the holder acts on at once, and tells a run
+that lost its lease to stop without writing.
+
+A sweeper in every process claims the unfinished responses whose lease
+expired (their process died, or froze) or that nobody holds (a restart), and
+resumes them: completed steps are kept, steps found in flight end as the
+transition says (`step_abandoned`), and their stream goes on after the last
+logged event, numbered on from it. Foreground responses orphaned this way are
+resumed too: their client is gone, but the response ends and can be read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..openresponses import Prepared, Responses
+from .log import EventLog, LogHub, LogWriter
+
+log = logging.getLogger("stepwell.server")
+
+OUTPUT_ITEM_ADDED = "event: response.output_item.added\n"
+
+
+@dataclass
+class Run:
+    """A response this process drives: its task, its lease's token, and why it
+    was stopped, when it was (``cancel``, ``lost``, ``stopping``)."""
+
+    task: asyncio.Task[Any]
+    fence: int
+    background: bool
+    stopped_for: str | None = field(default=None)
+
+
+class Runs:
+    """The responses this process drives, under the store's leases."""
+
+    def __init__(
+        self,
+        responses: Responses,
+        events: EventLog,
+        hub: LogHub,
+        *,
+        lease_ttl: float = 10.0,
+        sweep_interval: float = 1.0,
+    ) -> None:
+        self.responses = responses
+        self.store: Any = responses.store
+        self.events = events
+        self.hub = hub
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lease_ttl = lease_ttl
+        # Cancel requests are acted on within one second.
+        self.renew_interval = min(0.5, lease_ttl / 3)
+        self.sweep_interval = sweep_interval
+        self.local: dict[str, Run] = {}
+        self.stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ life cycle
+
+    def begin(self) -> None:
+        """Starts renewing leases and sweeping for responses to take over."""
+        self._loops = [
+            asyncio.ensure_future(self._every(self.renew_interval, self.renew)),
+            asyncio.ensure_future(self._every(self.sweep_interval, self.sweep)),
+        ]
+
+    def begin_stop(self) -> None:
+        """The process was told to stop: background runs stop now, unmarked,
+        and their leases are given up, so another process (or the next start)
+        takes them over; foreground ones go on for the grace period."""
+        self.stopping = True
+        for run in list(self.local.values()):
+            if run.background:
+                self.stop_run(run, "stopping")
+
+    async def stop(self) -> None:
+        """Whatever still runs is stopped; renewal and sweeping end."""
+        self.begin_stop()
+        for loop in self._loops:
+            loop.cancel()
+        runs = list(self.local.values())
+        for run in runs:
+            self.stop_run(run, run.stopped_for or "cancel")
+        await asyncio.gather(*(run.task for run in runs), *self._loops, return_exceptions=True)
+
+    async def _every(self, interval: float, work: Any) -> None:
+        while True:
+            try:
+                await work()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run supervision failed; trying again")
+            await asyncio.sleep(interval)
+
+    # ------------------------------------------------------------ running
+
+    async def start(self, prepared: Prepared, *, background: bool) -> Run | None:
+        """Claims a new response and drives it, its frames going to the event
+        log; `None` when another process claimed it first (it drives it)."""
+        request_id = prepared.request_id
+        fence = await self.store.claim(request_id, self.owner, self.lease_ttl)
+        if fence is None:
+            return None
+        writer = LogWriter(self.events, request_id, fence=fence)
+        run = self.responses.drive(prepared, on_frames=writer, fence=fence)
+        return self._track(request_id, run, fence, background)
+
+    async def take_over(self, request_id: str) -> Run | None:
+        """Claims an unfinished response nobody drives and drives it on, its
+        stream continuing after the last logged event."""
+        if request_id in self.local:
+            return None
+        fence = await self.store.claim(request_id, self.owner, self.lease_ttl)
+        if fence is None:
+            return None
+        saved = await self.store.load_request(request_id)
+        logged = await self.store.events_after(request_id, -1)
+        next_index = sum(frame.startswith(OUTPUT_ITEM_ADDED) for frame in logged)
+        writer = LogWriter(self.events, request_id, fence=fence, next_sequence=len(logged))
+        log.info("taking over response %s (lease %d)", request_id, fence)
+        run = self.responses.resume(
+            request_id,
+            fence=fence,
+            on_frames=writer,
+            next_sequence=len(logged),
+            next_output_index=next_index,
+        )
+        background = bool(saved and saved["request"].get("background"))
+        return self._track(request_id, run, fence, background)
+
+    def _track(
+        self, request_id: str, run: Coroutine[Any, Any, Any], fence: int, background: bool
+    ) -> Run:
+        async def tracked() -> Any:
+            try:
+                return await run
+            except asyncio.CancelledError:
+                reason = self.local[request_id].stopped_for
+                if reason == "cancel":
+                    await self.cancelled(request_id, fence)
+                elif reason == "stopping":
+                    await self.store.release(request_id, fence)
+                raise
+            finally:
+                # Whatever the run queued is written before readers are told
+                # it ended, so they find it in the store.
+                await self.events.flush()
+                self.local.pop(request_id, None)
+                self.hub.ended(request_id)
+
+        entry = Run(asyncio.ensure_future(tracked()), fence, background)
+        self.local[request_id] = entry
+        return entry
+
+    async def cancelled(self, request_id: str, fence: int) -> None:
+        """Records the cancel of a response this process holds."""
+        # What it did until now stays: the output of its completed steps.
+        now = await self.responses.current(request_id)
+        await self.store.set_outcome(
+            request_id, "cancelled", {**(now or {}), "status": "cancelled"}, fence=fence
+        )
+
+    def stop_run(self, run: Run, reason: str) -> None:
+        if run.stopped_for is None:
+            run.stopped_for = reason
+        run.task.cancel()
+
+    # ------------------------------------------------------------ supervision
+
+    async def renew(self) -> None:
+        """Renews this process's leases; stops the runs that lost theirs (without
+        writing: another process drives them now) and cancels those a cancel
+        was asked for."""
+        held = await self.store.renew(self.owner, self.lease_ttl)
+        for request_id, run in list(self.local.items()):
+            if run.task.done():
+                continue
+            if request_id not in held:
+                if await self.store.outcome(request_id) is None:
+                    log.warning("response %s: lease lost, stopping its run here", request_id)
+                    self.stop_run(run, "lost")
+            elif held[request_id]:
+                self.stop_run(run, "cancel")
+
+    async def sweep(self) -> None:
+        """Takes over the unfinished responses nobody holds a live lease on."""
+        if self.stopping:
+            return
+        for request_id in await self.store.claimable():
+            if self.stopping:
+                return
+            await self.take_over(request_id)
+
+    async def cancel(self, request_id: str, *, wait: float = 10.0) -> None:
+        """Cancels a response wherever it runs: here at once; elsewhere through
+        a persisted request its lease holder acts on; a response nobody holds
+        is claimed here and recorded cancelled."""
+        run = self.local.get(request_id)
+        if run is not None:
+            self.stop_run(run, "cancel")
+            await asyncio.gather(run.task, return_exceptions=True)
+            return
+        if not await self.store.request_cancel(request_id):
+            return  # already ended
+        deadline = asyncio.get_running_loop().time() + wait
+        while await self.store.outcome(request_id) is None:
+            fence = await self.store.claim(request_id, self.owner, self.lease_ttl)
+            if fence is not None:
+                await self.cancelled(request_id, fence)
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await asyncio.sleep(0.05)

@@ -1,0 +1,28 @@
+"""How the server treats requests and runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the server treats requests and runs."""
+
+    max_body: int = 16 * 1024 * 1024
+    """Largest request body accepted, in bytes; larger is a 413."""
+    body_timeout: float = 30.0
+    """Seconds a client may take between two pieces of its request body; a
+    client slower than that gets a 408 and its connection closed."""
+    keys: Mapping[str, str] | None = None
+    """`{sha256 digest of a key: tenant}` (see `auth.load_keys`); `None` serves
+    every request unauthenticated, as one tenant."""
+    lease_ttl: float = 10.0
+    """Seconds a run's lease lasts without renewal: how long a response whose
+    process died (or froze) waits before another process takes it over."""
+    sweep_interval: float = 1.0
+    """Seconds between two looks for responses whose lease expired."""
+    poll_interval: float = 0.1
+    """Seconds between two looks at the event log of a response another
+    process runs, for its readers here."""
