@@ -10,6 +10,8 @@ import pytest
 from stepwell import RequestContext, ToolKind, ToolSchema, UpstreamTarget
 from stepwell.testing import ScriptedUpstream
 
+from . import pg
+
 ToolFn = Callable[[dict[str, Any]], Any | Awaitable[Any]]
 
 
@@ -39,6 +41,18 @@ class Tools:
         if inspect.isawaitable(result):
             result = await result
         return result
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the session (see `tests/pg.py`)."""
+    yield from pg.server()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh database of its own for the test."""
+    return pg.new_database(postgres_server)
 
 
 @pytest.fixture

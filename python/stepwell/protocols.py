@@ -126,6 +126,12 @@ class ResponseStore(MultiStepStore, Protocol):
         returns whether there was one."""
         ...
 
+    async def prune(self, older_than: float, *, batch: int = 500) -> int:
+        """Delete up to ``batch`` responses that ended more than ``older_than``
+        seconds ago (with their steps, events and keys), keeping any that a
+        kept response continues through ``previous_response_id``; how many went."""
+        ...
+
     # Leases: one process drives a response at a time. Its claim returns a
     # fencing token that grows with every claim; every write of the run carries
     # it (`fence=`) and is refused with `LeaseLost` once another claimed it.

@@ -85,6 +85,14 @@ async def decide_next(
     return checked
 
 
+def previous_of(request: JSON) -> str | None:
+    """The response a kept request continues (its `previous_response_id`,
+    without the `resp_` prefix), for retention to keep."""
+    body = request.get("request") if isinstance(request, dict) else None
+    previous = body.get("previous_response_id") if isinstance(body, dict) else None
+    return str(previous).removeprefix("resp_") if previous else None
+
+
 def stored_response(
     request_id: str, outcome: tuple[str, JSON] | None, steps: list[ChainStep]
 ) -> JSON:

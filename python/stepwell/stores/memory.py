@@ -25,7 +25,7 @@ from ..types import (
     StepState,
 )
 from ._events import count_frames, frames_after
-from ._transition import Decide, check_move, decide_next, stored_response
+from ._transition import Decide, check_move, decide_next, previous_of, stored_response
 
 _Scope = tuple[str, str | None]
 
@@ -64,6 +64,7 @@ class MemoryStore:
         self._idempotency: dict[tuple[str, str], str] = {}
         self._leases: dict[str, _Lease] = {}
         self._step_requests: dict[str, str] = {}
+        self._ended: dict[str, float] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
@@ -98,6 +99,7 @@ class MemoryStore:
             if fence is not None:
                 self._check_fence(request_id, fence)
             self._outcomes[request_id] = _Outcome(status, output)
+            self._ended[request_id] = time.time()
             lease = self._leases.get(request_id)
             if lease is not None:
                 lease.owner = None
@@ -190,6 +192,7 @@ class MemoryStore:
             for claim in [c for c, held in self._idempotency.items() if held == request_id]:
                 del self._idempotency[claim]
             self._outcomes.pop(request_id, None)
+            self._ended.pop(request_id, None)
             self._events.pop(request_id, None)
             self._last_sequence.pop(request_id, None)
             self._leases.pop(request_id, None)
@@ -198,6 +201,24 @@ class MemoryStore:
                     self._steps.pop(step_id, None)
                     self._step_requests.pop(step_id, None)
         return existed
+
+    async def prune(self, older_than: float, *, batch: int = 500) -> int:
+        """Forgets up to ``batch`` responses that ended more than ``older_than``
+        seconds ago; a response that a kept one continues (through
+        ``previous_response_id``, at any depth) is kept. Returns how many went."""
+        cutoff = time.time() - older_than
+        with self._lock:
+            old = {r for r, ended in self._ended.items() if ended < cutoff}
+            kept = [r for r in self._requests if r not in old]
+            while kept:
+                previous = previous_of(self._requests[kept.pop()])
+                if previous in old:
+                    old.discard(previous)
+                    kept.append(previous)
+            gone = sorted(old, key=self._ended.__getitem__)[:batch]
+        for request_id in gone:
+            await self.delete_response(request_id)
+        return len(gone)
 
     async def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from

@@ -40,6 +40,7 @@ from ._transition import (
     IllegalTransition,
     check_move,
     decide_next,
+    previous_of,
     sources,
     stored_response,
 )
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS responses (
     lease_owner      TEXT,
     lease_token      INTEGER NOT NULL DEFAULT 0,
     lease_expires    REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    previous_id      TEXT
 );
 CREATE TABLE IF NOT EXISTS steps (
     id               TEXT PRIMARY KEY,
@@ -141,6 +143,7 @@ class SQLiteStore:
             "lease_token": "INTEGER NOT NULL DEFAULT 0",
             "lease_expires": "REAL",
             "cancel_requested": "INTEGER NOT NULL DEFAULT 0",
+            "previous_id": "TEXT",
         }
         for name, definition in added.items():
             if name not in columns:
@@ -230,9 +233,9 @@ class SQLiteStore:
         """Keep the request a response was created from, owned by ``tenant``
         (once; later saves are ignored)."""
         self._write(
-            "INSERT OR IGNORE INTO responses (request_id, tenant, request, created_at) "
-            "VALUES (?, ?, ?, ?)",
-            (request_id, tenant, json.dumps(request), time.time()),
+            "INSERT OR IGNORE INTO responses (request_id, tenant, request, created_at, "
+            "previous_id) VALUES (?, ?, ?, ?, ?)",
+            (request_id, tenant, json.dumps(request), time.time(), previous_of(request)),
         )
 
     async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
@@ -267,6 +270,30 @@ class SQLiteStore:
             db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM idempotency_keys WHERE request_id = ?", (request_id,))
             return deleted.rowcount > 0
+
+    async def prune(self, older_than: float, *, batch: int = 500) -> int:
+        """Deletes up to ``batch`` responses that ended more than ``older_than``
+        seconds ago, with their steps, events and keys, in one transaction; a
+        response that a kept one continues (through ``previous_response_id``,
+        at any depth) is kept. Returns how many went."""
+        with self._transaction() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "WITH RECURSIVE kept(request_id, previous_id) AS ("
+                    "  SELECT request_id, previous_id FROM responses"
+                    "  WHERE output IS NULL OR completed_at >= ?"
+                    "  UNION SELECT r.request_id, r.previous_id FROM responses r"
+                    "  JOIN kept k ON r.request_id = k.previous_id) "
+                    "SELECT request_id FROM responses WHERE output IS NOT NULL "
+                    "AND completed_at < ? AND request_id NOT IN (SELECT request_id FROM kept) "
+                    "ORDER BY completed_at LIMIT ?",
+                    (time.time() - older_than, time.time() - older_than, batch),
+                ).fetchall()
+            ]
+            for table in ("steps", "events", "idempotency_keys", "responses"):
+                db.executemany(f"DELETE FROM {table} WHERE request_id = ?", [(i,) for i in ids])
+        return len(ids)
 
     async def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
         """Keep a batch of the response's stream frames, numbered from

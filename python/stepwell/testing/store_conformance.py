@@ -38,6 +38,7 @@ __all__ = [
     "test_illegal_moves_are_rejected",
     "test_life_cycle",
     "test_payloads_round_trip",
+    "test_prune_deletes_old_responses_but_keeps_what_a_kept_one_continues",
     "test_recording_a_link_twice_returns_the_same_step",
     "test_requests_and_outcomes",
     "test_scopes_are_separate_chains",
@@ -324,3 +325,35 @@ async def test_a_cancel_request_reaches_the_lease_holder(make_store: Any) -> Non
     assert await store.renew("a", 30) == {"r": True}
     await store.set_outcome("r", "cancelled", {"status": "cancelled"}, fence=fence)
     assert await store.request_cancel("r") is False
+
+
+async def test_prune_deletes_old_responses_but_keeps_what_a_kept_one_continues(
+    make_store: Any,
+) -> None:
+    store = make_store()
+
+    async def ended(request_id: str, previous: str | None = None) -> None:
+        body = {"model": "m", **({"previous_response_id": f"resp_{previous}"} if previous else {})}
+        await store.save_request(request_id, {"request": body, "created_at": 1})
+        step = await store.record_step(request_id, None, None, TOOL)
+        await store.append_events_many([(request_id, 0, "event: e\ndata: {}\n\n")])
+        await store.claim_idempotency_key("", f"key-{request_id}", request_id)
+        await store.mark_step_processing(step.id)
+        await store.set_outcome(request_id, "completed", {"status": "completed"})
+
+    # a <- b <- c is a chain whose newest turn is still running; x and y stand alone.
+    for request_id, previous in (("a", None), ("b", "a"), ("x", None), ("y", None)):
+        await ended(request_id, previous)
+    await store.save_request("c", {"request": {"previous_response_id": "resp_b"}, "created_at": 1})
+    assert await store.prune(3600) == 0  # nothing is that old
+    assert await store.prune(-1, batch=1) == 1  # bounded batches
+    assert await store.prune(-1) == 1
+    assert await store.prune(-1) == 0
+    for gone in ("x", "y"):
+        assert await store.load_request(gone) is None
+        assert await store.steps(gone) == []
+        assert await store.events_after(gone, -1) == []
+        assert await store.claim_idempotency_key("", f"key-{gone}", "new") == "new"
+    for kept in ("a", "b", "c"):
+        assert await store.load_request(kept) is not None
+    assert await store.outcome("a") == ("completed", {"status": "completed"})

@@ -1,0 +1,685 @@
+"""``PostgresStore``: one store for any number of processes on any number of
+hosts, on the PostgreSQL they already operate (through asyncpg).
+
+The same contract as ``SQLiteStore``, with what many writers need:
+
+- Every state change is one statement or one transaction. A step's sequence
+  is allocated under a per-response advisory lock, and the unique chain link
+  ``(request_id, scope_parent, prev_step_id, kind)`` makes a re-run
+  transition find the step it already recorded.
+- Leases: a claim is one statement over ``FOR UPDATE SKIP LOCKED``, so two
+  processes sweeping at once never wait on each other; the fencing token is
+  checked in the statement of every fenced write. Lease times are the
+  database's clock, never a host's.
+- Wake-ups: a group commit of the event log sends one ``NOTIFY`` (naming every
+  response it wrote) inside its own transaction, and `watch` listens, so
+  readers in every process wake when a log grows without polling it.
+- The schema is versioned (`MIGRATIONS`); it is brought up to date on first
+  use and by ``stepwell db upgrade``, under an advisory lock so concurrent
+  starts apply each migration once.
+- A lost connection or a restarted server is survived: the pool connects
+  again, a call that could not get a connection waits for one for
+  ``reconnect_timeout`` seconds, and a call cut off mid-statement raises
+  ``StoreUnavailable`` (its transaction rolled back: nothing half-written).
+
+It needs the ``postgres`` extra (``pip install stepwell[postgres]``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+
+from ..errors import LeaseLost, StepwellError
+from ..types import (
+    JSON,
+    ChainStep,
+    NextAction,
+    RecordedStep,
+    StepDescriptor,
+    StepKind,
+    StepState,
+)
+from ._events import count_frames, frames_after
+from ._transition import (
+    Decide,
+    IllegalTransition,
+    check_move,
+    decide_next,
+    previous_of,
+    sources,
+    stored_response,
+)
+
+CHANNEL = "stepwell_events"
+"""The channel a group commit of the event log notifies, with the ids of the
+responses it wrote, comma-separated."""
+
+MIGRATIONS: list[str] = [
+    # 1: responses, steps, idempotency keys and the event log, with leases.
+    """
+    CREATE TABLE responses (
+        request_id       TEXT PRIMARY KEY,
+        tenant           TEXT NOT NULL DEFAULT '',
+        request          TEXT NOT NULL,
+        status           TEXT NOT NULL DEFAULT 'in_progress',
+        output           TEXT,
+        created_at       DOUBLE PRECISION NOT NULL,
+        completed_at     DOUBLE PRECISION,
+        lease_owner      TEXT,
+        lease_token      BIGINT NOT NULL DEFAULT 0,
+        lease_expires    TIMESTAMPTZ,
+        cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+        previous_id      TEXT
+    );
+    CREATE INDEX responses_previous ON responses (previous_id) WHERE previous_id IS NOT NULL;
+    CREATE INDEX responses_ended ON responses (completed_at) WHERE output IS NOT NULL;
+    CREATE INDEX responses_unfinished ON responses (created_at) WHERE output IS NULL;
+    CREATE INDEX responses_lease_owner ON responses (lease_owner) WHERE output IS NULL;
+    CREATE TABLE steps (
+        id               TEXT PRIMARY KEY,
+        request_id       TEXT NOT NULL,
+        scope_parent     TEXT,
+        prev_step_id     TEXT,
+        kind             TEXT NOT NULL,
+        state            TEXT NOT NULL,
+        sequence         INTEGER NOT NULL,
+        request_payload  TEXT NOT NULL,
+        response_payload TEXT,
+        error            TEXT,
+        sub_request_id   TEXT,
+        created_at       DOUBLE PRECISION NOT NULL,
+        updated_at       DOUBLE PRECISION,
+        UNIQUE (request_id, sequence)
+    );
+    CREATE UNIQUE INDEX steps_chain_link ON steps (
+        request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
+    );
+    CREATE INDEX steps_scope ON steps (request_id, scope_parent, sequence);
+    CREATE TABLE idempotency_keys (
+        tenant     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        PRIMARY KEY (tenant, key)
+    );
+    CREATE INDEX idempotency_keys_response ON idempotency_keys (request_id);
+    CREATE TABLE events (
+        request_id     TEXT NOT NULL,
+        first_sequence INTEGER NOT NULL,
+        last_sequence  INTEGER NOT NULL,
+        frames         TEXT NOT NULL,
+        PRIMARY KEY (request_id, first_sequence)
+    );
+    """,
+]
+
+# Errors that mean the connection, not the statement, failed.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+)
+_MIGRATION_LOCK = 0x5773_7465  # an advisory lock id of stepwell's own
+_STEP_COLUMNS = (
+    "id, sequence, kind, state, request_payload, response_payload, error, "
+    "prev_step_id, scope_parent, sub_request_id, created_at, updated_at"
+)
+_NOTIFY_PAYLOAD = 7900  # NOTIFY payloads stop at 8000 bytes
+
+
+class StoreUnavailable(StepwellError):
+    """PostgreSQL could not be reached, or the connection broke mid-call; what
+    the call was writing was rolled back."""
+
+
+class PostgresStore:
+    """A ``ResponseStore`` on PostgreSQL at ``url``; ``decide`` is the transition.
+
+    The pool (``min_size`` to ``max_size`` connections) opens on first use, on
+    the event loop that uses it; `close` closes it.
+    """
+
+    notifies = True
+    """Readers need not poll: `watch` wakes them when a log grows."""
+
+    def __init__(
+        self,
+        url: str,
+        decide: Decide | None = None,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        reconnect_timeout: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.decide = decide
+        self.min_size = min_size
+        self.max_size = max_size
+        self.reconnect_timeout = reconnect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+        self._listener: asyncpg.Connection | None = None
+
+    def __repr__(self) -> str:
+        # The URL may hold a password: never shown.
+        return f"PostgresStore(host={_host(self.url)!r})"
+
+    # ------------------------------------------------------------ connections
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                try:
+                    await upgrade(self.url)
+                    self._pool = await asyncpg.create_pool(
+                        self.url, min_size=self.min_size, max_size=self.max_size
+                    )
+                except _CONNECTION_ERRORS as error:
+                    raise StoreUnavailable(_unreachable(self.url, error)) from error
+            return self._pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; while the server cannot be reached (a restart),
+        waits up to ``reconnect_timeout`` seconds for one. A connection that
+        breaks mid-call raises ``StoreUnavailable``, and every pooled
+        connection is replaced before its next use (they died together)."""
+        pool = self._pool or await self._open()
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            try:
+                connection = await pool.acquire()
+                break
+            except _CONNECTION_ERRORS as error:
+                if time.monotonic() > deadline:
+                    raise StoreUnavailable(_unreachable(self.url, error)) from error
+                await asyncio.sleep(0.2)
+        try:
+            yield connection
+        except _CONNECTION_ERRORS as error:
+            pool.expire_connections()
+            raise StoreUnavailable(
+                f"the connection to PostgreSQL at {_host(self.url)} broke during the call"
+            ) from error
+        finally:
+            await pool.release(connection)
+
+    async def close(self) -> None:
+        """Closes the pool and the listening connection."""
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def watch(self, on_change: Callable[[str], None]) -> None:
+        """Calls ``on_change(request_id)`` whenever a response's event log grows,
+        whichever process wrote it (``LISTEN``)."""
+
+        def heard(connection: Any, pid: int, channel: str, payload: str) -> None:
+            for request_id in payload.split(","):
+                if request_id:
+                    on_change(request_id)
+
+        try:
+            self._listener = await asyncpg.connect(self.url)
+            await self._listener.add_listener(CHANNEL, heard)
+        except _CONNECTION_ERRORS as error:
+            raise StoreUnavailable(_unreachable(self.url, error)) from error
+
+    # ------------------------------------------------------------ the protocol
+
+    async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
+        chain = await self.list_chain(request_id, scope_parent)
+        return await decide_next(self, self.decide, chain, request_id, scope_parent)
+
+    async def record_step(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptor: StepDescriptor,
+        *,
+        fence: int | None = None,
+    ) -> RecordedStep:
+        kind = StepKind(descriptor.kind)
+        step_id = f"step_{uuid.uuid4().hex}"
+        sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
+        async with self._connection() as db, db.transaction():
+            # One recorder per response at a time: sequences stay dense.
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", request_id)
+            if fence is not None:
+                await _check_fence(db, request_id, fence)
+            existing = await db.fetchrow(
+                "SELECT id, sequence, sub_request_id FROM steps WHERE request_id = $1 "
+                "AND coalesce(scope_parent, '') = coalesce($2, '') "
+                "AND coalesce(prev_step_id, '') = coalesce($3, '') AND kind = $4",
+                request_id,
+                scope_parent,
+                prev_step,
+                kind.value,
+            )
+            if existing is not None:
+                return RecordedStep(existing[0], existing[1], existing[2])
+            sequence = await db.fetchval(
+                "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
+                "sequence, request_payload, sub_request_id, created_at) "
+                "SELECT $1, $2, $3, $4, $5, 'pending', coalesce(max(sequence), 0) + 1, $6, $7, $8 "
+                "FROM steps WHERE request_id = $2 RETURNING sequence",
+                step_id,
+                request_id,
+                scope_parent,
+                prev_step,
+                kind.value,
+                json.dumps(descriptor.request_payload),
+                sub_request_id,
+                time.time(),
+            )
+        return RecordedStep(step_id, sequence, sub_request_id)
+
+    async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
+        await self._move(step_id, StepState.PROCESSING, fence, {})
+
+    async def complete_step(self, step_id: str, payload: JSON, *, fence: int | None = None) -> None:
+        await self._move(
+            step_id, StepState.COMPLETED, fence, {"response_payload": json.dumps(payload)}
+        )
+
+    async def fail_step(self, step_id: str, error: JSON, *, fence: int | None = None) -> None:
+        await self._move(step_id, StepState.FAILED, fence, {"error": json.dumps(error)})
+
+    async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+        return await self._steps(
+            "request_id = $1 AND coalesce(scope_parent, '') = coalesce($2, '')",
+            request_id,
+            scope_parent,
+        )
+
+    async def assemble_response(self, request_id: str) -> JSON:
+        """The response as stored: its status, final payload and every step."""
+        return stored_response(
+            request_id, await self.outcome(request_id), await self.steps(request_id)
+        )
+
+    # ------------------------------------------------------------ requests, outcomes
+
+    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+        """Keep the request a response was created from, owned by ``tenant``
+        (once; later saves are ignored)."""
+        async with self._connection() as db:
+            await db.execute(
+                "INSERT INTO responses (request_id, tenant, request, created_at, previous_id) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO NOTHING",
+                request_id,
+                tenant,
+                json.dumps(request),
+                time.time(),
+                previous_of(request),
+            )
+
+    async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
+        """The request a response was created from (checked against ``tenant``
+        in the query itself when given)."""
+        async with self._connection() as db:
+            if tenant is None:
+                text = await db.fetchval(
+                    "SELECT request FROM responses WHERE request_id = $1", request_id
+                )
+            else:
+                text = await db.fetchval(
+                    "SELECT request FROM responses WHERE request_id = $1 AND tenant = $2",
+                    request_id,
+                    tenant,
+                )
+        return json.loads(text) if text is not None else None
+
+    async def set_outcome(
+        self, request_id: str, status: str, output: JSON, *, fence: int | None = None
+    ) -> None:
+        """Record how a response ended, and end its lease; the first outcome
+        stands. With ``fence``, raises ``LeaseLost`` unless the lease still has
+        that token."""
+        async with self._connection() as db:
+            ended = await db.fetchval(
+                "UPDATE responses SET status = $1, output = $2, completed_at = $3, "
+                "lease_owner = NULL, lease_expires = NULL WHERE request_id = $4 "
+                "AND output IS NULL AND ($5::BIGINT IS NULL OR lease_token = $5) "
+                "RETURNING 1",
+                status,
+                json.dumps(output),
+                time.time(),
+                request_id,
+                fence,
+            )
+            if ended is None and fence is not None:
+                row = await db.fetchrow(
+                    "SELECT lease_token, output IS NOT NULL FROM responses WHERE request_id = $1",
+                    request_id,
+                )
+                if row is not None and not row[1] and row[0] != fence:
+                    raise LeaseLost(f"response {request_id} is held under another lease")
+
+    async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
+        """``(status, output)`` of a finished response, else ``None``."""
+        async with self._connection() as db:
+            row = await db.fetchrow(
+                "SELECT status, output FROM responses WHERE request_id = $1 AND output IS NOT NULL",
+                request_id,
+            )
+        return (row[0], json.loads(row[1])) if row else None
+
+    async def step(self, step_id: str) -> ChainStep:
+        """One step by id."""
+        found = await self._steps("id = $1", step_id)
+        if not found:
+            raise KeyError(f"no step {step_id!r}")
+        return found[0]
+
+    async def steps(self, request_id: str) -> list[ChainStep]:
+        """Every step of a request, in all scopes, ordered by sequence."""
+        return await self._steps("request_id = $1", request_id)
+
+    async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
+        """The response holding ``key`` for ``tenant`` (``request_id`` if it was
+        free); one statement, atomic across processes."""
+        async with self._connection() as db:
+            holder = await db.fetchval(
+                "WITH claimed AS (INSERT INTO idempotency_keys (tenant, key, request_id) "
+                "VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING request_id) "
+                "SELECT request_id FROM claimed UNION ALL "
+                "SELECT request_id FROM idempotency_keys WHERE tenant = $1 AND key = $2 "
+                "LIMIT 1",
+                tenant,
+                key,
+                request_id,
+            )
+        return str(holder)
+
+    async def unfinished_responses(self) -> list[str]:
+        """The responses kept with a request but no outcome yet."""
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "SELECT request_id FROM responses WHERE output IS NULL ORDER BY created_at"
+            )
+        return [row[0] for row in rows]
+
+    async def delete_response(self, request_id: str) -> bool:
+        """Forget a response: its request, steps, outcome, event log and keys,
+        in one transaction. Returns whether there was one."""
+        async with self._connection() as db, db.transaction():
+            deleted = await db.fetchval(
+                "DELETE FROM responses WHERE request_id = $1 RETURNING 1", request_id
+            )
+            await db.execute("DELETE FROM steps WHERE request_id = $1", request_id)
+            await db.execute("DELETE FROM events WHERE request_id = $1", request_id)
+            await db.execute("DELETE FROM idempotency_keys WHERE request_id = $1", request_id)
+        return deleted is not None
+
+    async def prune(self, older_than: float, *, batch: int = 500) -> int:
+        """Deletes up to ``batch`` responses that ended more than ``older_than``
+        seconds ago, with their steps, events and keys; a response that a kept
+        one continues (through ``previous_response_id``, at any depth) is kept.
+        Returns how many went."""
+        async with self._connection() as db, db.transaction():
+            rows = await db.fetch(
+                "WITH RECURSIVE kept AS ("
+                "  SELECT request_id, previous_id FROM responses"
+                "  WHERE output IS NULL OR completed_at >= $1"
+                "  UNION SELECT r.request_id, r.previous_id FROM responses r"
+                "  JOIN kept k ON r.request_id = k.previous_id) "
+                "SELECT request_id FROM responses WHERE output IS NOT NULL "
+                "AND completed_at < $1 AND request_id NOT IN (SELECT request_id FROM kept) "
+                "ORDER BY completed_at LIMIT $2",
+                time.time() - older_than,
+                batch,
+            )
+            ids = [row[0] for row in rows]
+            if ids:
+                for table in ("steps", "events", "idempotency_keys", "responses"):
+                    await db.execute(f"DELETE FROM {table} WHERE request_id = ANY($1)", ids)
+        return len(ids)
+
+    # ------------------------------------------------------------ the event log
+
+    async def append_events(self, request_id: str, first_sequence: int, frames: str) -> int:
+        """Keep one batch of the response's frames; returns how many it held."""
+        await self.append_events_many([(request_id, first_sequence, frames)])
+        return count_frames(frames)
+
+    async def append_events_many(
+        self, batches: list[tuple[str, int, str]], *, fences: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """Keep several batches in one transaction and notify, once, every
+        response they belong to; a response named in ``fences`` only while its
+        lease has that token. Returns the responses refused."""
+        rows = [
+            (request_id, first, first + count_frames(frames) - 1, frames)
+            for request_id, first, frames in batches
+            if count_frames(frames)
+        ]
+        refused: list[str] = []
+        if not rows:
+            return refused
+        async with self._connection() as db, db.transaction():
+            if fences:
+                current = dict(
+                    await db.fetch(
+                        "SELECT request_id, lease_token FROM responses WHERE request_id = ANY($1)",
+                        list(fences),
+                    )
+                )
+                refused = [r for r, fence in fences.items() if current.get(r) != fence]
+                rows = [row for row in rows if row[0] not in refused]
+            if rows:
+                await db.executemany(
+                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+                    "VALUES ($1, $2, $3, $4)",
+                    rows,
+                )
+                for payload in _notify_payloads({row[0] for row in rows}):
+                    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        return refused
+
+    async def events_after(self, request_id: str, after: int) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order."""
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "SELECT first_sequence, frames FROM events WHERE request_id = $1 "
+                "AND last_sequence > $2 ORDER BY first_sequence",
+                request_id,
+                after,
+            )
+        return frames_after([(row[0], row[1]) for row in rows], after)
+
+    # ------------------------------------------------------------ leases
+
+    async def claim(self, request_id: str, owner: str, ttl: float) -> int | None:
+        """Take the lease of an unfinished response that nobody holds (or whose
+        lease expired), skipping a row another claimer has locked; returns
+        the new fencing token, else ``None``."""
+        async with self._connection() as db:
+            token = await db.fetchval(
+                "UPDATE responses SET lease_owner = $2, lease_token = lease_token + 1, "
+                "lease_expires = clock_timestamp() + make_interval(secs => $3) "
+                "WHERE request_id = (SELECT request_id FROM responses WHERE request_id = $1 "
+                "AND output IS NULL AND (lease_owner IS NULL OR lease_expires < clock_timestamp()) "
+                "FOR UPDATE SKIP LOCKED) RETURNING lease_token",
+                request_id,
+                owner,
+                ttl,
+            )
+        return int(token) if token is not None else None
+
+    async def renew(self, owner: str, ttl: float) -> dict[str, bool]:
+        """Extend every lease ``owner`` still holds; returns them, each with
+        whether a cancel was requested."""
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "UPDATE responses "
+                "SET lease_expires = clock_timestamp() + make_interval(secs => $2) "
+                "WHERE lease_owner = $1 AND output IS NULL "
+                "RETURNING request_id, cancel_requested",
+                owner,
+                ttl,
+            )
+        return {row[0]: bool(row[1]) for row in rows}
+
+    async def release(self, request_id: str, fence: int) -> None:
+        """Give a lease up (at once claimable), if it still has ``fence``."""
+        async with self._connection() as db:
+            await db.execute(
+                "UPDATE responses SET lease_owner = NULL, lease_expires = NULL "
+                "WHERE request_id = $1 AND lease_token = $2",
+                request_id,
+                fence,
+            )
+
+    async def claimable(self, limit: int = 100) -> list[str]:
+        """Unfinished responses that nobody holds a live lease on, oldest first."""
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "SELECT request_id FROM responses WHERE output IS NULL "
+                "AND (lease_owner IS NULL OR lease_expires < clock_timestamp()) "
+                "ORDER BY created_at LIMIT $1",
+                limit,
+            )
+        return [row[0] for row in rows]
+
+    async def request_cancel(self, request_id: str) -> bool:
+        """Ask the lease holder to cancel; whether the response is unfinished."""
+        async with self._connection() as db:
+            found = await db.fetchval(
+                "UPDATE responses SET cancel_requested = TRUE "
+                "WHERE request_id = $1 AND output IS NULL RETURNING 1",
+                request_id,
+            )
+        return found is not None
+
+    # ------------------------------------------------------------ internals
+
+    async def _steps(self, where: str, *args: Any) -> list[ChainStep]:
+        async with self._connection() as db:
+            rows = await db.fetch(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE {where} ORDER BY sequence", *args
+            )
+        return [
+            ChainStep(
+                id=r[0],
+                sequence=r[1],
+                kind=StepKind(r[2]),
+                state=StepState(r[3]),
+                request_payload=json.loads(r[4]),
+                response_payload=json.loads(r[5]) if r[5] is not None else None,
+                error=json.loads(r[6]) if r[6] is not None else None,
+                prev_step_id=r[7],
+                scope_parent=r[8],
+                sub_request_id=r[9],
+                created_at=r[10],
+                updated_at=r[11],
+            )
+            for r in rows
+        ]
+
+    async def _move(
+        self, step_id: str, to: StepState, fence: int | None, columns: dict[str, str]
+    ) -> None:
+        # One conditional UPDATE on the usual path, the fence checked in it; the
+        # row is read only to explain a refusal.
+        allowed = [state.value for state in sources(to)]
+        sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=5))
+        extra = f", {sets}" if sets else ""
+        async with self._connection() as db:
+            moved = await db.fetchval(
+                f"UPDATE steps SET state = $1, updated_at = $2{extra} "
+                "WHERE id = $3 AND state = ANY($4::TEXT[]) "
+                f"AND (${len(columns) + 5}::BIGINT IS NULL OR EXISTS (SELECT 1 FROM responses r "
+                f"WHERE r.request_id = steps.request_id AND r.lease_token = ${len(columns) + 5})) "
+                "RETURNING 1",
+                to.value,
+                time.time(),
+                step_id,
+                allowed,
+                *columns.values(),
+                fence,
+            )
+            if moved is not None:
+                return
+            row = await db.fetchrow(
+                "SELECT s.state, r.lease_token FROM steps s "
+                "LEFT JOIN responses r ON r.request_id = s.request_id WHERE s.id = $1",
+                step_id,
+            )
+        if row is None:
+            raise KeyError(f"no step {step_id!r}")
+        if fence is not None and row[1] != fence:
+            raise LeaseLost(f"step {step_id}'s response is held under another lease")
+        check_move(step_id, StepState(row[0]), to)
+        raise IllegalTransition(f"step {step_id} changed state; it was not moved to {to.value}")
+
+
+async def upgrade(url: str) -> list[int]:
+    """Applies the migrations the database at ``url`` lacks, each in its own
+    transaction, under an advisory lock (concurrent callers wait, then find
+    nothing to do); returns the versions applied."""
+    connection = await asyncpg.connect(url)
+    try:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await connection.execute(
+                "CREATE TABLE IF NOT EXISTS stepwell_migrations ("
+                "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {
+                row[0] for row in await connection.fetch("SELECT version FROM stepwell_migrations")
+            }
+            applied = []
+            for version, sql in enumerate(MIGRATIONS, start=1):
+                if version not in done:
+                    await connection.execute(sql)
+                    await connection.execute(
+                        "INSERT INTO stepwell_migrations (version) VALUES ($1)", version
+                    )
+                    applied.append(version)
+        return applied
+    finally:
+        await connection.close()
+
+
+async def _check_fence(db: asyncpg.Connection, request_id: str, fence: int) -> None:
+    token = await db.fetchval("SELECT lease_token FROM responses WHERE request_id = $1", request_id)
+    if token != fence:
+        raise LeaseLost(f"response {request_id} is held under another lease")
+
+
+def _notify_payloads(request_ids: set[str]) -> list[str]:
+    """The ids, comma-joined into as few NOTIFY payloads as their size allows."""
+    payloads, current = [], ""
+    for request_id in sorted(request_ids):
+        if current and len(current) + len(request_id) + 1 > _NOTIFY_PAYLOAD:
+            payloads.append(current)
+            current = ""
+        current = f"{current},{request_id}" if current else request_id
+    if current:
+        payloads.append(current)
+    return payloads
+
+
+def _host(url: str) -> str:
+    """The host and port of a PostgreSQL URL, without its user or password."""
+    rest = url.split("://", 1)[-1]
+    return rest.split("@", 1)[-1].split("/", 1)[0]
+
+
+def _unreachable(url: str, error: BaseException) -> str:
+    return f"PostgreSQL at {_host(url)} cannot be reached ({type(error).__name__})"
