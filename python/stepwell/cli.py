@@ -4,13 +4,18 @@
                  [--tools FILE] [--store sqlite:PATH]
     stepwell serve --upstream URL [--api-key-env VAR] [--store sqlite:PATH]
                    [--tools FILE] [--host H] [--port P] [--config FILE]
+    stepwell worker --upstream URL --store postgresql://...
+    stepwell db upgrade --store postgresql://...
+    stepwell prune --store URL --older-than 30d
     stepwell demo
 
 `run` streams one response to the terminal against any OpenAI-compatible
 chat-completions server, showing tool calls as they happen. `demo` runs a
 complete two-round, tool-using response against a scripted upstream it starts
 on loopback: nothing to configure, no key. `serve` runs the Open Responses
-HTTP server (see `stepwell.server`).
+HTTP server (see `stepwell.server`); `worker` runs responses from a store it
+shares with servers, serving no HTTP; `db upgrade` applies a store's
+migrations; `prune` deletes responses that ended long enough ago.
 """
 
 from __future__ import annotations
@@ -131,12 +136,61 @@ def main(argv: list[str] | None = None) -> int:
     from .server.serve import add_arguments, serve
 
     add_arguments(commands.add_parser("serve", help="serve the Open Responses HTTP API"))
+    from .server import worker
+
+    worker.add_arguments(
+        commands.add_parser("worker", help="run responses from a shared store, serving no HTTP")
+    )
+    db = commands.add_parser("db", help="manage a store's schema")
+    db.add_argument("action", choices=["upgrade"], help="apply the migrations it lacks")
+    db.add_argument("--store", required=True, help="'sqlite:PATH' or 'postgresql://...'")
+    prune = commands.add_parser("prune", help="delete responses that ended long enough ago")
+    prune.add_argument("--store", required=True, help="'sqlite:PATH' or 'postgresql://...'")
+    prune.add_argument("--older-than", required=True, help="e.g. 30d, 12h, 90m")
+    prune.add_argument("--batch", type=int, default=500, help="responses per transaction")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return asyncio.run(_demo())
     if args.command == "serve":
         return serve(args)
+    if args.command == "worker":
+        return worker.worker(args)
+    if args.command == "db":
+        return asyncio.run(_upgrade(args.store))
+    if args.command == "prune":
+        return asyncio.run(_prune(args.store, args.older_than, args.batch))
     return asyncio.run(_run(args))
+
+
+async def _upgrade(spec: str) -> int:
+    """Brings a store's schema up to date (a new one is created)."""
+    store = store_named(spec)
+    if spec.startswith(("postgresql://", "postgres://")):
+        from .stores.postgres import upgrade
+
+        applied = await upgrade(spec)
+        print(f"applied migrations {applied}" if applied else "the schema is up to date")
+    else:
+        print("the schema is up to date")  # SQLite migrates when opened
+    await _close(store)
+    return 0
+
+
+async def _prune(spec: str, older_than: str, batch: int) -> int:
+    from .server.retention import prune_all
+    from .server.serve import parse_duration
+
+    store = store_named(spec)
+    deleted = await prune_all(store, parse_duration(older_than), batch=batch)
+    print(f"deleted {deleted} responses")
+    await _close(store)
+    return 0
+
+
+async def _close(store: Any) -> None:
+    close = getattr(store, "close", None)
+    if close is not None and asyncio.iscoroutine(result := close()):
+        await result
 
 
 if __name__ == "__main__":

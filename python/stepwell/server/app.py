@@ -27,6 +27,7 @@ start, takes them over.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,6 +45,7 @@ from .errors import ApiError
 from .log import EventLog, LogHub
 from .metrics import Metrics
 from .middleware import CountRequests
+from .retention import keep_pruning
 from .routes import Routes
 from .runs import Runs
 from .settings import ServerSettings
@@ -63,16 +65,22 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
         hub,
         lease_ttl=settings.lease_ttl,
         sweep_interval=settings.sweep_interval,
+        max_runs=settings.max_runs,
     )
     metrics = Metrics(in_flight=lambda: len(runs.local))
     routes = Routes(responses, runs, hub, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        runs.begin()
+        await runs.begin()
+        pruning = None
+        if settings.retention is not None:
+            pruning = asyncio.ensure_future(keep_pruning(responses.store, settings.retention))
         try:
             yield
         finally:
+            if pruning is not None:
+                pruning.cancel()
             await runs.stop()
             metrics.close()
 

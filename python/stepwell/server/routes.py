@@ -73,12 +73,16 @@ class Routes:
                 # A retry: the first response answers, and this copy goes.
                 await self.store.delete_response(request_id)
                 return await self.answer_again(holder, prepared.body, stream=stream)
-        run = await self.runs.start(prepared, background=background)
-        if stream:
-            owned = (request, run) if run is not None and not background else None
-            return self.stream(request_id, -1, owned)
         if background:
+            # Queued: whichever process sweeps first runs it (this one is told
+            # now), so every `stepwell worker` shares the background work.
+            self.runs.wake()
+            if stream:
+                return self.stream(request_id, -1)
             return JSONResponse({**prepared.initial, "background": True})
+        run = await self.runs.start(prepared, background=False)
+        if stream:
+            return self.stream(request_id, -1, (request, run) if run is not None else None)
         return JSONResponse(await self.finished(request_id, run))
 
     async def finished(self, request_id: str, run: Run | None) -> Any:
@@ -155,7 +159,8 @@ class Routes:
             after,
             local=lambda: request_id in self.runs.local,
             ended=lambda: self.runs.stopping,
-            poll=self.settings.poll_interval,
+            # A store that notifies wakes readers itself; the look is a backstop.
+            poll=1.0 if getattr(self.store, "notifies", False) else self.settings.poll_interval,
         )
 
     def stream(

@@ -9,12 +9,14 @@ leases in one statement, twice a second); the renewal also brings the
 persisted cancel requests, which the holder acts on at once, and tells a run
 that lost its lease to stop without writing.
 
-A sweeper in every process claims the unfinished responses whose lease
-expired (their process died, or froze) or that nobody holds (a restart), and
-resumes them: completed steps are kept, steps found in flight end as the
-transition says (`step_abandoned`), and their stream goes on after the last
-logged event, numbered on from it. Foreground responses orphaned this way are
-resumed too: their client is gone, but the response ends and can be read.
+A sweeper in every process claims the unfinished responses that nobody holds:
+background responses, which are queued rather than run where they were
+created (so `stepwell worker` processes share them), and those whose lease
+expired (their process died, or froze); it resumes them: completed steps are
+kept, steps found in flight end as the transition says (`step_abandoned`), and
+their stream goes on after the last logged event, numbered on from it.
+Foreground responses orphaned this way are resumed too: their client is gone,
+but the response ends and can be read.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class Runs:
         hub: LogHub,
         *,
         lease_ttl: float = 10.0,
-        sweep_interval: float = 1.0,
+        sweep_interval: float = 0.5,
+        max_runs: int = 64,
     ) -> None:
         self.responses = responses
         self.store: Any = responses.store
@@ -68,18 +71,29 @@ class Runs:
         # Cancel requests are acted on within one second.
         self.renew_interval = min(0.5, lease_ttl / 3)
         self.sweep_interval = sweep_interval
+        self.max_runs = max_runs
         self.local: dict[str, Run] = {}
         self.stopping = False
         self._loops: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
 
     # ------------------------------------------------------------ life cycle
 
-    def begin(self) -> None:
-        """Starts renewing leases and sweeping for responses to take over."""
+    async def begin(self) -> None:
+        """Starts renewing leases and sweeping for responses to take over; with
+        a store that notifies (PostgreSQL), readers here are woken when a log
+        grows in any process."""
+        watch = getattr(self.store, "watch", None)
+        if watch is not None:
+            await watch(self.hub.notify)
         self._loops = [
             asyncio.ensure_future(self._every(self.renew_interval, self.renew)),
-            asyncio.ensure_future(self._every(self.sweep_interval, self.sweep)),
+            asyncio.ensure_future(self._every(self.sweep_interval, self.sweep, self._wake)),
         ]
+
+    def wake(self) -> None:
+        """Sweeps now: a background response was queued."""
+        self._wake.set()
 
     def begin_stop(self) -> None:
         """The process was told to stop: background runs stop now, unmarked,
@@ -100,15 +114,23 @@ class Runs:
             self.stop_run(run, run.stopped_for or "cancel")
         await asyncio.gather(*(run.task for run in runs), *self._loops, return_exceptions=True)
 
-    async def _every(self, interval: float, work: Any) -> None:
+    async def _every(self, interval: float, work: Any, wake: asyncio.Event | None = None) -> None:
         while True:
             try:
                 await work()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("run supervision failed; trying again")
-            await asyncio.sleep(interval)
+            except Exception as error:
+                # The store may be restarting: the work is tried again.
+                log.warning("run supervision failed, trying again: %r", error)
+            if wake is None:
+                await asyncio.sleep(interval)
+            else:
+                try:
+                    await asyncio.wait_for(wake.wait(), interval)
+                except asyncio.TimeoutError:
+                    pass
+                wake.clear()
 
     # ------------------------------------------------------------ running
 
@@ -201,11 +223,14 @@ class Runs:
                 self.stop_run(run, "cancel")
 
     async def sweep(self) -> None:
-        """Takes over the unfinished responses nobody holds a live lease on."""
-        if self.stopping:
+        """Takes over the unfinished responses nobody holds a live lease on (the
+        queued background ones, and those whose process died), as many as
+        `max_runs` allows: other processes take the rest."""
+        room = self.max_runs - len(self.local)
+        if self.stopping or room <= 0:
             return
-        for request_id in await self.store.claimable():
-            if self.stopping:
+        for request_id in await self.store.claimable(room):
+            if self.stopping or len(self.local) >= self.max_runs:
                 return
             await self.take_over(request_id)
 

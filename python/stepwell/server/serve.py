@@ -49,6 +49,11 @@ class Settings:
     """Seconds a client may take between two pieces of a request's body."""
     lease_ttl: float = 10.0
     """Seconds before a response whose process died is taken over by another."""
+    max_runs: int = 64
+    """Most queued (background) responses this process runs at once."""
+    retention: str | None = None
+    """Delete responses this long after they ended (``30d``, ``12h``, ``90m``,
+    ``45s``), with their steps and events; ``None`` keeps them."""
     keys: str | None = None
     """A TOML file whose ``[keys]`` table maps each API key to its tenant."""
     no_auth: bool = False
@@ -71,6 +76,7 @@ def _coerce(name: str, value: Any) -> Any:
         "header_timeout": float,
         "body_timeout": float,
         "lease_ttl": float,
+        "max_runs": int,
     }
     if name in kinds:
         try:
@@ -81,10 +87,15 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def load_settings(
-    flags: Mapping[str, Any], environ: Mapping[str, str], config: str | None
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config: str | None,
+    *,
+    serving: bool = True,
 ) -> Settings:
     """Settings from flags (``None`` when not given), `STEPWELL_*` variables and a
-    TOML file, in that order of precedence."""
+    TOML file, in that order of precedence. A server (`serving`) needs keys or
+    ``--no-auth``; a worker serves nothing and needs neither."""
     from_file: dict[str, Any] = {}
     if config:
         from_file = tomllib.loads(Path(config).read_text())
@@ -104,18 +115,52 @@ def load_settings(
     settings = Settings(**values)
     if not settings.upstream:
         raise SystemExit("an upstream is needed: --upstream URL (or STEPWELL_UPSTREAM)")
-    if not settings.keys and not settings.no_auth:
+    if settings.retention is not None:
+        parse_duration(settings.retention)
+    if serving and not settings.keys and not settings.no_auth:
         raise SystemExit("API keys are needed: --keys FILE (or --no-auth, for local use only)")
     return settings
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `serve` flags."""
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``30d``, ``12h``, ``90m``, ``45s`` or a plain number of seconds."""
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except ValueError:
+        seconds = -1
+    if not seconds >= 0:
+        raise SystemExit(f"a duration is a number with s, m, h or d, like 30d; not {text!r}")
+    return seconds
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every process that runs responses (`serve`, `worker`)."""
     parser.add_argument("--config", help="a TOML file of settings")
     parser.add_argument("--upstream", help="chat-completions base URL, e.g. http://host/v1")
     parser.add_argument("--api-key-env", help="environment variable holding the upstream key")
-    parser.add_argument("--store", help="'sqlite:PATH' (default ./stepwell.db) or 'memory'")
+    parser.add_argument(
+        "--store", help="'sqlite:PATH' (default ./stepwell.db), 'postgresql://...' or 'memory'"
+    )
     parser.add_argument("--tools", help="HTTP tools declared in a TOML or JSON file")
+    parser.add_argument(
+        "--lease-ttl",
+        help="seconds before a response whose process died is taken over (default 10)",
+    )
+    parser.add_argument(
+        "--max-runs", help="most queued (background) responses run at once here (default 64)"
+    )
+    parser.add_argument(
+        "--retention", help="delete responses this long after they end, e.g. 30d (default: keep)"
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `serve` flags."""
+    add_run_arguments(parser)
     parser.add_argument("--host", help="default 127.0.0.1")
     parser.add_argument("--port", help="default 8080; 0 picks a free one")
     parser.add_argument("--max-body", help="largest request body in bytes (default 16 MiB)")
@@ -129,10 +174,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--body-timeout",
         help="seconds a client may take between two pieces of its body (default 30)",
     )
-    parser.add_argument(
-        "--lease-ttl",
-        help="seconds before a response whose process died is taken over (default 10)",
-    )
     parser.add_argument("--keys", help="TOML file: a [keys] table mapping each key to its tenant")
     parser.add_argument(
         "--no-auth",
@@ -142,22 +183,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def build_responses(settings: Settings) -> Any:
+    """The `Responses` a process runs: its store, tools and upstream."""
+    from .._config import store_named, upstream_target
+    from ..openresponses import Responses
+    from ..tools import HttpTools
+
+    tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
+    target = upstream_target(settings.upstream, settings.api_key_env)
+    return Responses(store_named(settings.store), tools, target)
+
+
 def serve(args: argparse.Namespace) -> int:
     """Builds the app from the settings and serves it until interrupted."""
     import uvicorn
 
-    from .._config import store_named, upstream_target
-    from ..openresponses import Responses
-    from ..tools import HttpTools
     from ._uvicorn import StoppingServer, with_header_deadline
     from .app import ServerSettings, create_app
     from .auth import load_keys
 
     settings = load_settings(vars(args), os.environ, args.config)
-    tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
-    responses = Responses(
-        store_named(settings.store), tools, upstream_target(settings.upstream, settings.api_key_env)
-    )
+    responses = build_responses(settings)
     keys = None
     if settings.keys:
         try:
@@ -176,6 +222,8 @@ def serve(args: argparse.Namespace) -> int:
         body_timeout=settings.body_timeout,
         keys=keys,
         lease_ttl=settings.lease_ttl,
+        max_runs=settings.max_runs,
+        retention=parse_duration(settings.retention) if settings.retention else None,
     )
     app = create_app(responses, server_settings)
     # Bound here, not by uvicorn, so port 0 works and the address is known

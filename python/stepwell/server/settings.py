@@ -21,8 +21,15 @@ class ServerSettings:
     lease_ttl: float = 10.0
     """Seconds a run's lease lasts without renewal: how long a response whose
     process died (or froze) waits before another process takes it over."""
-    sweep_interval: float = 1.0
-    """Seconds between two looks for responses whose lease expired."""
+    sweep_interval: float = 0.5
+    """Seconds between two looks for responses to run: queued background ones,
+    and those whose lease expired."""
+    max_runs: int = 64
+    """Most responses this process takes from the queue to run at once (those
+    it creates in the foreground are not counted against it)."""
+    retention: float | None = None
+    """Seconds after its end a response is deleted (with its steps, events and
+    keys); `None` keeps every response."""
     poll_interval: float = 0.1
     """Seconds between two looks at the event log of a response another
     process runs, for its readers here."""
