@@ -60,29 +60,22 @@ def model(request: UpstreamRequest) -> Any:
 
 
 class Server:
-    """`stepwell serve` in a child process, until stopped."""
+    """`stepwell serve` in a child process, until stopped. `db` is a SQLite
+    file, or the URL of a store (its log then goes to `log`)."""
 
-    def __init__(self, upstream: str, db: Path, *extra: str) -> None:
+    def __init__(self, upstream: str, db: Path | str, *extra: str, log: Path | None = None) -> None:
         command = [sys.executable, "-m", "stepwell.cli", "serve", "--port", "0"]
         auth = [] if "--keys" in extra else ["--no-auth"]
         # A dead process's responses are taken over two seconds after its
         # last renewal, not ten: the tests that kill one wait that long.
         lease = [] if "--lease-ttl" in extra else ["--lease-ttl", "2"]
-        self.log = db.with_suffix(".log")
-        with self.log.open("a") as log:
+        store = db if isinstance(db, str) else f"sqlite:{db}"
+        self.log = log or Path(db).with_suffix(".log")
+        with self.log.open("a") as log_file:
             self.process = subprocess.Popen(
-                [
-                    *command,
-                    "--upstream",
-                    upstream,
-                    "--store",
-                    f"sqlite:{db}",
-                    *auth,
-                    *lease,
-                    *extra,
-                ],
+                [*command, "--upstream", upstream, "--store", store, *auth, *lease, *extra],
                 stdout=subprocess.PIPE,
-                stderr=log,
+                stderr=log_file,
                 text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )

@@ -23,6 +23,8 @@ from ..stores._events import FRAME_END, count_frames, split_frames
 
 log = logging.getLogger("stepwell.server")
 
+_RETRY_AFTER = 0.2  # seconds before a failed group commit is tried again
+
 TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
 
 
@@ -111,18 +113,25 @@ class EventLog:
             if not self._queued:
                 # Starts on the next turn of the loop: every batch queued
                 # until then goes in the same commit.
-                task = asyncio.ensure_future(self.flush())
-                self._tasks.add(task)
-                task.add_done_callback(self._written)
+                self._schedule()
             self._queued.append((request_id, first_sequence, count, frames))
             if fence is not None:
                 self._fences[request_id] = fence
         return count
 
+    def _retry_later(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(_RETRY_AFTER, lambda: self._schedule() if self._queued else None)
+
+    def _schedule(self) -> None:
+        task = asyncio.ensure_future(self.flush())
+        self._tasks.add(task)
+        task.add_done_callback(self._written)
+
     def _written(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("the event log could not be written: %r", task.exception())
+            log.warning("the event log could not be written yet: %r", task.exception())
 
     async def flush(self) -> None:
         """Writes what is queued, in one transaction, then hands it to readers;
@@ -132,9 +141,17 @@ class EventLog:
             fences, self._fences = self._fences, {}
             if not queued:
                 return
-            refused = await self.store.append_events_many(
-                [(r, first, frames) for r, first, _, frames in queued], fences=fences
-            )
+            try:
+                refused = await self.store.append_events_many(
+                    [(r, first, frames) for r, first, _, frames in queued], fences=fences
+                )
+            except Exception:
+                # Nothing of the commit was kept (a restarting database, say):
+                # the batches go back to the front, in order, for the next one.
+                self._queued[:0] = queued
+                self._fences = {**fences, **self._fences}
+                self._retry_later()
+                raise
             for request_id, first, count, frames in queued:
                 # A refused batch's run lost its lease: another process logs
                 # the response now, and readers read that from the store.

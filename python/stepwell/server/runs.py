@@ -76,6 +76,7 @@ class Runs:
         self.stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._unreleased: list[tuple[str, int]] = []
 
     # ------------------------------------------------------------ life cycle
 
@@ -178,15 +179,20 @@ class Runs:
                 reason = self.local[request_id].stopped_for
                 if reason == "cancel":
                     await self.cancelled(request_id, fence)
-                elif reason == "stopping":
-                    await self.store.release(request_id, fence)
                 raise
             finally:
                 # Whatever the run queued is written before readers are told
-                # it ended, so they find it in the store.
-                await self.events.flush()
-                self.local.pop(request_id, None)
-                self.hub.ended(request_id)
+                # it ended, so they find it in the store; a stop that comes
+                # now does not cut the write short.
+                try:
+                    await asyncio.shield(self._flush())
+                finally:
+                    self.local.pop(request_id, None)
+                    self.hub.ended(request_id)
+                    # A run that ended without its outcome kept (the store
+                    # failed it) gives the response up, to be taken over.
+                    self._unreleased.append((request_id, fence))
+                    await asyncio.shield(self._release_ended())
 
         entry = Run(asyncio.ensure_future(tracked()), fence, background)
         self.local[request_id] = entry
@@ -211,16 +217,41 @@ class Runs:
         """Renews this process's leases; stops the runs that lost theirs (without
         writing: another process drives them now) and cancels those a cancel
         was asked for."""
+        await self._release_ended()
+        # Only runs that started before the renewal can be missing from it.
+        before = list(self.local.items())
         held = await self.store.renew(self.owner, self.lease_ttl)
-        for request_id, run in list(self.local.items()):
+        for request_id, run in before:
             if run.task.done():
                 continue
             if request_id not in held:
-                if await self.store.outcome(request_id) is None:
-                    log.warning("response %s: lease lost, stopping its run here", request_id)
-                    self.stop_run(run, "lost")
+                # Taken over (or deleted): whatever this run writes now would be
+                # refused, so it stops, writing nothing.
+                log.warning("response %s: lease lost, stopping its run here", request_id)
+                self.stop_run(run, "lost")
             elif held[request_id]:
                 self.stop_run(run, "cancel")
+
+    async def _flush(self) -> None:
+        """Writes the event log's queue; a failure is logged (the log retries
+        it), not raised into a run that is ending."""
+        try:
+            await self.events.flush()
+        except Exception as error:
+            log.warning("the event log could not be written yet: %r", error)
+
+    async def _release_ended(self) -> None:
+        """Gives up the leases of runs that ended (a no-op for those whose
+        outcome is kept, or that another process took over: the token differs);
+        what the store cannot take now is tried again at the next renewal."""
+        pending, self._unreleased = self._unreleased, []
+        for index, (request_id, fence) in enumerate(pending):
+            try:
+                await self.store.release(request_id, fence)
+            except Exception as error:
+                log.warning("response %s: lease not released yet: %r", request_id, error)
+                self._unreleased += pending[index:]
+                return
 
     async def sweep(self) -> None:
         """Takes over the unfinished responses nobody holds a live lease on (the

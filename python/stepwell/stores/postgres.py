@@ -21,6 +21,10 @@ The same contract as ``SQLiteStore``, with what many writers need:
   again, a call that could not get a connection waits for one for
   ``reconnect_timeout`` seconds, and a call cut off mid-statement raises
   ``StoreUnavailable`` (its transaction rolled back: nothing half-written).
+- A fenced write locks its response's row until it commits, so no claim slips
+  between the check and the write; a process that freezes inside such a
+  transaction has it ended by the server after ``stalled_transaction_timeout``
+  seconds, and its rows are claimable again.
 
 It needs the ``postgres`` extra (``pip install stepwell[postgres]``).
 """
@@ -128,6 +132,8 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    # A connection whose call was cut short is left in a state it cannot leave.
+    asyncpg.InternalClientError,
 )
 _MIGRATION_LOCK = 0x5773_7465  # an advisory lock id of stepwell's own
 _STEP_COLUMNS = (
@@ -157,15 +163,17 @@ class PostgresStore:
         url: str,
         decide: Decide | None = None,
         *,
-        min_size: int = 2,
+        min_size: int = 0,
         max_size: int = 10,
         reconnect_timeout: float = 10.0,
+        stalled_transaction_timeout: float = 5.0,
     ) -> None:
         self.url = url
         self.decide = decide
         self.min_size = min_size
         self.max_size = max_size
         self.reconnect_timeout = reconnect_timeout
+        self.stalled_transaction_timeout = stalled_transaction_timeout
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._listener: asyncpg.Connection | None = None
@@ -181,8 +189,19 @@ class PostgresStore:
             if self._pool is None:
                 try:
                     await upgrade(self.url)
+                    # A statement or transaction left open that long belongs
+                    # to a process that froze mid-write (its statements are
+                    # milliseconds long): the server ends it, releasing the
+                    # rows it locked, so another process can take its leases.
+                    stalled = str(int(self.stalled_transaction_timeout * 1000))
                     self._pool = await asyncpg.create_pool(
-                        self.url, min_size=self.min_size, max_size=self.max_size
+                        self.url,
+                        min_size=self.min_size,
+                        max_size=self.max_size,
+                        server_settings={
+                            "idle_in_transaction_session_timeout": stalled,
+                            "statement_timeout": stalled,
+                        },
                     )
                 except _CONNECTION_ERRORS as error:
                     raise StoreUnavailable(_unreachable(self.url, error)) from error
@@ -207,7 +226,7 @@ class PostgresStore:
         try:
             yield connection
         except _CONNECTION_ERRORS as error:
-            pool.expire_connections()
+            await pool.expire_connections()
             raise StoreUnavailable(
                 f"the connection to PostgreSQL at {_host(self.url)} broke during the call"
             ) from error
@@ -473,9 +492,12 @@ class PostgresStore:
             return refused
         async with self._connection() as db, db.transaction():
             if fences:
+                # Locked until the commit: a claim skips these rows meanwhile,
+                # so no takeover slips between the check and the insert.
                 current = dict(
                     await db.fetch(
-                        "SELECT request_id, lease_token FROM responses WHERE request_id = ANY($1)",
+                        "SELECT request_id, lease_token FROM responses "
+                        "WHERE request_id = ANY($1) ORDER BY request_id FOR SHARE",
                         list(fences),
                     )
                 )
@@ -525,10 +547,13 @@ class PostgresStore:
         """Extend every lease ``owner`` still holds; returns them, each with
         whether a cancel was requested."""
         async with self._connection() as db:
+            # Rows locked in id order, as the event log's group commit locks
+            # them: the two never wait on each other in a cycle.
             rows = await db.fetch(
                 "UPDATE responses "
                 "SET lease_expires = clock_timestamp() + make_interval(secs => $2) "
-                "WHERE lease_owner = $1 AND output IS NULL "
+                "WHERE request_id IN (SELECT request_id FROM responses "
+                "WHERE lease_owner = $1 AND output IS NULL ORDER BY request_id FOR UPDATE) "
                 "RETURNING request_id, cancel_requested",
                 owner,
                 ttl,
@@ -599,19 +624,25 @@ class PostgresStore:
         allowed = [state.value for state in sources(to)]
         sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=5))
         extra = f", {sets}" if sets else ""
-        async with self._connection() as db:
+        async with self._connection() as db, db.transaction():
+            if fence is not None:
+                # The response's row, locked until the commit: no claim slips
+                # between the fence's check and the move.
+                token = await db.fetchval(
+                    "SELECT r.lease_token FROM responses r JOIN steps s "
+                    "ON s.request_id = r.request_id WHERE s.id = $1 FOR SHARE OF r",
+                    step_id,
+                )
+                if token is not None and token != fence:
+                    raise LeaseLost(f"step {step_id}'s response is held under another lease")
             moved = await db.fetchval(
                 f"UPDATE steps SET state = $1, updated_at = $2{extra} "
-                "WHERE id = $3 AND state = ANY($4::TEXT[]) "
-                f"AND (${len(columns) + 5}::BIGINT IS NULL OR EXISTS (SELECT 1 FROM responses r "
-                f"WHERE r.request_id = steps.request_id AND r.lease_token = ${len(columns) + 5})) "
-                "RETURNING 1",
+                "WHERE id = $3 AND state = ANY($4::TEXT[]) RETURNING 1",
                 to.value,
                 time.time(),
                 step_id,
                 allowed,
                 *columns.values(),
-                fence,
             )
             if moved is not None:
                 return
@@ -657,7 +688,11 @@ async def upgrade(url: str) -> list[int]:
 
 
 async def _check_fence(db: asyncpg.Connection, request_id: str, fence: int) -> None:
-    token = await db.fetchval("SELECT lease_token FROM responses WHERE request_id = $1", request_id)
+    """Raises `LeaseLost` unless the lease has `fence`; the row stays locked
+    until the transaction ends, so no claim slips in before the write."""
+    token = await db.fetchval(
+        "SELECT lease_token FROM responses WHERE request_id = $1 FOR SHARE", request_id
+    )
     if token != fence:
         raise LeaseLost(f"response {request_id} is held under another lease")
 
