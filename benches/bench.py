@@ -54,6 +54,7 @@ from stepwell.stores import MemoryStore
 from stepwell.testing import CountingSink, ScriptedTransition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import scale_out
 from pyloop import py_run_response_loop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -795,6 +796,40 @@ def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
     return f"{setup}\n\n" + table(["server", "responses/s", "server peak RSS", "goal"], rows)
 
 
+async def s8_scale_out(upstream: Upstream, quick: bool) -> str:
+    setup, found = scale_out.scale_out(upstream.url, quick)
+    rows = found.pop("rows")  # type: ignore[arg-type]
+    rates: dict[str, float] = found
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
+    one = rates["PostgreSQL, 1 process"]
+    two = rates["PostgreSQL, 2 processes"]
+    cpu = {row[0]: float(row[5].split()[0]) for row in rows}
+    growth = ratio(cpu["PostgreSQL, 4 processes"], cpu["PostgreSQL, 1 process"]) - 1
+    vs_sqlite = ratio(one, rates["SQLite, 1 process"])
+    goals = {
+        "PostgreSQL, 1 process": f"{vs_sqlite:.2f}x SQLite (>= 0.6x: {verdict(vs_sqlite >= 0.6)})",
+        "PostgreSQL, 2 processes": (
+            f"{ratio(two, one):.2f}x one (>= 1.3x: {verdict(ratio(two, one) >= 1.3)})"
+        ),
+        "PostgreSQL, 4 processes": (
+            f"CPU/response {growth:+.0%} vs one (<= +20%: {verdict(growth <= 0.2)})"
+        ),
+    }
+    text = table(
+        ["setup", "responses/s", "errors", "server CPU/response", "PostgreSQL CPU/response",
+         "total CPU/response", "goal"],
+        [[*row, goals.get(row[0], "")] for row in rows],
+    )  # fmt: skip
+    drivers = table(
+        ["driver (64 tasks, pool of 10)", "transactions/s", "client CPU/transaction", "error"],
+        await scale_out.drivers(quick),
+    )
+    return f"{setup}\n\n{text}\n\nThe two drivers on the store's shape of transaction:\n\n{drivers}"
+
+
 def rust_table(*cargo_args: str) -> str:
     """Runs a Rust benchmark of this workspace and returns the table it printed."""
     printed = subprocess.run(
@@ -845,6 +880,8 @@ async def main() -> None:
             s6 = s6_streaming_server(upstream, quick, 1 if quick else 3)
             say("S7 non-streaming through the server")
             s7 = s7_non_streaming(upstream, quick)
+            say("S8 scale-out on one store")
+            s8 = await s8_scale_out(upstream, quick)
         finally:
             await pipelines.close()
 
@@ -860,6 +897,7 @@ async def main() -> None:
         ("S5 stalled sink", s5),
         ("S6 streaming through `stepwell serve`", s6),
         ("S7 non-streaming through `stepwell serve`", s7),
+        ("S8 scale-out: server processes on one store", s8),
     ]
     if not quick:
         say("the Rust stream path and the chunk parsers")

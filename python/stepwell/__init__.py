@@ -25,7 +25,7 @@ from .errors import (
     ToolNotFound,
     ToolTimeout,
 )
-from .protocols import BatchEventSink, EventSink, MultiStepStore, ToolExecutor
+from .protocols import BatchEventSink, EventSink, MultiStepStore, ResponseStore, ToolExecutor
 from .types import (
     AppendSteps,
     ChainStep,
@@ -66,6 +66,7 @@ __all__ = [
     "NextAction",
     "RecordedStep",
     "RequestContext",
+    "ResponseStore",
     "RunStats",
     "StepDescriptor",
     "StepKind",

@@ -1,7 +1,8 @@
-//! `stepwell-bench-loadgen URL BODY CONCURRENCY REQUESTS MARKER`
+//! `stepwell-bench-loadgen URL[,URL...] BODY CONCURRENCY REQUESTS MARKER`
 //!
 //! POSTs the JSON `BODY` to `URL` `REQUESTS` times over `CONCURRENCY` concurrent
-//! connections, reading every answer to its end. In each answer it counts the
+//! connections, reading every answer to its end. With several URLs (one per
+//! server process), the connections are spread over them round-robin. In each answer it counts the
 //! occurrences of `MARKER` (e.g. `event: response.output_text.delta` for an
 //! Open Responses stream, `"delta":{"content"` for a chat-completions one; an
 //! empty marker counts nothing) and times the first. Prints one JSON line:
@@ -117,19 +118,16 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let shared = Arc::new((
-        client,
-        url.clone(),
-        body.clone(),
-        marker.clone().into_bytes(),
-    ));
+    let urls: Vec<String> = url.split(',').map(str::to_owned).collect();
+    let shared = Arc::new((client, urls, body.clone(), marker.clone().into_bytes()));
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let workers: Vec<_> = (0..concurrency)
-        .map(|_| {
+        .map(|worker| {
             let (shared, next) = (shared.clone(), next.clone());
             tokio::spawn(async move {
-                let (client, url, body, marker) = &*shared;
+                let (client, urls, body, marker) = &*shared;
+                let url = urls.get(worker % urls.len().max(1)).map_or("", String::as_str);
                 let mut outcomes = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
                     outcomes.push(one(client, url, body, marker).await);

@@ -7,7 +7,12 @@
 //! - `stream-N` with `"stream": true`: N `chat.completion.chunk` events in
 //!   vLLM's shape, each carrying 1–4 short tokens, then a usage chunk and
 //!   `[DONE]`. Rendered once per N and cached, then written in large writes.
+//! - `tool`: a call of the tool `lookup`, then (once the last message is the
+//!   tool's result) one small `chat.completion`.
 //! - anything else: one small non-streaming `chat.completion`.
+//!
+//! A POST whose body has no `messages` is a tool call: it is answered
+//! `{"found": 1}`.
 //!
 //! HTTP/1.1 with keep-alive and `Content-Length`, so clients pool connections.
 
@@ -76,6 +81,33 @@ fn completion() -> Vec<u8> {
     .into_bytes()
 }
 
+fn tool_call() -> Vec<u8> {
+    serde_json::json!({
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 1_700_000_000,
+        "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "call_bench", "type": "function",
+                "function": {"name": "lookup", "arguments": "{\"q\": 1}"}}]},
+            "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The non-streaming answer to `body`: a tool's result, a tool call, or text.
+fn json_answer(body: &[u8]) -> Vec<u8> {
+    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let Some(messages) = request.get("messages").and_then(Value::as_array) else {
+        return br#"{"found": 1}"#.to_vec();
+    };
+    let last_role = messages.last().and_then(|m| m.get("role")).and_then(Value::as_str);
+    if request.get("model").and_then(Value::as_str) == Some("tool") && last_role != Some("tool") {
+        return tool_call();
+    }
+    completion()
+}
+
 fn chunks_asked(body: &[u8]) -> Option<usize> {
     let request: Value = serde_json::from_slice(body).ok()?;
     if request.get("stream").and_then(Value::as_bool) != Some(true) {
@@ -134,7 +166,7 @@ async fn serve(mut socket: TcpStream, cache: Cache) {
                 };
                 ("text/event-stream", payload)
             }
-            None => ("application/json", Arc::new(completion())),
+            None => ("application/json", Arc::new(json_answer(&body))),
         };
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",

@@ -47,6 +47,8 @@ class Run:
     fence: int
     background: bool
     stopped_for: str | None = field(default=None)
+    ending: bool = field(default=False)
+    """The run is over and only writing what it queued: nothing stops it now."""
 
 
 class Runs:
@@ -184,6 +186,7 @@ class Runs:
                 # Whatever the run queued is written before readers are told
                 # it ended, so they find it in the store; a stop that comes
                 # now does not cut the write short.
+                self.local[request_id].ending = True
                 try:
                     await asyncio.shield(self._flush())
                 finally:
@@ -207,6 +210,8 @@ class Runs:
         )
 
     def stop_run(self, run: Run, reason: str) -> None:
+        if run.ending:
+            return
         if run.stopped_for is None:
             run.stopped_for = reason
         run.task.cancel()
@@ -222,13 +227,14 @@ class Runs:
         before = list(self.local.items())
         held = await self.store.renew(self.owner, self.lease_ttl)
         for request_id, run in before:
-            if run.task.done():
+            if run.ending or run.task.done():
                 continue
             if request_id not in held:
-                # Taken over (or deleted): whatever this run writes now would be
-                # refused, so it stops, writing nothing.
-                log.warning("response %s: lease lost, stopping its run here", request_id)
-                self.stop_run(run, "lost")
+                # Ended (its outcome kept, the run is finishing), or taken over:
+                # then whatever this run writes is refused, and it stops.
+                if await self.store.outcome(request_id) is None:
+                    log.warning("response %s: lease lost, stopping its run here", request_id)
+                    self.stop_run(run, "lost")
             elif held[request_id]:
                 self.stop_run(run, "cancel")
 
