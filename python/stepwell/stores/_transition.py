@@ -5,6 +5,7 @@ request's transition."""
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..types import (
     NextAction,
     RecordedStep,
     StepDescriptor,
+    StepKind,
     StepState,
 )
 
@@ -83,6 +85,31 @@ async def decide_next(
             await store.set_outcome(request_id, status, action.payload, fence=fence)
     checked: NextAction = action
     return checked
+
+
+STEP_COLUMNS = (
+    "id, sequence, kind, state, request_payload, response_payload, error, "
+    "prev_step_id, scope_parent, sub_request_id, created_at, updated_at"
+)
+"""The columns of a step row, in the order `step_from_row` reads them."""
+
+
+def step_from_row(row: Any) -> ChainStep:
+    """A step from a database row of `STEP_COLUMNS` (payloads as JSON text)."""
+    return ChainStep(
+        id=row[0],
+        sequence=row[1],
+        kind=StepKind(row[2]),
+        state=StepState(row[3]),
+        request_payload=json.loads(row[4]),
+        response_payload=json.loads(row[5]) if row[5] is not None else None,
+        error=json.loads(row[6]) if row[6] is not None else None,
+        prev_step_id=row[7],
+        scope_parent=row[8],
+        sub_request_id=row[9],
+        created_at=row[10],
+        updated_at=row[11],
+    )
 
 
 def previous_of(request: JSON) -> str | None:

@@ -53,12 +53,14 @@ from ..types import (
 )
 from ._events import count_frames, frames_after
 from ._transition import (
+    STEP_COLUMNS,
     Decide,
     IllegalTransition,
     check_move,
     decide_next,
     previous_of,
     sources,
+    step_from_row,
     stored_response,
 )
 
@@ -136,10 +138,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InternalClientError,
 )
 _MIGRATION_LOCK = 0x5773_7465  # an advisory lock id of stepwell's own
-_STEP_COLUMNS = (
-    "id, sequence, kind, state, request_payload, response_payload, error, "
-    "prev_step_id, scope_parent, sub_request_id, created_at, updated_at"
-)
 _NOTIFY_PAYLOAD = 7900  # NOTIFY payloads stop at 8000 bytes
 
 
@@ -596,25 +594,9 @@ class PostgresStore:
     async def _steps(self, where: str, *args: Any) -> list[ChainStep]:
         async with self._connection() as db:
             rows = await db.fetch(
-                f"SELECT {_STEP_COLUMNS} FROM steps WHERE {where} ORDER BY sequence", *args
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE {where} ORDER BY sequence", *args
             )
-        return [
-            ChainStep(
-                id=r[0],
-                sequence=r[1],
-                kind=StepKind(r[2]),
-                state=StepState(r[3]),
-                request_payload=json.loads(r[4]),
-                response_payload=json.loads(r[5]) if r[5] is not None else None,
-                error=json.loads(r[6]) if r[6] is not None else None,
-                prev_step_id=r[7],
-                scope_parent=r[8],
-                sub_request_id=r[9],
-                created_at=r[10],
-                updated_at=r[11],
-            )
-            for r in rows
-        ]
+        return [step_from_row(r) for r in rows]
 
     async def _move(
         self, step_id: str, to: StepState, fence: int | None, columns: dict[str, str]

@@ -36,12 +36,14 @@ from ..types import (
 )
 from ._events import count_frames, frames_after
 from ._transition import (
+    STEP_COLUMNS,
     Decide,
     IllegalTransition,
     check_move,
     decide_next,
     previous_of,
     sources,
+    step_from_row,
     stored_response,
 )
 
@@ -469,29 +471,10 @@ class SQLiteStore:
     def _steps(self, where: str, args: tuple[Any, ...]) -> list[ChainStep]:
         with self._errors(), self._lock:
             rows = self._db.execute(
-                "SELECT id, sequence, kind, state, request_payload, response_payload, error, "
-                "prev_step_id, scope_parent, sub_request_id, created_at, updated_at "
-                f"FROM steps WHERE {where} "
-                "ORDER BY sequence",
+                f"SELECT {STEP_COLUMNS} FROM steps WHERE {where} ORDER BY sequence",
                 args,
             ).fetchall()
-        return [
-            ChainStep(
-                id=r[0],
-                sequence=r[1],
-                kind=StepKind(r[2]),
-                state=StepState(r[3]),
-                request_payload=json.loads(r[4]),
-                response_payload=json.loads(r[5]) if r[5] is not None else None,
-                error=json.loads(r[6]) if r[6] is not None else None,
-                prev_step_id=r[7],
-                scope_parent=r[8],
-                sub_request_id=r[9],
-                created_at=r[10],
-                updated_at=r[11],
-            )
-            for r in rows
-        ]
+        return [step_from_row(r) for r in rows]
 
     def _move(self, step_id: str, to: StepState, fence: int | None, **columns: str) -> None:
         # One conditional UPDATE (its own transaction) on the usual path; the
