@@ -127,7 +127,9 @@ async fn main() {
             let (shared, next) = (shared.clone(), next.clone());
             tokio::spawn(async move {
                 let (client, urls, body, marker) = &*shared;
-                let url = urls.get(worker % urls.len().max(1)).map_or("", String::as_str);
+                let url = urls
+                    .get(worker % urls.len().max(1))
+                    .map_or("", String::as_str);
                 let mut outcomes = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < requests {
                     outcomes.push(one(client, url, body, marker).await);

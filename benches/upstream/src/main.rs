@@ -101,7 +101,10 @@ fn json_answer(body: &[u8]) -> Vec<u8> {
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
         return br#"{"found": 1}"#.to_vec();
     };
-    let last_role = messages.last().and_then(|m| m.get("role")).and_then(Value::as_str);
+    let last_role = messages
+        .last()
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str);
     if request.get("model").and_then(Value::as_str) == Some("tool") && last_role != Some("tool") {
         return tool_call();
     }
