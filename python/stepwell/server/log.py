@@ -237,6 +237,10 @@ async def follow(
                 if is_terminal(text):
                     return
                 continue
+            if local():
+                # Its run here wakes readers for every batch and at its end.
+                await changed.wait()
+                continue
             outcome = await store.outcome(request_id)
             if outcome is not None:
                 frames = await store.events_after(request_id, after)
@@ -248,12 +252,9 @@ async def follow(
                 return
             if ended():
                 return
-            if local():
-                await changed.wait()
-            else:
-                try:
-                    await asyncio.wait_for(changed.wait(), poll)
-                except asyncio.TimeoutError:
-                    pass
+            try:
+                await asyncio.wait_for(changed.wait(), poll)
+            except asyncio.TimeoutError:
+                pass
         finally:
             hub.forget(request_id, changed)
