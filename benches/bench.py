@@ -4,6 +4,7 @@ peers in one run on one machine.
 
     bash benches/run.sh            # full run: prints the tables, writes RESULTS.md + results.png
     bash benches/run.sh --quick    # small sizes, one repetition: proves every scenario works
+    bash benches/run.sh --only S8  # one server scenario alone, its table printed
 
 Every pipeline reads the same stream from a Rust upstream on loopback that
 serves pre-rendered bytes from memory; its raw rate, read by curl into
@@ -847,8 +848,22 @@ async def main() -> None:
         default=Path(__file__).resolve().parent,
         help="where RESULTS.md and results.png go",
     )
+    parser.add_argument(
+        "--only",
+        choices=["S6", "S7", "S8"],
+        help="run this server scenario alone and print its table (writes nothing)",
+    )
     args = parser.parse_args()
     quick = args.quick
+    if args.only:
+        with Upstream() as upstream:
+            if args.only == "S6":
+                print(s6_streaming_server(upstream, quick, 1 if quick else 3))
+            elif args.only == "S7":
+                print(s7_non_streaming(upstream, quick))
+            else:
+                print(await s8_scale_out(upstream, quick))
+        return
     sizes = {
         "s1": 2_000 if quick else 200_000,
         "reps": 1 if quick else 5,

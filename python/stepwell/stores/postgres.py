@@ -12,7 +12,7 @@ The same contract as ``SQLiteStore``, with what many writers need:
   checked in the statement of every fenced write. Lease times are the
   database's clock, never a host's.
 - Wake-ups: a group commit of the event log sends one ``NOTIFY`` (naming every
-  response it wrote) inside its own transaction, and `watch` listens, so
+  response it wrote) from the statement that writes it, and `watch` listens, so
   readers in every process wake when a log grows without polling it.
 - The schema is versioned (`MIGRATIONS`); it is brought up to date on first
   use and by ``stepwell db upgrade``, under an advisory lock so concurrent
@@ -23,8 +23,9 @@ The same contract as ``SQLiteStore``, with what many writers need:
   ``StoreUnavailable`` (its transaction rolled back: nothing half-written).
 - A fenced write locks its response's row until it commits, so no claim slips
   between the check and the write; a process that freezes inside such a
-  transaction has it ended by the server after ``stalled_transaction_timeout``
-  seconds, and its rows are claimable again.
+  transaction has its session ended after ``stalled_transaction_timeout``
+  seconds (by the server's timeouts, or by another process's sweep where
+  those do not reach), and its rows are claimable again.
 
 It needs the ``postgres`` extra (``pip install stepwell[postgres]``).
 """
@@ -137,8 +138,59 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     # A connection whose call was cut short is left in a state it cannot leave.
     asyncpg.InternalClientError,
 )
+APPLICATION_NAME = "stepwell"
+"""The ``application_name`` of the store's sessions: the stalled ones among
+them are the ones a sweep may end."""
 _MIGRATION_LOCK = 0x5773_7465  # an advisory lock id of stepwell's own
-_NOTIFY_PAYLOAD = 7900  # NOTIFY payloads stop at 8000 bytes
+
+
+# A fenced write is one statement (sent with its Sync in one message group),
+# its response's row locked only while it runs: a process that stops between
+# two statements of a transaction would keep the row locked until its session
+# ended. The lock makes a concurrent claim skip the row until the write
+# commits, and a claim committed first makes the write see the new token.
+
+_APPEND_EVENTS = """
+WITH fence AS (
+    SELECT * FROM unnest($5::TEXT[], $6::BIGINT[]) AS f(request_id, token)
+), held AS (
+    SELECT r.request_id FROM responses r JOIN fence f ON f.request_id = r.request_id
+    WHERE r.lease_token = f.token ORDER BY r.request_id FOR SHARE OF r
+), kept AS (
+    INSERT INTO events (request_id, first_sequence, last_sequence, frames)
+    SELECT e.* FROM unnest($1::TEXT[], $2::INTEGER[], $3::INTEGER[], $4::TEXT[])
+        AS e(request_id, first_sequence, last_sequence, frames)
+    WHERE e.request_id NOT IN (SELECT request_id FROM fence)
+       OR e.request_id IN (SELECT request_id FROM held)
+    RETURNING request_id
+), written AS (
+    SELECT DISTINCT request_id FROM kept
+), notified AS (
+    -- As few NOTIFYs as fit the ids: a payload stops at 8000 bytes.
+    SELECT pg_notify($7, string_agg(request_id, ',')) FROM (
+        SELECT request_id,
+            (sum(octet_length(request_id) + 1) OVER (ORDER BY request_id) - 1) / 7000 AS part
+        FROM written
+    ) numbered GROUP BY part
+)
+SELECT ARRAY(SELECT request_id FROM fence WHERE request_id NOT IN (SELECT request_id FROM held))
+WHERE (SELECT count(*) FROM notified) >= 0
+"""
+"""Appends event batches, those of a fenced response only while its lease has
+the token; notifies the responses written; returns the fenced ones refused."""
+
+_MOVE_STEP = """
+WITH lease AS (
+    SELECT r.lease_token FROM steps s JOIN responses r ON r.request_id = s.request_id
+    WHERE $5::BIGINT IS NOT NULL AND s.id = $3 FOR SHARE OF r
+)
+UPDATE steps SET state = $1, updated_at = $2{sets}
+WHERE id = $3 AND state = ANY($4::TEXT[])
+  AND ($5::BIGINT IS NULL OR coalesce((SELECT lease_token FROM lease), $5) = $5)
+RETURNING 1
+"""
+"""Moves a step from one of the allowed states; with a fence ($5), only while
+its response's lease has that token (a step of no kept response has none)."""
 
 
 class StoreUnavailable(StepwellError):
@@ -197,6 +249,7 @@ class PostgresStore:
                         min_size=self.min_size,
                         max_size=self.max_size,
                         server_settings={
+                            "application_name": APPLICATION_NAME,
                             "idle_in_transaction_session_timeout": stalled,
                             "statement_timeout": stalled,
                         },
@@ -477,7 +530,7 @@ class PostgresStore:
     async def append_events_many(
         self, batches: list[tuple[str, int, str]], *, fences: Mapping[str, int] | None = None
     ) -> list[str]:
-        """Keep several batches in one transaction and notify, once, every
+        """Keep several batches in one statement and notify, once, every
         response they belong to; a response named in ``fences`` only while its
         lease has that token. Returns the responses refused."""
         rows = [
@@ -485,31 +538,22 @@ class PostgresStore:
             for request_id, first, frames in batches
             if count_frames(frames)
         ]
-        refused: list[str] = []
         if not rows:
-            return refused
-        async with self._connection() as db, db.transaction():
-            if fences:
-                # Locked until the commit: a claim skips these rows meanwhile,
-                # so no takeover slips between the check and the insert.
-                current = dict(
-                    await db.fetch(
-                        "SELECT request_id, lease_token FROM responses "
-                        "WHERE request_id = ANY($1) ORDER BY request_id FOR SHARE",
-                        list(fences),
-                    )
-                )
-                refused = [r for r, fence in fences.items() if current.get(r) != fence]
-                rows = [row for row in rows if row[0] not in refused]
-            if rows:
-                await db.executemany(
-                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
-                    "VALUES ($1, $2, $3, $4)",
-                    rows,
-                )
-                for payload in _notify_payloads({row[0] for row in rows}):
-                    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
-        return refused
+            return []
+        fenced = dict(fences or {})
+        request_ids, firsts, lasts, texts = (list(column) for column in zip(*rows, strict=True))
+        async with self._connection() as db:
+            refused = await db.fetchval(
+                _APPEND_EVENTS,
+                request_ids,
+                firsts,
+                lasts,
+                texts,
+                list(fenced),
+                list(fenced.values()),
+                CHANNEL,
+            )
+        return list(refused)
 
     async def events_after(self, request_id: str, after: int) -> list[str]:
         """The kept stream frames numbered above ``after``, in order."""
@@ -569,7 +613,14 @@ class PostgresStore:
             )
 
     async def claimable(self, limit: int = 100) -> list[str]:
-        """Unfinished responses that nobody holds a live lease on, oldest first."""
+        """Unfinished responses that nobody holds a live lease on, oldest first.
+
+        When there are some, the sessions of stepwell processes stuck in a
+        transaction for longer than ``stalled_transaction_timeout`` are ended
+        first: a process stopped between a statement and the Sync that ends
+        it leaves its session waiting for input with its rows locked, which
+        none of the server's own timeouts end (before PostgreSQL 17), and a
+        claim would skip those rows forever."""
         async with self._connection() as db:
             rows = await db.fetch(
                 "SELECT request_id FROM responses WHERE output IS NULL "
@@ -577,6 +628,15 @@ class PostgresStore:
                 "ORDER BY created_at LIMIT $1",
                 limit,
             )
+            if rows:
+                await db.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name = $1 "
+                    "AND pid <> pg_backend_pid() "
+                    "AND xact_start < clock_timestamp() - make_interval(secs => $2)",
+                    APPLICATION_NAME,
+                    self.stalled_transaction_timeout,
+                )
         return [row[0] for row in rows]
 
     async def request_cancel(self, request_id: str) -> bool:
@@ -604,26 +664,15 @@ class PostgresStore:
         # One conditional UPDATE on the usual path, the fence checked in it; the
         # row is read only to explain a refusal.
         allowed = [state.value for state in sources(to)]
-        sets = ", ".join(f"{name} = ${n}" for n, name in enumerate(columns, start=5))
-        extra = f", {sets}" if sets else ""
-        async with self._connection() as db, db.transaction():
-            if fence is not None:
-                # The response's row, locked until the commit: no claim slips
-                # between the fence's check and the move.
-                token = await db.fetchval(
-                    "SELECT r.lease_token FROM responses r JOIN steps s "
-                    "ON s.request_id = r.request_id WHERE s.id = $1 FOR SHARE OF r",
-                    step_id,
-                )
-                if token is not None and token != fence:
-                    raise LeaseLost(f"step {step_id}'s response is held under another lease")
+        sets = "".join(f", {name} = ${n}" for n, name in enumerate(columns, start=6))
+        async with self._connection() as db:
             moved = await db.fetchval(
-                f"UPDATE steps SET state = $1, updated_at = $2{extra} "
-                "WHERE id = $3 AND state = ANY($4::TEXT[]) RETURNING 1",
+                _MOVE_STEP.format(sets=sets),
                 to.value,
                 time.time(),
                 step_id,
                 allowed,
+                fence,
                 *columns.values(),
             )
             if moved is not None:
@@ -677,19 +726,6 @@ async def _check_fence(db: asyncpg.Connection, request_id: str, fence: int) -> N
     )
     if token != fence:
         raise LeaseLost(f"response {request_id} is held under another lease")
-
-
-def _notify_payloads(request_ids: set[str]) -> list[str]:
-    """The ids, comma-joined into as few NOTIFY payloads as their size allows."""
-    payloads, current = [], ""
-    for request_id in sorted(request_ids):
-        if current and len(current) + len(request_id) + 1 > _NOTIFY_PAYLOAD:
-            payloads.append(current)
-            current = ""
-        current = f"{current},{request_id}" if current else request_id
-    if current:
-        payloads.append(current)
-    return payloads
 
 
 def _host(url: str) -> str:

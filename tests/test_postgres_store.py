@@ -1,0 +1,98 @@
+"""What only PostgreSQL has to survive: sessions of processes that froze while
+they held rows locked."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from urllib.parse import urlsplit
+
+from stepwell.stores.postgres import PostgresStore
+
+
+async def test_a_writer_frozen_mid_message_does_not_keep_its_rows_forever(
+    postgres_url: str,
+) -> None:
+    """A process stopped while it sends a statement inside a fenced write
+    leaves its session waiting for the rest of the message, its row locks
+    held: the server's own timeouts never end a session that waits for input
+    inside a transaction before the message is whole. Another process's sweep
+    ends that session once its transaction is older than the stalled
+    timeout, and takes the lease."""
+    store = PostgresStore(postgres_url, stalled_transaction_timeout=1.0)
+    try:
+        await store.save_request("r1", {"request": {"model": "m", "input": "hi"}})
+        fence = await store.claim("r1", "frozen", 0.2)
+        assert fence is not None
+        stuck = await FrozenWriter.open(postgres_url, "r1")
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            claimable = await store.claimable()
+            token = await store.claim("r1", "taker", 5) if "r1" in claimable else None
+            if token is not None:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "the row stayed locked"
+            await asyncio.sleep(0.1)
+        assert token == fence + 1
+        stuck.close()
+    finally:
+        await store.close()
+
+
+class FrozenWriter:
+    """A session as a store opens them (the server's timeouts set), left as a
+    process stopped mid-write leaves it: inside a transaction that locked a
+    response's row, a statement sent without the Sync that would end it. It
+    speaks the wire protocol itself, so no driver reads what the server sends
+    back or notices anything amiss."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, url: str, request_id: str) -> FrozenWriter:
+        parts = urlsplit(url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        settings = {
+            "user": parts.username or "",
+            "database": parts.path.lstrip("/"),
+            "application_name": "stepwell",
+            "idle_in_transaction_session_timeout": "1000",
+            "statement_timeout": "1000",
+        }
+        body = struct.pack("!i", 196608) + b"".join(
+            k.encode() + b"\0" + v.encode() + b"\0" for k, v in settings.items()
+        )
+        writer.write(struct.pack("!i", len(body) + 5) + body + b"\0")
+        await _until_ready(reader)
+        query = (
+            f"BEGIN; SELECT lease_token FROM responses WHERE request_id = '{request_id}' FOR SHARE"
+        )
+        writer.write(_message(b"Q", query.encode() + b"\0"))
+        await _until_ready(reader)
+        # Parse, Bind, Execute: a whole statement, run; the Sync never comes.
+        writer.write(
+            _message(b"P", b"\0SELECT 1\0" + struct.pack("!h", 0))
+            + _message(b"B", b"\0\0" + struct.pack("!hhh", 0, 0, 0))
+            + _message(b"E", b"\0" + struct.pack("!i", 0))
+        )
+        await writer.drain()
+        return cls(writer)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+async def _until_ready(reader: asyncio.StreamReader) -> None:
+    """Reads the server's messages up to ReadyForQuery; an error is raised."""
+    while True:
+        kind = await reader.readexactly(1)
+        (length,) = struct.unpack("!i", await reader.readexactly(4))
+        body = await reader.readexactly(length - 4)
+        assert kind != b"E", body
+        if kind == b"Z":
+            return
