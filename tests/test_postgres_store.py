@@ -1,5 +1,5 @@
 """What only PostgreSQL has to survive: sessions of processes that froze while
-they held rows locked."""
+they held rows locked, and a server restarted under a listening process."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import asyncio
 import struct
 from urllib.parse import urlsplit
 
-from stepwell.stores.postgres import PostgresStore
+from stepwell.stores.postgres import PostgresStore, StoreUnavailable
+
+from . import pg
 
 
 async def test_a_writer_frozen_mid_message_does_not_keep_its_rows_forever(
@@ -37,6 +39,49 @@ async def test_a_writer_frozen_mid_message_does_not_keep_its_rows_forever(
         stuck.close()
     finally:
         await store.close()
+
+
+async def test_readers_are_woken_again_after_a_restart() -> None:
+    """The listening connection that wakes readers is opened again when the
+    server restarts: a log written after the restart wakes them."""
+    cluster = pg.Cluster()
+    try:
+        url = pg.new_database(cluster.url)
+        watcher, writer = PostgresStore(url), PostgresStore(url)
+        heard: list[str] = []
+        woken = asyncio.Event()
+
+        def on_change(request_id: str) -> None:
+            heard.append(request_id)
+            woken.set()
+
+        try:
+            await watcher.watch(on_change)
+            await writer.append_events("before", 0, "data: {}\n\n")
+            await asyncio.wait_for(woken.wait(), 10)
+            assert heard == ["before"]
+            woken.clear()
+            await asyncio.to_thread(cluster.restart)
+            # Logs written until one wakes the watcher: its listener is back.
+            deadline = asyncio.get_running_loop().time() + 30
+            n = 0
+            while not woken.is_set():
+                assert asyncio.get_running_loop().time() < deadline, "nobody was woken"
+                try:
+                    await writer.append_events(f"after-{n}", 0, "data: {}\n\n")
+                except StoreUnavailable:
+                    pass  # the writer's own connections broke with the restart
+                n += 1
+                try:
+                    await asyncio.wait_for(woken.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+            assert heard[1].startswith("after-")
+        finally:
+            await watcher.close()
+            await writer.close()
+    finally:
+        cluster.stop()
 
 
 class FrozenWriter:

@@ -111,6 +111,8 @@ class ResponsesTransition:
     ) -> None:
         self.store = store
         self.tenant = tenant
+        # A kept request never changes: read once, not on every turn.
+        self._saved: dict[str, JSONDict] = {}
         self.agents: Mapping[str, Agent] = {a.name: a for a in agents}
         self.served: dict[str, ToolSchema] = {s.name: s for s in served}
         for agent in self.agents.values():
@@ -122,9 +124,10 @@ class ResponsesTransition:
     async def __call__(
         self, chain: list[ChainStep], request_id: str, scope_parent: str | None
     ) -> NextAction:
-        saved = await self.store.load_request(request_id)
+        saved = self._saved.get(request_id) or await self.store.load_request(request_id)
         if saved is None:
             return Fail({"type": "unknown_request", "message": f"no request {request_id!r}"})
+        self._saved[request_id] = saved
         body, created_at = saved["request"], saved["created_at"]
         if scope_parent is None:
             context, tools = await self.context(body)

@@ -3,10 +3,11 @@ hosts, on the PostgreSQL they already operate (through asyncpg).
 
 The same contract as ``SQLiteStore``, with what many writers need:
 
-- Every state change is one statement or one transaction. A step's sequence
-  is allocated under a per-response advisory lock, and the unique chain link
+- Every state change is one statement (a deletion, one transaction). A
+  step's sequence is the response's last plus one, and the unique chain link
   ``(request_id, scope_parent, prev_step_id, kind)`` makes a re-run
-  transition find the step it already recorded.
+  transition find the step it already recorded; a recorder that loses a race
+  for either runs its statement again.
 - Leases: a claim is one statement over ``FOR UPDATE SKIP LOCKED``, so two
   processes sweeping at once never wait on each other; the fencing token is
   checked in the statement of every fenced write. Lease times are the
@@ -179,6 +180,35 @@ WHERE (SELECT count(*) FROM notified) >= 0
 """Appends event batches, those of a fenced response only while its lease has
 the token; notifies the responses written; returns the fenced ones refused."""
 
+_RECORD_STEP = """
+WITH lease AS (
+    SELECT lease_token FROM responses WHERE $9::BIGINT IS NOT NULL AND request_id = $2
+    FOR SHARE
+), allowed AS (
+    SELECT $9::BIGINT IS NULL OR coalesce((SELECT lease_token FROM lease), -1) = $9 AS ok
+), existing AS (
+    SELECT id, sequence, sub_request_id FROM steps WHERE request_id = $2
+        AND coalesce(scope_parent, '') = coalesce($3, '')
+        AND coalesce(prev_step_id, '') = coalesce($4, '') AND kind = $5
+), inserted AS (
+    INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, sequence,
+                       request_payload, sub_request_id, created_at)
+    SELECT $1, $2, $3, $4, $5, 'pending', coalesce(max(sequence), 0) + 1, $6, $7, $8
+    FROM steps WHERE request_id = $2
+    HAVING (SELECT ok FROM allowed) AND NOT EXISTS (SELECT 1 FROM existing)
+    ON CONFLICT DO NOTHING
+    RETURNING id, sequence, sub_request_id
+)
+SELECT allowed.ok, found.* FROM allowed LEFT JOIN (
+    SELECT * FROM inserted UNION ALL SELECT * FROM existing
+) found ON allowed.ok
+"""
+"""Records a step once per chain link, numbered after the response's last
+one; with a fence ($9), only while the lease has that token. Answers
+whether the fence held, and the step (none when a concurrent recorder took
+its sequence or link first: the statement is run again)."""
+_RECORD_ATTEMPTS = 50
+
 _MOVE_STEP = """
 WITH lease AS (
     SELECT r.lease_token FROM steps s JOIN responses r ON r.request_id = s.request_id
@@ -227,6 +257,8 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
         self._listener: asyncpg.Connection | None = None
+        self._on_change: Callable[[str], None] | None = None
+        self._relisten: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         # The URL may hold a password: never shown.
@@ -248,6 +280,7 @@ class PostgresStore:
                         self.url,
                         min_size=self.min_size,
                         max_size=self.max_size,
+                        reset=_keep_session,
                         server_settings={
                             "application_name": APPLICATION_NAME,
                             "idle_in_transaction_session_timeout": stalled,
@@ -286,6 +319,10 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Closes the pool and the listening connection."""
+        self._on_change = None
+        if self._relisten is not None:
+            self._relisten.cancel()
+            self._relisten = None
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -295,18 +332,42 @@ class PostgresStore:
 
     async def watch(self, on_change: Callable[[str], None]) -> None:
         """Calls ``on_change(request_id)`` whenever a response's event log grows,
-        whichever process wrote it (``LISTEN``)."""
+        whichever process wrote it (``LISTEN``). A listening connection that
+        breaks (a restarted server) is opened again, every half second until
+        it is; what was written meanwhile wakes nobody, so readers keep a
+        slow look at the store as a backstop."""
+        self._on_change = on_change
+        await self._listen()
 
-        def heard(connection: Any, pid: int, channel: str, payload: str) -> None:
-            for request_id in payload.split(","):
-                if request_id:
-                    on_change(request_id)
-
+    async def _listen(self) -> None:
         try:
-            self._listener = await asyncpg.connect(self.url)
-            await self._listener.add_listener(CHANNEL, heard)
+            listener = await asyncpg.connect(self.url)
+            await listener.add_listener(CHANNEL, self._heard)
         except _CONNECTION_ERRORS as error:
             raise StoreUnavailable(_unreachable(self.url, error)) from error
+        listener.add_termination_listener(self._listener_lost)
+        self._listener = listener
+
+    def _heard(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        if self._on_change is None:
+            return
+        for request_id in payload.split(","):
+            if request_id:
+                self._on_change(request_id)
+
+    def _listener_lost(self, connection: Any) -> None:
+        if connection is not self._listener or self._on_change is None:
+            return  # closed on purpose
+        self._listener = None
+        self._relisten = asyncio.ensure_future(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        while self._on_change is not None:
+            try:
+                await self._listen()
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(0.5)
 
     # ------------------------------------------------------------ the protocol
 
@@ -326,37 +387,28 @@ class PostgresStore:
         kind = StepKind(descriptor.kind)
         step_id = f"step_{uuid.uuid4().hex}"
         sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
-        async with self._connection() as db, db.transaction():
-            # One recorder per response at a time: sequences stay dense.
-            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", request_id)
-            if fence is not None:
-                await _check_fence(db, request_id, fence)
-            existing = await db.fetchrow(
-                "SELECT id, sequence, sub_request_id FROM steps WHERE request_id = $1 "
-                "AND coalesce(scope_parent, '') = coalesce($2, '') "
-                "AND coalesce(prev_step_id, '') = coalesce($3, '') AND kind = $4",
-                request_id,
-                scope_parent,
-                prev_step,
-                kind.value,
-            )
-            if existing is not None:
-                return RecordedStep(existing[0], existing[1], existing[2])
-            sequence = await db.fetchval(
-                "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
-                "sequence, request_payload, sub_request_id, created_at) "
-                "SELECT $1, $2, $3, $4, $5, 'pending', coalesce(max(sequence), 0) + 1, $6, $7, $8 "
-                "FROM steps WHERE request_id = $2 RETURNING sequence",
-                step_id,
-                request_id,
-                scope_parent,
-                prev_step,
-                kind.value,
-                json.dumps(descriptor.request_payload),
-                sub_request_id,
-                time.time(),
-            )
-        return RecordedStep(step_id, sequence, sub_request_id)
+        payload = json.dumps(descriptor.request_payload)
+        async with self._connection() as db:
+            for _ in range(_RECORD_ATTEMPTS):
+                row = await db.fetchrow(
+                    _RECORD_STEP,
+                    step_id,
+                    request_id,
+                    scope_parent,
+                    prev_step,
+                    kind.value,
+                    payload,
+                    sub_request_id,
+                    time.time(),
+                    fence,
+                )
+                if not row[0]:
+                    raise LeaseLost(f"response {request_id} is held under another lease")
+                if row[1] is not None:
+                    return RecordedStep(row[1], row[2], row[3])
+                # A concurrent recorder took the sequence (or the link): again,
+                # with a snapshot that sees its step.
+        raise StoreUnavailable(f"response {request_id}: no sequence for its step was free")
 
     async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
         await self._move(step_id, StepState.PROCESSING, fence, {})
@@ -604,10 +656,12 @@ class PostgresStore:
 
     async def release(self, request_id: str, fence: int) -> None:
         """Give a lease up (at once claimable), if it still has ``fence``."""
+        # A response whose outcome is kept has no lease left: no row version
+        # is written for it.
         async with self._connection() as db:
             await db.execute(
                 "UPDATE responses SET lease_owner = NULL, lease_expires = NULL "
-                "WHERE request_id = $1 AND lease_token = $2",
+                "WHERE request_id = $1 AND lease_token = $2 AND lease_owner IS NOT NULL",
                 request_id,
                 fence,
             )
@@ -718,14 +772,12 @@ async def upgrade(url: str) -> list[int]:
         await connection.close()
 
 
-async def _check_fence(db: asyncpg.Connection, request_id: str, fence: int) -> None:
-    """Raises `LeaseLost` unless the lease has `fence`; the row stays locked
-    until the transaction ends, so no claim slips in before the write."""
-    token = await db.fetchval(
-        "SELECT lease_token FROM responses WHERE request_id = $1 FOR SHARE", request_id
-    )
-    if token != fence:
-        raise LeaseLost(f"response {request_id} is held under another lease")
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """What a pooled connection needs before its next use: nothing. The
+    store's sessions keep no state between calls (no session locks, cursors,
+    LISTENs or settings; a transaction left open is rolled back by the pool
+    itself), so the reset query asyncpg would send on every release, a round
+    trip each, is skipped."""
 
 
 def _host(url: str) -> str:
