@@ -197,6 +197,24 @@ async def test_text_answer_is_a_valid_response(model: ScriptedUpstream) -> None:
     ]
 
 
+async def test_store_false_is_answered_then_forgotten(model: ScriptedUpstream) -> None:
+    """`store: false` through the library: `create` and `stream` answer, then
+    the store keeps nothing of the response."""
+    model.handler = lambda r: JsonReply(chat_completion("Hello there."))
+    responses = service(model)
+    response = await responses.create({"model": "m", "input": "hi", "store": False})
+    assert response["status"] == "completed" and response["store"] is False
+    assert list(RESPONSE.iter_errors(response)) == []
+    request_id = response["id"].removeprefix("resp_")
+    assert await responses.store.load_request(request_id) is None
+    assert await responses.store.steps(request_id) == []
+    frames = [f async for f in responses.stream({"model": "m", "input": "hi", "store": False})]
+    assert frames[-1] == "data: [DONE]\n\n"
+    streamed = json.loads(frames[-2].split("data: ", 1)[1])["response"]
+    assert streamed["status"] == "completed"
+    assert await responses.store.load_request(streamed["id"].removeprefix("resp_")) is None
+
+
 async def test_two_round_server_side_tools_with_usage_summed(model: ScriptedUpstream) -> None:
     response = await service(model).create({"model": "m", "input": "weather?"})
     assert list(RESPONSE.iter_errors(response)) == []

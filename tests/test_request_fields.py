@@ -171,7 +171,7 @@ async def test_logprobs_reach_the_model_and_come_back(model: ScriptedUpstream) -
         ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),
         ({"include": ["reasoning.encrypted_content"]}, "include"),
         ({"stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
-        ({"store": False}, "store"),
+        ({"store": False, "background": True}, "background"),
         ({"stream": True, "top_logprobs": 2}, "top_logprobs"),
         ({"text": {"format": {"type": "json_schema", "schema": SCHEMA}}}, "text.format.name"),
         ({"text": {"format": {"type": "json_schema", "name": "w"}}}, "text.format.schema"),

@@ -7,8 +7,10 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from stepwell.testing import (
     UpstreamRequest,
     chat_completion,
     text_chunks,
+    tool_call_chunks,
 )
 from stepwell.tools import HttpTools
 
@@ -259,6 +262,39 @@ async def test_cancel_stops_a_background_response(
         assert conflict.value.body["type"] == "invalid_request_error"
 
 
+async def test_a_cancelled_response_keeps_what_it_did(tmp_path: Path) -> None:
+    """Cancelled while its tool runs, a response keeps the output of the model
+    call that finished before: its function call."""
+    never = asyncio.Event()
+    tool_called = threading.Event()
+
+    async def slow_tool(request: UpstreamRequest) -> Any:
+        if request.path == "/tools/slow":
+            tool_called.set()
+            await never.wait()  # the tool never answers: the cancel comes first
+        call = {"id": "call_1", "name": "slow", "arguments": "{}"}
+        return StreamReply(tool_call_chunks([call]))
+
+    with ScriptedUpstream(slow_tool) as upstream:
+        tools = tmp_path / "tools.toml"
+        tools.write_text(f'[[tool]]\nname = "slow"\nurl = "{upstream.endpoint}/tools/slow"\n')
+        server = Server(upstream.endpoint, tmp_path / "c.db", "--tools", str(tools))
+        try:
+            client = server.client()
+            started = await client.responses.create(model="m", input="go", background=True)
+            # The tool is called once the model call's step completed.
+            assert await asyncio.to_thread(tool_called.wait, 30)
+            cancelled = await client.responses.cancel(started.id)
+            assert cancelled.status == "cancelled"
+            assert [(i.type, getattr(i, "name", None)) for i in cancelled.output] == [
+                ("function_call", "slow")
+            ]
+            again = await client.responses.retrieve(started.id)
+            assert again.to_dict() == cancelled.to_dict()
+        finally:
+            server.stop()
+
+
 async def test_a_streaming_client_that_leaves_cancels_its_response(
     server: Server, upstream: ScriptedUpstream
 ) -> None:
@@ -291,6 +327,32 @@ async def test_delete_forgets_a_response(server: Server) -> None:
         await client.responses.retrieve(response.id)
     with pytest.raises(NotFoundError):
         await client.responses.delete(response.id)
+
+
+async def test_a_response_made_with_store_false_is_not_kept(server: Server, tmp_path: Path) -> None:
+    """`store: false`: the answer comes back, JSON or streamed, and then the
+    response is gone: GET is a 404, it cannot be continued, and the store
+    keeps nothing of it. It cannot run in the background."""
+    client = server.client()
+    response = await client.responses.create(model="m", input="q", store=False)
+    assert response.status == "completed" and response.store is False
+    assert response.output_text == "".join(PIECES)
+    with pytest.raises(NotFoundError):
+        await client.responses.retrieve(response.id)
+    with pytest.raises(BadRequestError) as refused:
+        await client.responses.create(model="m", input="on", previous_response_id=response.id)
+    assert refused.value.param == "previous_response_id"
+    async with client.responses.stream(model="m", input="q", store=False) as stream:
+        final = await stream.get_final_response()
+    assert final.status == "completed" and final.output_text == "".join(PIECES)
+    with pytest.raises(NotFoundError):
+        await client.responses.retrieve(final.id)
+    with pytest.raises(BadRequestError) as refused:
+        await client.responses.create(model="m", input="q", store=False, background=True)
+    assert refused.value.param == "background"
+    with sqlite3.connect(tmp_path / "serve.db") as db:
+        for table in ("responses", "steps", "events"):
+            assert db.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
 
 
 async def test_replay_after_a_kill_mid_response_equals_the_live_stream(

@@ -188,8 +188,20 @@ class Responses:
         return result
 
     async def create(self, body: Any, *, request_id: str | None = None) -> JSONDict:
-        """Runs the request to its end and returns the `Response`."""
-        return await self.drive(await self.prepare(body, request_id=request_id))
+        """Runs the request to its end and returns the `Response`; one made
+        with `store: false` is forgotten then (see `forget_unstored`)."""
+        run = await self.prepare(body, request_id=request_id)
+        try:
+            return await self.drive(run)
+        finally:
+            await self.forget_unstored(run.request_id, run.body)
+
+    async def forget_unstored(self, request_id: str, body: JSONDict) -> None:
+        """Deletes a response made with `store: false` (its request, steps,
+        outcome and event log): once it ended, it is not kept, and cannot be
+        retrieved or continued."""
+        if body.get("store") is False:
+            await asyncio.shield(self.store.delete_response(request_id))
 
     async def resume(
         self,
@@ -244,6 +256,8 @@ class Responses:
             task.result()
         finally:
             task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await self.forget_unstored(run.request_id, run.body)
         yield ResponsesStream.done()
 
 

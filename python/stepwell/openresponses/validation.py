@@ -54,8 +54,8 @@ def validate(body: Any) -> JSONDict:
     `json_schema` format has a `name` and a `schema`. Settings this server
     cannot honour are refused, never ignored: `truncation: "auto"`,
     `reasoning.summary`, `include: ["reasoning.encrypted_content"]`,
-    `stream_options.include_obfuscation: true`, `store: false`, and log
-    probabilities on a streamed response.
+    `stream_options.include_obfuscation: true`, `background` with
+    `store: false`, and log probabilities on a streamed response.
     """
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
@@ -124,10 +124,10 @@ def _refuse_what_cannot_be_honoured(body: JSONDict) -> None:
             "Stream obfuscation is not supported by this server (set it to false).",
             "stream_options.include_obfuscation",
         )
-    if body.get("store") is False:
+    if body.get("store") is False and body.get("background") is True:
         raise InvalidRequest(
-            "store: false is not supported by this server yet: every response is kept.",
-            "store",
+            "A background response must be stored: background with store: false is refused.",
+            "background",
         )
     if body.get("stream") and (body.get("top_logprobs") or LOGPROBS in include):
         param = "top_logprobs" if body.get("top_logprobs") else "include"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -38,6 +38,8 @@ class Routes:
     hub: LogHub
     settings: ServerSettings
     metrics: Metrics
+    _forgetting: set[asyncio.Task[None]] = field(default_factory=set)
+    """Deletions of `store: false` responses whose client went away first."""
 
     @property
     def store(self) -> Any:
@@ -81,9 +83,33 @@ class Routes:
                 return self.stream(request_id, -1)
             return JSONResponse({**prepared.initial, "background": True})
         run = await self.runs.start(prepared, background=False)
+        unstored = prepared.body.get("store") is False
         if stream:
-            return self.stream(request_id, -1, (request, run) if run is not None else None)
-        return JSONResponse(await self.finished(request_id, run))
+            client = (request, run) if run is not None else None
+            return self.stream(request_id, -1, client, forget=unstored)
+        try:
+            answer = await self.finished(request_id, run)
+        except BaseException:
+            if unstored:
+                self.forget_later(request_id, run)
+            raise
+        if unstored:
+            await self.forget(request_id, run)
+        return JSONResponse(answer)
+
+    async def forget(self, request_id: str, run: Run | None) -> None:
+        """Deletes a `store: false` response once its run here ended: its client
+        has (or is about to have) its answer, and nothing else keeps it."""
+        if run is not None:
+            await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
+        await asyncio.shield(self.store.delete_response(request_id))
+
+    def forget_later(self, request_id: str, run: Run | None) -> None:
+        """`forget`, for a client that went away first: its run ends by itself
+        (it was cancelled), then the response goes."""
+        task = asyncio.ensure_future(self.forget(request_id, run))
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
 
     async def finished(self, request_id: str, run: Run | None) -> Any:
         """The response once it ended: its run's result when it runs here,
@@ -164,11 +190,18 @@ class Routes:
         )
 
     def stream(
-        self, request_id: str, after: int, owner: tuple[Request, Run] | None = None
+        self,
+        request_id: str,
+        after: int,
+        owner: tuple[Request, Run] | None = None,
+        *,
+        forget: bool = False,
     ) -> StreamingResponse:
         """The event log after `after`, then live, until its terminal event.
         `owner` is the request and run of a foreground response this stream
-        belongs to: a client that goes away before the end cancels it."""
+        belongs to: a client that goes away before the end cancels it. With
+        `forget` (a `store: false` response), it is deleted once it ended,
+        before the closing `[DONE]`."""
 
         async def frames() -> AsyncIterator[str]:
             finished = False
@@ -181,6 +214,8 @@ class Routes:
             try:
                 async for batch in self.follow(request_id, after):
                     yield batch
+                if forget:
+                    await self.forget(request_id, owner[1] if owner else None)
                 yield DONE
                 finished = True
             finally:
@@ -188,6 +223,8 @@ class Routes:
                     watcher.cancel()
                 if owner is not None and not finished:
                     self.runs.stop_run(owner[1], "cancel")
+                if forget and not finished:
+                    self.forget_later(request_id, owner[1] if owner else None)
 
         return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
 

@@ -169,10 +169,19 @@ class Runs:
             next_output_index=next_index,
         )
         background = bool(saved and saved["request"].get("background"))
-        return self._track(request_id, run, fence, background)
+        # A `store: false` response whose client was served elsewhere (that
+        # process died): nobody is left to read it, and once it ends it goes.
+        unstored = bool(saved and saved["request"].get("store") is False)
+        return self._track(request_id, run, fence, background, forget=unstored)
 
     def _track(
-        self, request_id: str, run: Coroutine[Any, Any, Any], fence: int, background: bool
+        self,
+        request_id: str,
+        run: Coroutine[Any, Any, Any],
+        fence: int,
+        background: bool,
+        *,
+        forget: bool = False,
     ) -> Run:
         async def tracked() -> Any:
             try:
@@ -196,10 +205,21 @@ class Runs:
                     # failed it) gives the response up, to be taken over.
                     self._unreleased.append((request_id, fence))
                     await asyncio.shield(self._release_ended())
+                    if forget:
+                        await asyncio.shield(self._forget_ended(request_id))
 
         entry = Run(asyncio.ensure_future(tracked()), fence, background)
         self.local[request_id] = entry
         return entry
+
+    async def _forget_ended(self, request_id: str) -> None:
+        """Deletes a `store: false` response if it ended (a run stopped short
+        leaves it to be taken over and finished)."""
+        try:
+            if await self.store.outcome(request_id) is not None:
+                await self.store.delete_response(request_id)
+        except Exception as error:
+            log.warning("response %s (store: false) not deleted: %r", request_id, error)
 
     async def cancelled(self, request_id: str, fence: int) -> None:
         """Records the cancel of a response this process holds."""
