@@ -182,6 +182,8 @@ async def test_query_parameters_out_of_range_are_400s_before_any_stream(
 
 ROUTES = {
     "/v1/responses": {"POST"},
+    # Also a response's path, whose id would be "input_tokens".
+    "/v1/responses/input_tokens": {"POST", "GET", "HEAD", "DELETE"},
     "/v1/responses/resp_x": {"GET", "HEAD", "DELETE"},
     "/v1/responses/resp_x/cancel": {"POST"},
     "/v1/responses/resp_x/input_items": {"GET", "HEAD"},

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from openai import (
+    APIStatusError,
     AsyncOpenAI,
     AuthenticationError,
     BadRequestError,
@@ -291,6 +292,47 @@ async def test_a_cancelled_response_keeps_what_it_did(tmp_path: Path) -> None:
             ]
             again = await client.responses.retrieve(started.id)
             assert again.to_dict() == cancelled.to_dict()
+        finally:
+            server.stop()
+
+
+async def test_input_tokens_are_counted_by_the_upstream_s_tokenizer(tmp_path: Path) -> None:
+    """`responses.input_tokens.count` sends the first model call's messages and
+    tools to the upstream's `/tokenize` and answers its count; an upstream
+    without one makes it a 501 in OpenAI's shape."""
+
+    def tokenizer(request: UpstreamRequest) -> Any:
+        if request.path == "/tokenize":
+            return JsonReply({"count": 17, "max_model_len": 4096, "tokens": list(range(17))})
+        return JsonReply({"error": {"message": "no such route"}}, 404)
+
+    with ScriptedUpstream(tokenizer) as upstream:
+        server = Server(upstream.endpoint, tmp_path / "t.db")
+        try:
+            client = server.client()
+            counted = await client.responses.input_tokens.count(
+                model="m",
+                input="How many?",
+                instructions="Count.",
+                tools=[{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+            )
+            assert counted.input_tokens == 17 and counted.object == "response.input_tokens"
+            [sent] = upstream.requests
+            assert sent.body["messages"] == [
+                {"role": "system", "content": "Count."},
+                {"role": "user", "content": "How many?"},
+            ]
+            assert sent.body["model"] == "m"
+            assert [t["function"]["name"] for t in sent.body["tools"]] == ["f"]
+            with pytest.raises(BadRequestError) as refused:
+                await client.responses.input_tokens.count(model="m", input=[{"type": "nope"}])
+            assert refused.value.param is not None
+            upstream.handler = lambda r: JsonReply({"error": {"message": "no"}}, 404)
+            with pytest.raises(APIStatusError) as unavailable:
+                await client.responses.input_tokens.count(model="m", input="How many?")
+            assert unavailable.value.status_code == 501
+            assert unavailable.value.body["code"] == "no_tokenizer"
+            assert "tokenizer" in unavailable.value.body["message"]
         finally:
             server.stop()
 

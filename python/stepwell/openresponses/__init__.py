@@ -5,15 +5,18 @@ Rust), and `Responses`, which runs requests over any store that keeps them."""
 from .assemble import assemble, output_items, response_object, usage
 from .request import InvalidRequest, input_messages, model_request
 from .service import Prepared, Responses
+from .tokens import NoTokenizer, TokenCountFailed
 from .transition import Agent, ResponsesTransition, stored
 from .validation import parse_json, validate
 
 __all__ = [
     "Agent",
     "InvalidRequest",
+    "NoTokenizer",
     "Prepared",
     "Responses",
     "ResponsesTransition",
+    "TokenCountFailed",
     "assemble",
     "input_messages",
     "model_request",

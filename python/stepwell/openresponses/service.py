@@ -19,6 +19,7 @@ from ..types import LoopConfig, RequestContext, UpstreamTarget
 from .assemble import output_items, response_object, usage
 from .errors import loop_error
 from .request import JSONDict
+from .tokens import count_tokens
 from .transition import Agent, ResponsesTransition, stored
 from .validation import validate
 
@@ -90,6 +91,16 @@ class Responses:
         kept = stored(body, created_at, tenant, run.initial)
         await self.store.save_request(request_id, kept, tenant=tenant)
         return run
+
+    async def input_tokens(self, body: Any, *, tenant: str = "") -> int:
+        """How many tokens the input of a create with `body` comes to (its
+        context, instructions and tools: what the first model call sends),
+        counted by the upstream's tokenizer; nothing is kept. Raises
+        `InvalidRequest` for a bad body, `NoTokenizer` when the upstream
+        cannot count, `TokenCountFailed` when its tokenizer fails."""
+        run = await self._setup(validate(body), "input_tokens", int(time.time()), tenant)
+        model_call = await run.transition.first_model_call(run.body)
+        return await count_tokens(self.target, model_call, self.client)
 
     async def current(self, request_id: str) -> JSONDict | None:
         """The response as it stands, read from the store: its outcome once it

@@ -196,6 +196,13 @@ class ResponsesTransition:
             return Complete({"output": message.get("content") or ""})
         return Complete(finish("completed"))
 
+    async def first_model_call(self, body: JSONDict) -> JSONDict:
+        """The chat-completions body of the first model call a create with
+        `body` makes: its context (earlier responses, instructions, input) and
+        tools."""
+        context, tools = await self.context(body)
+        return model_request(body, context, self._chat_tools(tools))
+
     async def context(self, body: JSONDict) -> tuple[list[JSONDict], list[JSONDict]]:
         """The messages before this response's steps, and the request's tools.
 

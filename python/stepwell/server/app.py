@@ -16,6 +16,9 @@
   ``before``; ``first_id``, ``last_id``, ``has_more``) and
   ``GET /v1/responses/{id}/steps``: the persisted step tree, with each step's
   state and when it was recorded and last changed.
+- ``POST /v1/responses/input_tokens``: the token count of a create body's
+  input (what its first model call sends), by the upstream's ``/tokenize``;
+  501 when the upstream has none.
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text).
 
 Any number of processes may serve one store: each response is driven by the
@@ -86,6 +89,7 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
 
     table = [
         Route("/v1/responses", routes.create, methods=["POST"]),
+        Route("/v1/responses/input_tokens", routes.input_tokens, methods=["POST"]),
         Route("/v1/responses/{response_id}", routes.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", routes.delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", routes.cancel, methods=["POST"]),

@@ -13,6 +13,8 @@ _TYPES = {
     409: "invalid_request_error",
     413: "invalid_request_error",
     500: "server_error",
+    501: "server_error",
+    502: "server_error",
 }
 
 

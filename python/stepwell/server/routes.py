@@ -15,7 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..openresponses import InvalidRequest, Responses
+from ..openresponses import InvalidRequest, NoTokenizer, Responses, TokenCountFailed
 from ..openresponses.items import input_items, page
 from .errors import ApiError, not_found
 from .log import LogHub, follow
@@ -110,6 +110,29 @@ class Routes:
         task = asyncio.ensure_future(self.forget(request_id, run))
         self._forgetting.add(task)
         task.add_done_callback(self._forgetting.discard)
+
+    async def input_tokens(self, request: Request) -> Response:
+        """`POST /v1/responses/input_tokens`: the token count of a create
+        body's input, by the upstream's tokenizer; 501 when it has none."""
+        owner = tenant(request, self.settings.keys)
+        body = await read_json(
+            request, max_body=self.settings.max_body, body_timeout=self.settings.body_timeout
+        )
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        try:
+            count = await self.responses.input_tokens(body, tenant=owner)
+        except InvalidRequest as error:
+            raise ApiError(400, str(error), param=error.param, code=error.code) from error
+        except NoTokenizer as error:
+            raise ApiError(
+                501, f"Input tokens cannot be counted here: {error}.", code="no_tokenizer"
+            ) from error
+        except TokenCountFailed as error:
+            raise ApiError(
+                502, f"Input tokens could not be counted: {error}.", code="upstream_error"
+            ) from error
+        return JSONResponse({"object": "response.input_tokens", "input_tokens": count})
 
     async def finished(self, request_id: str, run: Run | None) -> Any:
         """The response once it ended: its run's result when it runs here,
