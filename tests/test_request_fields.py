@@ -12,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 from stepwell import UpstreamTarget
 from stepwell.openresponses import InvalidRequest, Responses
+from stepwell.openresponses.items import input_items
 from stepwell.stores import MemoryStore
 from stepwell.testing import JsonReply, ScriptedUpstream, UpstreamRequest, chat_completion
 from stepwell.tools import FunctionTools, Toolbox
@@ -94,6 +95,25 @@ async def test_json_object_and_text_formats(model: ScriptedUpstream) -> None:
     body = await sent(model, text={"format": {"type": "text"}, "verbosity": "low"})
     assert "response_format" not in body
     assert body["verbosity"] == "low"
+
+
+async def test_an_assistant_message_s_phase_is_kept_with_the_input(
+    model: ScriptedUpstream,
+) -> None:
+    """`phase` on an assistant input message is accepted and kept with the
+    input (as `input_items` lists it); chat-completions has no such field, so
+    the model gets the message without it."""
+    said = {"type": "message", "role": "assistant", "content": "Looking.", "phase": "commentary"}
+    responses = service(model)
+    response = await responses.create(
+        {"model": "m", "input": [{"role": "user", "content": "hi"}, said]}
+    )
+    assert response["status"] == "completed"
+    saved = await responses.store.load_request(response["id"].removeprefix("resp_"))
+    assert saved is not None
+    [_, kept] = input_items(response["id"], saved["request"])
+    assert kept["phase"] == "commentary"
+    assert model.requests[-1].body["messages"][-1] == {"role": "assistant", "content": "Looking."}
 
 
 async def test_reasoning_effort(model: ScriptedUpstream) -> None:
