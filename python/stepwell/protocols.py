@@ -132,6 +132,44 @@ class ResponseStore(MultiStepStore, Protocol):
         kept response continues through ``previous_response_id``; how many went."""
         ...
 
+    # Conversations: items kept across responses, per tenant. An item is a
+    # JSON object with an "id"; a conversation keeps its items in the order
+    # they were added, each id once.
+
+    async def save_conversation(
+        self, conversation_id: str, metadata: JSON, *, tenant: str = ""
+    ) -> None:
+        """Keep a new conversation with ``metadata``, owned by ``tenant``."""
+        ...
+
+    async def load_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> JSON | None:
+        """``{"id", "created_at", "metadata"}`` of a kept conversation (when
+        ``tenant`` is given, only if it is that tenant's), else ``None``."""
+        ...
+
+    async def update_conversation(self, conversation_id: str, metadata: JSON) -> bool:
+        """Replace a conversation's metadata; whether there was one."""
+        ...
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Forget a conversation and its items; whether there was one."""
+        ...
+
+    async def add_conversation_items(self, conversation_id: str, items: list[JSON]) -> None:
+        """Append ``items`` in order after those the conversation holds; an
+        item whose id it already holds is skipped (adding twice keeps once)."""
+        ...
+
+    async def conversation_items(self, conversation_id: str) -> list[JSON]:
+        """A conversation's items, in the order they were added."""
+        ...
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str) -> bool:
+        """Remove one item; whether it was there."""
+        ...
+
     # Leases: one process drives a response at a time. Its claim returns a
     # fencing token that grows with every claim; every write of the run carries
     # it (`fence=`) and is refused with `LeaseLost` once another claimed it.

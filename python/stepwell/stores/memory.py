@@ -65,6 +65,8 @@ class MemoryStore:
         self._leases: dict[str, _Lease] = {}
         self._step_requests: dict[str, str] = {}
         self._ended: dict[str, float] = {}
+        self._conversations: dict[str, tuple[str, JSON]] = {}  # id -> (tenant, kept)
+        self._conversation_items: dict[str, dict[str, JSON]] = {}  # in the order added
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chain(request_id, scope_parent)
@@ -103,6 +105,62 @@ class MemoryStore:
             lease = self._leases.get(request_id)
             if lease is not None:
                 lease.owner = None
+
+    # ------------------------------------------------------------ conversations
+
+    async def save_conversation(
+        self, conversation_id: str, metadata: JSON, *, tenant: str = ""
+    ) -> None:
+        """Keep a new conversation with ``metadata``, owned by ``tenant``."""
+        kept = {"id": conversation_id, "created_at": int(time.time()), "metadata": metadata}
+        with self._lock:
+            self._conversations.setdefault(conversation_id, (tenant, kept))
+            self._conversation_items.setdefault(conversation_id, {})
+
+    async def load_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> JSON | None:
+        """The conversation (only ``tenant``'s, when given), else ``None``."""
+        with self._lock:
+            owner, kept = self._conversations.get(conversation_id, (None, None))
+        if kept is None or (tenant is not None and owner != tenant):
+            return None
+        return dict(kept)
+
+    async def update_conversation(self, conversation_id: str, metadata: JSON) -> bool:
+        """Replace a conversation's metadata; whether there was one."""
+        with self._lock:
+            if conversation_id not in self._conversations:
+                return False
+            owner, kept = self._conversations[conversation_id]
+            self._conversations[conversation_id] = (owner, {**kept, "metadata": metadata})
+            return True
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Forget a conversation and its items; whether there was one."""
+        with self._lock:
+            self._conversation_items.pop(conversation_id, None)
+            return self._conversations.pop(conversation_id, None) is not None
+
+    async def add_conversation_items(self, conversation_id: str, items: list[JSON]) -> None:
+        """Append items after those held; an id already held is skipped."""
+        with self._lock:
+            held = self._conversation_items.get(conversation_id)
+            if held is None:
+                raise KeyError(f"no conversation {conversation_id!r}")
+            for item in items:
+                held.setdefault(item["id"], item)
+
+    async def conversation_items(self, conversation_id: str) -> list[JSON]:
+        """A conversation's items, in the order they were added."""
+        with self._lock:
+            return list(self._conversation_items.get(conversation_id, {}).values())
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str) -> bool:
+        """Remove one item; whether it was there."""
+        with self._lock:
+            held = self._conversation_items.get(conversation_id, {})
+            return held.pop(item_id, None) is not None
 
     # ------------------------------------------------------------ leases
 

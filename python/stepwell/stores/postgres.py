@@ -126,6 +126,22 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (request_id, first_sequence)
     );
     """,
+    # 2: conversations and their items, in the order added.
+    """
+    CREATE TABLE conversations (
+        id         TEXT PRIMARY KEY,
+        tenant     TEXT NOT NULL DEFAULT '',
+        metadata   TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE conversation_items (
+        position        BIGSERIAL PRIMARY KEY,
+        conversation_id TEXT NOT NULL,
+        item_id         TEXT NOT NULL,
+        item            TEXT NOT NULL,
+        UNIQUE (conversation_id, item_id)
+    );
+    """,
 ]
 
 # Errors that mean the connection, not the statement, failed.
@@ -571,6 +587,95 @@ class PostgresStore:
                 for table in ("steps", "events", "idempotency_keys", "responses"):
                     await db.execute(f"DELETE FROM {table} WHERE request_id = ANY($1)", ids)
         return len(ids)
+
+    # ------------------------------------------------------------ conversations
+
+    async def save_conversation(
+        self, conversation_id: str, metadata: JSON, *, tenant: str = ""
+    ) -> None:
+        """Keep a new conversation with ``metadata``, owned by ``tenant``."""
+        async with self._connection() as db:
+            await db.execute(
+                "INSERT INTO conversations (id, tenant, metadata, created_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
+                conversation_id,
+                tenant,
+                json.dumps(metadata),
+                int(time.time()),
+            )
+
+    async def load_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> JSON | None:
+        """The conversation (only ``tenant``'s, when given), else ``None``."""
+        async with self._connection() as db:
+            row = await db.fetchrow(
+                "SELECT id, created_at, metadata FROM conversations "
+                "WHERE id = $1 AND ($2::TEXT IS NULL OR tenant = $2)",
+                conversation_id,
+                tenant,
+            )
+        if row is None:
+            return None
+        return {"id": row[0], "created_at": row[1], "metadata": json.loads(row[2])}
+
+    async def update_conversation(self, conversation_id: str, metadata: JSON) -> bool:
+        """Replace a conversation's metadata; whether there was one."""
+        async with self._connection() as db:
+            found = await db.fetchval(
+                "UPDATE conversations SET metadata = $2 WHERE id = $1 RETURNING 1",
+                conversation_id,
+                json.dumps(metadata),
+            )
+        return found is not None
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Forget a conversation and its items, in one statement."""
+        async with self._connection() as db:
+            found = await db.fetchval(
+                "WITH items AS (DELETE FROM conversation_items WHERE conversation_id = $1) "
+                "DELETE FROM conversations WHERE id = $1 RETURNING 1",
+                conversation_id,
+            )
+        return found is not None
+
+    async def add_conversation_items(self, conversation_id: str, items: list[JSON]) -> None:
+        """Append items after those held, in one statement; an id already held
+        is skipped."""
+        async with self._connection() as db:
+            found = await db.fetchval(
+                "WITH added AS (INSERT INTO conversation_items (conversation_id, item_id, item) "
+                "SELECT $1, i.item_id, i.item FROM unnest($2::TEXT[], $3::TEXT[]) "
+                "WITH ORDINALITY AS i(item_id, item, n) "
+                "WHERE EXISTS (SELECT 1 FROM conversations WHERE id = $1) ORDER BY i.n "
+                "ON CONFLICT (conversation_id, item_id) DO NOTHING RETURNING 1) "
+                "SELECT EXISTS (SELECT 1 FROM conversations WHERE id = $1)",
+                conversation_id,
+                [item["id"] for item in items],
+                [json.dumps(item) for item in items],
+            )
+        if not found:
+            raise KeyError(f"no conversation {conversation_id!r}")
+
+    async def conversation_items(self, conversation_id: str) -> list[JSON]:
+        """A conversation's items, in the order they were added."""
+        async with self._connection() as db:
+            rows = await db.fetch(
+                "SELECT item FROM conversation_items WHERE conversation_id = $1 ORDER BY position",
+                conversation_id,
+            )
+        return [json.loads(row[0]) for row in rows]
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str) -> bool:
+        """Remove one item; whether it was there."""
+        async with self._connection() as db:
+            found = await db.fetchval(
+                "DELETE FROM conversation_items WHERE conversation_id = $1 AND item_id = $2 "
+                "RETURNING 1",
+                conversation_id,
+                item_id,
+            )
+        return found is not None
 
     # ------------------------------------------------------------ the event log
 

@@ -96,6 +96,19 @@ CREATE TABLE IF NOT EXISTS events (
     frames         TEXT NOT NULL,
     PRIMARY KEY (request_id, first_sequence)
 );
+CREATE TABLE IF NOT EXISTS conversations (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL DEFAULT '',
+    metadata   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversation_items (
+    position        INTEGER PRIMARY KEY AUTOINCREMENT,
+    conversation_id TEXT NOT NULL,
+    item_id         TEXT NOT NULL,
+    item            TEXT NOT NULL,
+    UNIQUE (conversation_id, item_id)
+);
 """
 
 
@@ -272,6 +285,86 @@ class SQLiteStore:
             db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM idempotency_keys WHERE request_id = ?", (request_id,))
             return deleted.rowcount > 0
+
+    # ------------------------------------------------------------ conversations
+
+    async def save_conversation(
+        self, conversation_id: str, metadata: JSON, *, tenant: str = ""
+    ) -> None:
+        """Keep a new conversation with ``metadata``, owned by ``tenant``."""
+        self._write(
+            "INSERT INTO conversations (id, tenant, metadata, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (conversation_id, tenant, json.dumps(metadata), int(time.time())),
+        )
+
+    async def load_conversation(
+        self, conversation_id: str, *, tenant: str | None = None
+    ) -> JSON | None:
+        """The conversation (only ``tenant``'s, when given), else ``None``."""
+        row = self._query_one(
+            "SELECT id, created_at, metadata FROM conversations "
+            "WHERE id = ? AND (? IS NULL OR tenant = ?)",
+            (conversation_id, tenant, tenant),
+        )
+        if row is None:
+            return None
+        return {"id": row[0], "created_at": row[1], "metadata": json.loads(row[2])}
+
+    async def update_conversation(self, conversation_id: str, metadata: JSON) -> bool:
+        """Replace a conversation's metadata; whether there was one."""
+        return (
+            self._write(
+                "UPDATE conversations SET metadata = ? WHERE id = ?",
+                (json.dumps(metadata), conversation_id),
+            )
+            > 0
+        )
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Forget a conversation and its items, in one transaction."""
+        with self._transaction() as db:
+            deleted = db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+            db.execute(
+                "DELETE FROM conversation_items WHERE conversation_id = ?", (conversation_id,)
+            )
+            return deleted.rowcount > 0
+
+    async def add_conversation_items(self, conversation_id: str, items: list[JSON]) -> None:
+        """Append items after those held, in one transaction; an id already
+        held is skipped."""
+        with self._transaction() as db:
+            if (
+                db.execute(
+                    "SELECT 1 FROM conversations WHERE id = ?", (conversation_id,)
+                ).fetchone()
+                is None
+            ):
+                raise KeyError(f"no conversation {conversation_id!r}")
+            db.executemany(
+                "INSERT INTO conversation_items (conversation_id, item_id, item) "
+                "VALUES (?, ?, ?) ON CONFLICT (conversation_id, item_id) DO NOTHING",
+                [(conversation_id, item["id"], json.dumps(item)) for item in items],
+            )
+
+    async def conversation_items(self, conversation_id: str) -> list[JSON]:
+        """A conversation's items, in the order they were added."""
+        with self._errors(), self._lock:
+            rows = self._db.execute(
+                "SELECT item FROM conversation_items WHERE conversation_id = ? ORDER BY position",
+                (conversation_id,),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    async def delete_conversation_item(self, conversation_id: str, item_id: str) -> bool:
+        """Remove one item; whether it was there."""
+        return (
+            self._write(
+                "DELETE FROM conversation_items WHERE conversation_id = ? AND item_id = ?",
+                (conversation_id, item_id),
+            )
+            > 0
+        )
 
     async def prune(self, older_than: float, *, batch: int = 500) -> int:
         """Deletes up to ``batch`` responses that ended more than ``older_than``

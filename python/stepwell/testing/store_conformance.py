@@ -12,7 +12,8 @@ Every test below then runs against your store: sequences, chain order, scopes,
 the step life cycle (illegal moves rejected), idempotent links, concurrent
 siblings, payload round trips, and the whole `ResponseStore` contract the Open
 Responses layer and the server use: requests, outcomes, the event log,
-idempotency keys, leases with their fencing tokens, and cancel requests.
+idempotency keys, leases with their fencing tokens, cancel requests, and
+conversations with their items.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "test_an_idempotency_key_is_held_by_its_first_response",
     "test_chain_order_and_links",
     "test_concurrent_siblings_get_distinct_sequences",
+    "test_conversations_keep_their_items_in_order_once_each",
     "test_delete_response_forgets_everything_of_it",
     "test_event_log_replays_from_any_cursor",
     "test_illegal_moves_are_rejected",
@@ -247,6 +249,36 @@ async def test_an_idempotency_key_is_held_by_its_first_response(make_store: Any)
     # Deleting the response frees its key.
     await store.delete_response("first")
     assert await store.claim_idempotency_key("acme", "k", "fourth") == "fourth"
+
+
+async def test_conversations_keep_their_items_in_order_once_each(make_store: Any) -> None:
+    store = make_store()
+    await store.save_conversation("c1", {"topic": "foxes"}, tenant="acme")
+    kept = await store.load_conversation("c1", tenant="acme")
+    assert kept is not None and kept["id"] == "c1" and kept["metadata"] == {"topic": "foxes"}
+    assert isinstance(kept["created_at"], int)
+    assert await store.load_conversation("c1", tenant="globex") is None
+    assert await store.load_conversation("c1") is not None
+    assert await store.load_conversation("c2") is None
+    items = [{"id": f"msg_{n}", "type": "message", "n": n} for n in range(5)]
+    await store.add_conversation_items("c1", items[:3])
+    # Added again with new ones: the held ids are skipped, order is kept.
+    await store.add_conversation_items("c1", items[1:])
+    assert await store.conversation_items("c1") == items
+    assert await store.delete_conversation_item("c1", "msg_2")
+    assert not await store.delete_conversation_item("c1", "msg_2")
+    assert [i["id"] for i in await store.conversation_items("c1")] == [
+        "msg_0", "msg_1", "msg_3", "msg_4"
+    ]  # fmt: skip
+    with pytest.raises(KeyError):
+        await store.add_conversation_items("c2", items[:1])
+    assert await store.update_conversation("c1", {"topic": "owls"})
+    assert (await store.load_conversation("c1"))["metadata"] == {"topic": "owls"}
+    assert not await store.update_conversation("c2", {})
+    assert await store.delete_conversation("c1")
+    assert not await store.delete_conversation("c1")
+    assert await store.load_conversation("c1") is None
+    assert await store.conversation_items("c1") == []
 
 
 async def _kept(store: Any, request_id: str) -> None:
