@@ -21,8 +21,8 @@ ROOTS = ("CreateResponseBody",)
 PREFIX = "#/components/schemas/"
 
 # What stepwell takes beyond the document, each marked `x-stepwell`: three
-# chat-completions parameters passed to the model as they are, and the
-# `json_object` text format. Any other field is refused (`additionalProperties`).
+# chat-completions parameters passed to the model as they are, `conversation`
+# and the `json_object` text format. Any other field is refused (`additionalProperties`).
 EXTRA_FIELDS = {
     "stop": {
         "anyOf": [
@@ -41,6 +41,22 @@ EXTRA_FIELDS = {
         "description": "An identifier of the end user (superseded by safety_identifier).",
     },
 }
+# A conversation of this server's (`/v1/conversations`), by id, as OpenAI takes it.
+CONVERSATION = {
+    "anyOf": [
+        {"type": "string", "minLength": 1, "maxLength": 256},
+        {
+            "type": "object",
+            "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 256}},
+            "required": ["id"],
+            "additionalProperties": False,
+        },
+        {"type": "null"},
+    ],
+    "description": "The conversation this response belongs to: its items come first, and "
+    "the response's input and output are added to it when it completes.",
+    "x-stepwell": "a conversation kept by this server",
+}
 JSON_OBJECT_FORMAT = {
     "properties": {"type": {"enum": ["json_object"], "type": "string"}},
     "required": ["type"],
@@ -54,6 +70,7 @@ def extend(schemas: dict[str, Any]) -> None:
     body = schemas["CreateResponseBody"]
     for name, schema in EXTRA_FIELDS.items():
         body["properties"][name] = {**schema, "x-stepwell": "passed to the model as is"}
+    body["properties"]["conversation"] = CONVERSATION
     body["additionalProperties"] = False
     schemas["JsonObjectResponseFormat"] = JSON_OBJECT_FORMAT
     schemas["TextFormatParam"]["oneOf"].append({"$ref": PREFIX + "JsonObjectResponseFormat"})

@@ -188,6 +188,10 @@ ROUTES = {
     "/v1/responses/resp_x/cancel": {"POST"},
     "/v1/responses/resp_x/input_items": {"GET", "HEAD"},
     "/v1/responses/resp_x/steps": {"GET", "HEAD"},
+    "/v1/conversations": {"POST"},
+    "/v1/conversations/conv_x": {"GET", "HEAD", "POST", "DELETE"},
+    "/v1/conversations/conv_x/items": {"GET", "HEAD", "POST"},
+    "/v1/conversations/conv_x/items/msg_x": {"GET", "HEAD", "DELETE"},
     "/healthz": {"GET", "HEAD"},
     "/metrics": {"GET", "HEAD"},
 }

@@ -1,4 +1,5 @@
-"""A response's input as Open Responses items, for `input_items`.
+"""A response's input as Open Responses items, for `input_items` (and items
+sent to be kept in a conversation).
 
 Items keep what the client sent; those without an `id` get one derived from the
 response and their position (stable across reads), a message without a
@@ -7,6 +8,7 @@ response and their position (stable across reads), a message without a
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from .request import JSONDict
@@ -19,18 +21,27 @@ def input_items(request_id: str, body: JSONDict) -> list[JSONDict]:
     given: Any = body.get("input", [])
     if isinstance(given, str):
         given = [{"type": "message", "role": "user", "content": given}]
-    items = []
-    for position, raw in enumerate(given):
-        item = {"type": "message", **raw}
-        kind = item["type"]
-        item.setdefault("id", f"{_PREFIX.get(kind, 'item')}_{request_id}_in{position}")
-        if kind == "message":
-            item.setdefault("status", "completed")
-            if isinstance(item.get("content"), str):
-                text_type = "output_text" if item.get("role") == "assistant" else "input_text"
-                item["content"] = [{"type": text_type, "text": item["content"]}]
-        items.append(item)
-    return items
+    return [_item(raw, f"{request_id}_in{position}") for position, raw in enumerate(given)]
+
+
+def new_items(given: list[JSONDict]) -> list[JSONDict]:
+    """Items sent to be kept (in a conversation), each with an id: its own,
+    or a new one."""
+    return [_item(raw, uuid.uuid4().hex) for raw in given]
+
+
+def _item(raw: JSONDict, id_suffix: str) -> JSONDict:
+    """The item as kept: its id (the kind's prefix and `id_suffix` where it
+    has none), a message `completed`, its string content one text part."""
+    item = {"type": "message", **raw}
+    kind = item["type"]
+    item.setdefault("id", f"{_PREFIX.get(kind, 'item')}_{id_suffix}")
+    if kind == "message":
+        item.setdefault("status", "completed")
+        if isinstance(item.get("content"), str):
+            text_type = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": text_type, "text": item["content"]}]
+    return item
 
 
 def page(

@@ -20,6 +20,19 @@ class InvalidRequest(StepwellError, ValueError):
         self.code = code
 
 
+class UnknownConversation(InvalidRequest):
+    """The request names a conversation this server does not keep (for its
+    tenant): answered as a 404."""
+
+
+def conversation_id(body: JSONDict) -> str | None:
+    """The id of the conversation a create body names (a string or `{id}`)."""
+    conversation = body.get("conversation")
+    if isinstance(conversation, dict):
+        return str(conversation["id"])
+    return conversation if isinstance(conversation, str) else None
+
+
 _KNOWN_ROLES = {"user", "assistant", "system", "developer"}
 _URL_SCHEMES = ("https:", "http:", "data:")
 

@@ -18,6 +18,7 @@ calling step's result.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,17 @@ from ..types import (
 )
 from .assemble import assemble, tool_output_text
 from .errors import model_call_error
-from .request import InvalidRequest, JSONDict, input_messages, model_request
+from .items import input_items
+from .request import (
+    InvalidRequest,
+    JSONDict,
+    UnknownConversation,
+    conversation_id,
+    input_messages,
+    model_request,
+)
+
+log = logging.getLogger("stepwell.openresponses")
 
 
 @dataclass(frozen=True)
@@ -111,8 +122,11 @@ class ResponsesTransition:
     ) -> None:
         self.store = store
         self.tenant = tenant
-        # A kept request never changes: read once, not on every turn.
+        # A kept request never changes, nor what comes before it: read once,
+        # not on every turn (and a conversation others add to meanwhile is
+        # seen as it was when the response began).
         self._saved: dict[str, JSONDict] = {}
+        self._contexts: dict[str, tuple[list[JSONDict], list[JSONDict]]] = {}
         self.agents: Mapping[str, Agent] = {a.name: a for a in agents}
         self.served: dict[str, ToolSchema] = {s.name: s for s in served}
         for agent in self.agents.values():
@@ -130,7 +144,9 @@ class ResponsesTransition:
         self._saved[request_id] = saved
         body, created_at = saved["request"], saved["created_at"]
         if scope_parent is None:
-            context, tools = await self.context(body)
+            if request_id not in self._contexts:
+                self._contexts[request_id] = await self.context(body)
+            context, tools = self._contexts[request_id]
             model_body = body
         else:
             agent, context, tools = await self._agent_context(scope_parent)
@@ -194,7 +210,27 @@ class ResponsesTransition:
             )
         if scope_parent is not None:
             return Complete({"output": message.get("content") or ""})
-        return Complete(finish("completed"))
+        finished = finish("completed")
+        await self._add_to_conversation(body, request_id, finished)
+        return Complete(finished)
+
+    async def _add_to_conversation(
+        self, body: JSONDict, request_id: str, response: JSONDict
+    ) -> None:
+        """Adds a finished response's input and output items to its
+        conversation. Before the outcome is kept, so a run stopped between
+        the two adds them again when it is resumed; the items' ids are the
+        response's own, and a conversation keeps each id once."""
+        conversation = conversation_id(body)
+        if conversation is None or response["status"] not in ("completed", "incomplete"):
+            return
+        items = input_items(request_id, body) + list(response["output"])
+        try:
+            await self.store.add_conversation_items(conversation, items)
+        except KeyError:
+            log.info(
+                "conversation %s was deleted before response %s ended", conversation, request_id
+            )
 
     async def first_model_call(self, body: JSONDict) -> JSONDict:
         """The chat-completions body of the first model call a create with
@@ -226,6 +262,15 @@ class ResponsesTransition:
             earlier = [m for m in earlier if m["role"] != "system"]
             messages += earlier + input_messages(outcome[1].get("output") or [])
             tools = tools or earlier_tools
+        conversation = conversation_id(body)
+        if conversation is not None:
+            kept = await self.store.load_conversation(conversation, tenant=self.tenant)
+            if kept is None:
+                raise UnknownConversation(
+                    f"Conversation with id {conversation!r} not found.", "conversation"
+                )
+            items = await self.store.conversation_items(conversation)
+            messages += input_messages(items, "conversation")
         if body.get("instructions"):
             messages.insert(0, {"role": "system", "content": body["instructions"]})
         messages += input_messages(body.get("input", []))

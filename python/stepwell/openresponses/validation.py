@@ -80,6 +80,12 @@ def _check_rules(body: JSONDict) -> None:
         raise InvalidRequest("'model' is required and must be a non-empty string", "model")
     if "input" not in body and "previous_response_id" not in body:
         raise InvalidRequest("Missing required parameter: 'input'.", "input")
+    if body.get("conversation") is not None and body.get("previous_response_id"):
+        raise InvalidRequest(
+            "'conversation' and 'previous_response_id' cannot be used together: "
+            "a response continues one or the other.",
+            "conversation",
+        )
     for name, (low, high) in _RANGES.items():
         value = body.get(name)
         if value is not None and not low <= value <= high:

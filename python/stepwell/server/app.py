@@ -19,6 +19,7 @@
 - ``POST /v1/responses/input_tokens``: the token count of a create body's
   input (what its first model call sends), by the upstream's ``/tokenize``;
   501 when the upstream has none.
+- ``/v1/conversations`` and its items (see `conversations`).
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text).
 
 Any number of processes may serve one store: each response is driven by the
@@ -44,6 +45,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from ..openresponses import Responses
+from .conversations import Conversations
 from .errors import ApiError
 from .log import EventLog, LogHub
 from .metrics import Metrics
@@ -72,6 +74,7 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
     )
     metrics = Metrics(in_flight=lambda: len(runs.local))
     routes = Routes(responses, runs, hub, settings, metrics)
+    conversations = Conversations(responses.store, settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -95,6 +98,26 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
         Route("/v1/responses/{response_id}/cancel", routes.cancel, methods=["POST"]),
         Route("/v1/responses/{response_id}/input_items", routes.input_items, methods=["GET"]),
         Route("/v1/responses/{response_id}/steps", routes.steps, methods=["GET"]),
+        Route("/v1/conversations", conversations.create, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}", conversations.retrieve, methods=["GET"]),
+        Route("/v1/conversations/{conversation_id}", conversations.update, methods=["POST"]),
+        Route("/v1/conversations/{conversation_id}", conversations.delete, methods=["DELETE"]),
+        Route(
+            "/v1/conversations/{conversation_id}/items", conversations.add_items, methods=["POST"]
+        ),
+        Route(
+            "/v1/conversations/{conversation_id}/items", conversations.list_items, methods=["GET"]
+        ),
+        Route(
+            "/v1/conversations/{conversation_id}/items/{item_id}",
+            conversations.retrieve_item,
+            methods=["GET"],
+        ),
+        Route(
+            "/v1/conversations/{conversation_id}/items/{item_id}",
+            conversations.delete_item,
+            methods=["DELETE"],
+        ),
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/metrics", routes.metrics_text, methods=["GET"]),
     ]

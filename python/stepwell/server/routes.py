@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ..openresponses import InvalidRequest, NoTokenizer, Responses, TokenCountFailed
 from ..openresponses.items import input_items, page
+from ..openresponses.request import UnknownConversation
 from .errors import ApiError, not_found
 from .log import LogHub, follow
 from .metrics import Metrics
@@ -61,6 +62,8 @@ class Routes:
             # their event log carries every delta.
             model_body = {**body, "stream": True} if stream or background else body
             prepared = await self.responses.prepare(model_body, tenant=owner)
+        except UnknownConversation as error:
+            raise ApiError(404, str(error), param=error.param) from error
         except InvalidRequest as error:
             raise ApiError(400, str(error), param=error.param, code=error.code) from error
         request_id = prepared.request_id
@@ -122,6 +125,8 @@ class Routes:
             raise ApiError(400, "The request body must be a JSON object.")
         try:
             count = await self.responses.input_tokens(body, tenant=owner)
+        except UnknownConversation as error:
+            raise ApiError(404, str(error), param=error.param) from error
         except InvalidRequest as error:
             raise ApiError(400, str(error), param=error.param, code=error.code) from error
         except NoTokenizer as error:
@@ -253,19 +258,9 @@ class Routes:
 
     async def input_items(self, request: Request) -> Response:
         _, request_id, saved = await self.known(request)
-        query = request.query_params
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise ApiError(400, "order must be 'asc' or 'desc'", param="order")
-        limit_text = query.get("limit", "20")
-        limit = int(limit_text) if _is_integer(limit_text) else 0
-        if not 1 <= limit <= 100:
-            raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
+        limit, order, after, before = paging(request)
         items = input_items(request_id, saved["request"])
-        listing = page(
-            items, limit=limit, order=order, after=query.get("after"), before=query.get("before")
-        )
-        return JSONResponse(listing)
+        return JSONResponse(page(items, limit=limit, order=order, after=after, before=before))
 
     async def steps(self, request: Request) -> Response:
         _, request_id, _ = await self.known(request)
@@ -311,6 +306,20 @@ def _key_in_use() -> ApiError:
         "A request with this Idempotency-Key is still being set up; retry it shortly.",
         code="idempotency_key_in_use",
     )
+
+
+def paging(request: Request) -> tuple[int, str, str | None, str | None]:
+    """A list route's ``limit`` (1 to 100, default 20), ``order`` (``asc`` or
+    ``desc``, the default), ``after`` and ``before``."""
+    query = request.query_params
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise ApiError(400, "order must be 'asc' or 'desc'", param="order")
+    limit_text = query.get("limit", "20")
+    limit = int(limit_text) if _is_integer(limit_text) else 0
+    if not 1 <= limit <= 100:
+        raise ApiError(400, "limit must be an integer from 1 to 100", param="limit")
+    return limit, order, query.get("after"), query.get("before")
 
 
 def _is_integer(text: str) -> bool:
