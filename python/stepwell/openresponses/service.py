@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,14 +55,19 @@ class Responses:
         self.config = config
 
     async def _setup(
-        self, body: JSONDict, request_id: str, created_at: int, tenant: str
+        self,
+        body: JSONDict,
+        request_id: str,
+        created_at: int,
+        tenant: str,
+        earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
     ) -> Prepared:
         """This request's view of the store (its own transition, nothing written on
         the shared store) and the response as it stands before any step (what
         `response.created` announces)."""
         served = await self.tools.tools(RequestContext(model=body["model"]))
         transition = ResponsesTransition(
-            self.store, served=served, agents=self.agents, tenant=tenant
+            self.store, served=served, agents=self.agents, tenant=tenant, earlier=earlier
         )
         _, tools = await transition.context(body)
         initial = response_object(
@@ -77,17 +82,23 @@ class Responses:
         return Prepared(request_id, body, transition, initial)
 
     async def prepare(
-        self, body: Any, *, request_id: str | None = None, tenant: str = ""
+        self,
+        body: Any,
+        *,
+        request_id: str | None = None,
+        tenant: str = "",
+        earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
     ) -> Prepared:
         """Checks and converts a create body and keeps its request, owned by
         `tenant`; raises `InvalidRequest` (keeping nothing) for a bad one. `drive`
-        runs it."""
+        runs it. `earlier` holds responses it may continue that the store does
+        not keep (see `ResponsesTransition`)."""
         body = validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
         # Setting up converts the whole input, so a request refused there is
         # refused before anything of it is kept.
-        run = await self._setup(body, request_id, created_at, tenant)
+        run = await self._setup(body, request_id, created_at, tenant, earlier)
         kept = stored(body, created_at, tenant, run.initial)
         await self.store.save_request(request_id, kept, tenant=tenant)
         return run

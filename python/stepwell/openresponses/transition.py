@@ -109,7 +109,9 @@ class ResponsesTransition:
     ``served`` are the tools the executor runs (server-side); calls of any other
     tool are returned to the client. ``agents`` are the `agent` tools. With a
     ``tenant``, a ``previous_response_id`` is looked up among that tenant's
-    responses only.
+    responses only; ``earlier`` holds responses that are not in the store
+    (``store: false`` ones a WebSocket connection made), by request id: their
+    request body and how they ended.
     """
 
     def __init__(
@@ -119,9 +121,11 @@ class ResponsesTransition:
         served: Iterable[ToolSchema] = (),
         agents: Iterable[Agent] = (),
         tenant: str | None = None,
+        earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
     ) -> None:
         self.store = store
         self.tenant = tenant
+        self.earlier = earlier or {}
         # A kept request never changes, nor what comes before it: read once,
         # not on every turn (and a conversation others add to meanwhile is
         # seen as it was when the response began).
@@ -249,18 +253,10 @@ class ResponsesTransition:
         tools = list(body.get("tools") or [])
         previous_id = body.get("previous_response_id")
         if previous_id:
-            previous = await self.store.load_request(
-                str(previous_id).removeprefix("resp_"), tenant=self.tenant
-            )
-            outcome = await self.store.outcome(str(previous_id).removeprefix("resp_"))
-            if previous is None or outcome is None:
-                raise InvalidRequest(
-                    f"previous response {previous_id!r} is unknown or unfinished",
-                    "previous_response_id",
-                )
-            earlier, earlier_tools = await self.context(previous["request"])
+            previous_body, output = await self._previous(str(previous_id))
+            earlier, earlier_tools = await self.context(previous_body)
             earlier = [m for m in earlier if m["role"] != "system"]
-            messages += earlier + input_messages(outcome[1].get("output") or [])
+            messages += earlier + input_messages(output.get("output") or [])
             tools = tools or earlier_tools
         conversation = conversation_id(body)
         if conversation is not None:
@@ -275,6 +271,21 @@ class ResponsesTransition:
             messages.insert(0, {"role": "system", "content": body["instructions"]})
         messages += input_messages(body.get("input", []))
         return messages, tools
+
+    async def _previous(self, previous_id: str) -> tuple[JSONDict, JSONDict]:
+        """The request body and outcome of the response a request continues."""
+        request_id = previous_id.removeprefix("resp_")
+        if request_id in self.earlier:
+            return self.earlier[request_id]
+        previous = await self.store.load_request(request_id, tenant=self.tenant)
+        outcome = await self.store.outcome(request_id)
+        if previous is None or outcome is None:
+            raise InvalidRequest(
+                f"previous response {previous_id!r} is unknown or unfinished",
+                "previous_response_id",
+                code="previous_response_not_found",
+            )
+        return previous["request"], outcome[1]
 
     async def _agent_context(
         self, scope_parent: str

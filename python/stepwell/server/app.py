@@ -20,6 +20,7 @@
   input (what its first model call sends), by the upstream's ``/tokenize``;
   501 when the upstream has none.
 - ``/v1/conversations`` and its items (see `conversations`).
+- WebSocket mode on ``/v1/responses`` (see `websocket`).
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text).
 
 Any number of processes may serve one store: each response is driven by the
@@ -41,7 +42,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Match, Route
+from starlette.routing import Match, Route, WebSocketRoute
 from starlette.types import Scope
 
 from ..openresponses import Responses
@@ -54,6 +55,7 @@ from .retention import keep_pruning
 from .routes import Routes
 from .runs import Runs
 from .settings import ServerSettings
+from .websocket import ResponsesSocket
 
 log = logging.getLogger("stepwell.server")
 
@@ -121,7 +123,12 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/metrics", routes.metrics_text, methods=["GET"]),
     ]
-    app = Starlette(lifespan=lifespan, routes=table, exception_handlers=_error_handlers(table))
+    socket = WebSocketRoute(
+        "/v1/responses", ResponsesSocket(routes, settings.websocket_max_age).serve
+    )
+    app = Starlette(
+        lifespan=lifespan, routes=[*table, socket], exception_handlers=_error_handlers(table)
+    )
     # A redirect to the path with(out) its slash would be built from the Host
     # header, which the client controls: such a path is a 404 instead.
     app.router.redirect_slashes = False

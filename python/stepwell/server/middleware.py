@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,9 +18,9 @@ from .errors import ApiError
 from .metrics import Metrics
 
 
-def tenant(request: Request, keys: Mapping[str, str] | None) -> str:
-    """The tenant the request's key belongs to; 401 without a known key. With
-    no keys, every request is the one tenant ``""``."""
+def tenant(request: HTTPConnection, keys: Mapping[str, str] | None) -> str:
+    """The tenant the request's (or WebSocket handshake's) key belongs to; 401
+    without a known key. With no keys, every request is the one tenant ``""``."""
     if keys is None:
         return ""
     found = tenant_of(request.headers.get("authorization"), keys)

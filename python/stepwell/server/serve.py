@@ -47,6 +47,8 @@ class Settings:
     """Seconds a client may take to send a request's headers."""
     body_timeout: float = 30.0
     """Seconds a client may take between two pieces of a request's body."""
+    websocket_max_age: float = 3600.0
+    """Seconds a WebSocket connection lasts before it is closed."""
     lease_ttl: float = 10.0
     """Seconds before a response whose process died is taken over by another."""
     max_runs: int = 64
@@ -75,6 +77,7 @@ def _coerce(name: str, value: Any) -> Any:
         "grace": float,
         "header_timeout": float,
         "body_timeout": float,
+        "websocket_max_age": float,
         "lease_ttl": float,
         "max_runs": int,
     }
@@ -174,6 +177,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--body-timeout",
         help="seconds a client may take between two pieces of its body (default 30)",
     )
+    parser.add_argument(
+        "--websocket-max-age",
+        help="seconds a WebSocket connection lasts before it is closed (default 3600)",
+    )
     parser.add_argument("--keys", help="TOML file: a [keys] table mapping each key to its tenant")
     parser.add_argument(
         "--no-auth",
@@ -220,6 +227,7 @@ def serve(args: argparse.Namespace) -> int:
     server_settings = ServerSettings(
         max_body=settings.max_body,
         body_timeout=settings.body_timeout,
+        websocket_max_age=settings.websocket_max_age,
         keys=keys,
         lease_ttl=settings.lease_ttl,
         max_runs=settings.max_runs,

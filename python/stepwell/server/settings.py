@@ -30,6 +30,9 @@ class ServerSettings:
     retention: float | None = None
     """Seconds after its end a response is deleted (with its steps, events and
     keys); `None` keeps every response."""
+    websocket_max_age: float = 3600.0
+    """Seconds a WebSocket connection lasts: then it gets
+    `websocket_connection_limit_reached` and is closed."""
     poll_interval: float = 0.1
     """Seconds between two looks at the event log of a response another
     process runs, for its readers here."""
