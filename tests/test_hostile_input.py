@@ -184,6 +184,7 @@ ROUTES = {
     "/v1/responses": {"POST"},
     # Also a response's path, whose id would be "input_tokens".
     "/v1/responses/input_tokens": {"POST", "GET", "HEAD", "DELETE"},
+    "/v1/responses/compact": {"POST", "GET", "HEAD", "DELETE"},
     "/v1/responses/resp_x": {"GET", "HEAD", "DELETE"},
     "/v1/responses/resp_x/cancel": {"POST"},
     "/v1/responses/resp_x/input_items": {"GET", "HEAD"},

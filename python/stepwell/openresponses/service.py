@@ -17,8 +17,9 @@ from ..protocols import ResponseStore, ToolExecutor
 from ..stores import IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
 from .assemble import output_items, response_object, usage
+from .compaction import COMPACT_FIELDS, CompactionKey, kept_user_messages, summarize
 from .errors import loop_error
-from .request import JSONDict
+from .request import InvalidRequest, JSONDict
 from .tokens import count_tokens
 from .transition import Agent, ResponsesTransition, stored
 from .validation import validate
@@ -33,7 +34,9 @@ class Responses:
     ``store`` keeps the steps and requests (``MemoryStore`` or ``SQLiteStore``);
     ``tools`` serves the server-side tools (anything it does not serve is a
     client-side tool, returned to the caller); ``target`` is the
-    chat-completions upstream.
+    chat-completions upstream. ``compaction_key`` seals the `compaction`
+    items `compact` makes (a random one when not given: such items then open
+    only in this process).
     """
 
     def __init__(
@@ -45,8 +48,10 @@ class Responses:
         agents: Iterable[Agent] = (),
         client: HttpClient | None = None,
         config: LoopConfig = _DEFAULT_CONFIG,
+        compaction_key: bytes | None = None,
     ) -> None:
         self.store = store
+        self.compaction = CompactionKey(compaction_key)
         self.tools = tools
         self.target = target
         # A Toolbox carries its agents; the transition must know them too.
@@ -67,7 +72,12 @@ class Responses:
         `response.created` announces)."""
         served = await self.tools.tools(RequestContext(model=body["model"]))
         transition = ResponsesTransition(
-            self.store, served=served, agents=self.agents, tenant=tenant, earlier=earlier
+            self.store,
+            served=served,
+            agents=self.agents,
+            tenant=tenant,
+            earlier=earlier,
+            compaction=self.compaction,
         )
         _, tools = await transition.context(body)
         initial = response_object(
@@ -112,6 +122,39 @@ class Responses:
         run = await self._setup(validate(body), "input_tokens", int(time.time()), tenant)
         model_call = await run.transition.first_model_call(run.body)
         return await count_tokens(self.target, model_call, self.client)
+
+    async def compact(self, body: Any, *, tenant: str = "") -> JSONDict:
+        """Folds the context a create with `body` (`model`, `input`,
+        `previous_response_id`, `instructions`, `prompt_cache_key`) would send
+        into its user messages and one `compaction` item, the rest summarized
+        by the model; nothing is kept. Raises `InvalidRequest` for a bad body,
+        `CompactionFailed` when the model's summary could not be had."""
+        if isinstance(body, dict):
+            for name in body:
+                if name not in COMPACT_FIELDS:
+                    raise InvalidRequest(
+                        f"Unknown parameter: '{name}'.", name, code="unknown_parameter"
+                    )
+        now = int(time.time())
+        run = await self._setup(validate(body), "compact", now, tenant)
+        model_call = await run.transition.first_model_call(run.body)
+        summary, usage = await summarize(self.target, model_call, self.client)
+        compaction = {
+            "type": "compaction",
+            "id": f"cmp_{uuid.uuid4().hex}",
+            "encrypted_content": self.compaction.seal(summary),
+        }
+        kept = [
+            {**item, "id": f"msg_{uuid.uuid4().hex}", "status": "completed"}
+            for item in kept_user_messages(model_call["messages"])
+        ]
+        return {
+            "id": f"resp_{uuid.uuid4().hex}",
+            "object": "response.compaction",
+            "created_at": now,
+            "output": [*kept, compaction],
+            "usage": usage,
+        }
 
     async def current(self, request_id: str) -> JSONDict | None:
         """The response as it stands, read from the store: its outcome once it

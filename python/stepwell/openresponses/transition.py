@@ -38,6 +38,7 @@ from ..types import (
     ToolSchema,
 )
 from .assemble import assemble, tool_output_text
+from .compaction import CompactionKey
 from .errors import model_call_error
 from .items import input_items
 from .request import (
@@ -111,7 +112,8 @@ class ResponsesTransition:
     ``tenant``, a ``previous_response_id`` is looked up among that tenant's
     responses only; ``earlier`` holds responses that are not in the store
     (``store: false`` ones a WebSocket connection made), by request id: their
-    request body and how they ended.
+    request body and how they ended. With ``compaction``, `compaction` input
+    items are opened into the summaries they stand for.
     """
 
     def __init__(
@@ -122,10 +124,12 @@ class ResponsesTransition:
         agents: Iterable[Agent] = (),
         tenant: str | None = None,
         earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
+        compaction: CompactionKey | None = None,
     ) -> None:
         self.store = store
         self.tenant = tenant
         self.earlier = earlier or {}
+        self.compaction = compaction
         # A kept request never changes, nor what comes before it: read once,
         # not on every turn (and a conversation others add to meanwhile is
         # seen as it was when the response began).
@@ -266,11 +270,14 @@ class ResponsesTransition:
                     f"Conversation with id {conversation!r} not found.", "conversation"
                 )
             items = await self.store.conversation_items(conversation)
-            messages += input_messages(items, "conversation")
+            messages += input_messages(self._unfold(items, "conversation"), "conversation")
         if body.get("instructions"):
             messages.insert(0, {"role": "system", "content": body["instructions"]})
-        messages += input_messages(body.get("input", []))
+        messages += input_messages(self._unfold(body.get("input", []), "input"))
         return messages, tools
+
+    def _unfold(self, items: Any, param: str) -> Any:
+        return items if self.compaction is None else self.compaction.unfold(items, param)
 
     async def _previous(self, previous_id: str) -> tuple[JSONDict, JSONDict]:
         """The request body and outcome of the response a request continues."""

@@ -19,6 +19,8 @@
 - ``POST /v1/responses/input_tokens``: the token count of a create body's
   input (what its first model call sends), by the upstream's ``/tokenize``;
   501 when the upstream has none.
+- ``POST /v1/responses/compact``: the context folded into its user messages
+  and one ``compaction`` item (see `openresponses.compaction`).
 - ``/v1/conversations`` and its items (see `conversations`).
 - WebSocket mode on ``/v1/responses`` (see `websocket`).
 - ``GET /healthz``; ``GET /metrics`` (Prometheus text).
@@ -95,6 +97,7 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
     table = [
         Route("/v1/responses", routes.create, methods=["POST"]),
         Route("/v1/responses/input_tokens", routes.input_tokens, methods=["POST"]),
+        Route("/v1/responses/compact", routes.compact, methods=["POST"]),
         Route("/v1/responses/{response_id}", routes.retrieve, methods=["GET"]),
         Route("/v1/responses/{response_id}", routes.delete, methods=["DELETE"]),
         Route("/v1/responses/{response_id}/cancel", routes.cancel, methods=["POST"]),

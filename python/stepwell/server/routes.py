@@ -15,7 +15,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ..openresponses import InvalidRequest, NoTokenizer, Responses, TokenCountFailed
+from ..openresponses import (
+    CompactionFailed,
+    InvalidRequest,
+    NoTokenizer,
+    Responses,
+    TokenCountFailed,
+)
 from ..openresponses.items import input_items, page
 from ..openresponses.request import UnknownConversation
 from .errors import ApiError, not_found
@@ -138,6 +144,24 @@ class Routes:
                 502, f"Input tokens could not be counted: {error}.", code="upstream_error"
             ) from error
         return JSONResponse({"object": "response.input_tokens", "input_tokens": count})
+
+    async def compact(self, request: Request) -> Response:
+        """`POST /v1/responses/compact`: the context folded into its user
+        messages and one `compaction` item, summarized by the model."""
+        owner = tenant(request, self.settings.keys)
+        body = await read_json(
+            request, max_body=self.settings.max_body, body_timeout=self.settings.body_timeout
+        )
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        try:
+            return JSONResponse(await self.responses.compact(body, tenant=owner))
+        except InvalidRequest as error:
+            raise ApiError(400, str(error), param=error.param, code=error.code) from error
+        except CompactionFailed as error:
+            raise ApiError(
+                502, f"The context could not be compacted: {error}.", code="upstream_error"
+            ) from error
 
     async def finished(self, request_id: str, run: Run | None) -> Any:
         """The response once it ended: its run's result when it runs here,

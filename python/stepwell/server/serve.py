@@ -32,6 +32,10 @@ class Settings:
     """The chat-completions base URL, e.g. ``http://127.0.0.1:8000/v1``."""
     api_key_env: str | None = None
     """The environment variable holding the upstream's key."""
+    compaction_key_env: str | None = None
+    """The environment variable holding the secret that seals compaction
+    items (the same in every process of a deployment); without it, a random
+    one per process."""
     store: str = "sqlite:./stepwell.db"
     """``sqlite:PATH`` or ``memory``."""
     tools: str | None = None
@@ -146,6 +150,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--upstream", help="chat-completions base URL, e.g. http://host/v1")
     parser.add_argument("--api-key-env", help="environment variable holding the upstream key")
     parser.add_argument(
+        "--compaction-key-env",
+        help="environment variable holding the secret that seals compaction items "
+        "(default: a random one per process)",
+    )
+    parser.add_argument(
         "--store", help="'sqlite:PATH' (default ./stepwell.db), 'postgresql://...' or 'memory'"
     )
     parser.add_argument("--tools", help="HTTP tools declared in a TOML or JSON file")
@@ -198,7 +207,13 @@ def build_responses(settings: Settings) -> Any:
 
     tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
     target = upstream_target(settings.upstream, settings.api_key_env)
-    return Responses(store_named(settings.store), tools, target)
+    secret = None
+    if settings.compaction_key_env:
+        value = os.environ.get(settings.compaction_key_env)
+        if not value:
+            raise SystemExit(f"--compaction-key-env: ${settings.compaction_key_env} is not set")
+        secret = value.encode()
+    return Responses(store_named(settings.store), tools, target, compaction_key=secret)
 
 
 def serve(args: argparse.Namespace) -> int:

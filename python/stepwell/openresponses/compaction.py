@@ -1,0 +1,175 @@
+"""Compaction: a long context folded into one `compaction` item.
+
+`POST /v1/responses/compact` asks the model to summarize the context a
+create body would send (earlier responses, instructions, input) and answers
+the context's user messages followed by a `compaction` item that stands for
+the rest. Sent back as input, the item becomes the summary again.
+
+The item's `encrypted_content` is the summary, encrypted and authenticated
+with the server's key: clients cannot read it, and one they changed (or one
+sealed under another key) is refused with a 400. The construction uses the
+standard library only: HMAC-SHA256 as a pseudo-random function in counter
+mode for the keystream, then HMAC-SHA256 over nonce and ciphertext (encrypt,
+then MAC), each under its own key derived from the server's.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from typing import Any
+
+from .. import _core
+from ..errors import StepwellError
+from ..types import UpstreamTarget
+from .request import InvalidRequest, JSONDict
+
+COMPACT_FIELDS = frozenset(
+    {"model", "input", "previous_response_id", "instructions", "prompt_cache_key"}
+)
+"""What a compaction request may carry."""
+_TIMEOUT = 300.0
+
+
+class CompactionFailed(StepwellError):
+    """The model's summary could not be had (the upstream failed or answered
+    without one)."""
+
+
+SUMMARY_PROMPT = (
+    "Summarize the conversation so far for your own later use: the user's goals and "
+    "constraints, what was decided and done (tool calls and their results included), and "
+    "what is still open. Be complete but brief; write only the summary."
+)
+"""What the model is asked, after the context, to write the summary."""
+
+SUMMARY_PREFIX = "Summary of the conversation before this point:\n"
+"""How a compaction item reads to the model when it is sent back."""
+
+_VERSION = "swc1"
+_NONCE = 16
+_TAG = 32
+
+
+class CompactionKey:
+    """Seals summaries into `encrypted_content` and opens them again. Without
+    a `secret`, a random one: items then open only in this process (give
+    every process of a deployment the same secret)."""
+
+    def __init__(self, secret: bytes | None = None) -> None:
+        root = secret or os.urandom(32)
+        self._cipher = hmac.new(root, b"stepwell compaction cipher", hashlib.sha256).digest()
+        self._mac = hmac.new(root, b"stepwell compaction mac", hashlib.sha256).digest()
+
+    def seal(self, summary: str) -> str:
+        """The `encrypted_content` that stands for `summary`."""
+        nonce = os.urandom(_NONCE)
+        sealed = self._xor(nonce, summary.encode())
+        tag = self._tag(nonce, sealed)
+        return f"{_VERSION}.{base64.urlsafe_b64encode(nonce + sealed + tag).decode()}"
+
+    def open(self, content: Any, param: str) -> str:
+        """The summary an `encrypted_content` stands for; `InvalidRequest`
+        (naming `param`) for one this server did not seal, or one changed."""
+        refused = InvalidRequest(
+            "This compaction item was not made by this server, or was changed.", param
+        )
+        if not isinstance(content, str) or not content.startswith(f"{_VERSION}."):
+            raise refused
+        encoded = content.removeprefix(f"{_VERSION}.")
+        try:
+            raw = base64.urlsafe_b64decode(encoded)
+        except ValueError:
+            raise refused from None
+        # Only the one encoding seal makes: nothing added, nothing ignored.
+        if len(raw) < _NONCE + _TAG or base64.urlsafe_b64encode(raw).decode() != encoded:
+            raise refused
+        nonce, sealed, tag = raw[:_NONCE], raw[_NONCE:-_TAG], raw[-_TAG:]
+        if not hmac.compare_digest(tag, self._tag(nonce, sealed)):
+            raise refused
+        try:
+            return self._xor(nonce, sealed).decode()
+        except UnicodeDecodeError:
+            raise refused from None
+
+    def unfold(self, items: Any, param: str) -> Any:
+        """Input items with each `compaction` item replaced by the summary it
+        stands for, as a message to the model."""
+        if not isinstance(items, list):
+            return items
+        unfolded = []
+        for index, item in enumerate(items):
+            if isinstance(item, dict) and item.get("type") == "compaction":
+                summary = self.open(item.get("encrypted_content"), f"{param}[{index}]")
+                item = {"type": "message", "role": "user", "content": SUMMARY_PREFIX + summary}
+            unfolded.append(item)
+        return unfolded
+
+    def _tag(self, nonce: bytes, sealed: bytes) -> bytes:
+        return hmac.new(self._mac, _VERSION.encode() + nonce + sealed, hashlib.sha256).digest()
+
+    def _xor(self, nonce: bytes, data: bytes) -> bytes:
+        stream = bytearray()
+        counter = 0
+        while len(stream) < len(data):
+            block = nonce + counter.to_bytes(8, "big")
+            stream += hmac.new(self._cipher, block, hashlib.sha256).digest()
+            counter += 1
+        return bytes(a ^ b for a, b in zip(data, stream, strict=False))
+
+
+def kept_user_messages(messages: list[JSONDict]) -> list[JSONDict]:
+    """The user's text messages of a model call's context, as input items:
+    what a compaction keeps as it was (the rest goes into the summary)."""
+    kept = []
+    for message in messages:
+        content = message.get("content")
+        if message.get("role") == "user" and isinstance(content, str):
+            if not content.startswith(SUMMARY_PREFIX):
+                kept.append(
+                    {"type": "message", "role": "user",
+                     "content": [{"type": "input_text", "text": content}]}
+                )  # fmt: skip
+    return kept
+
+
+async def summarize(
+    target: UpstreamTarget, model_call: JSONDict, client: _core.HttpClient | None = None
+) -> tuple[str, JSONDict]:
+    """The model's summary of a model call's context, and the call's usage in
+    the Responses shape."""
+    body: JSONDict = {
+        "model": model_call["model"],
+        "messages": [*model_call["messages"], {"role": "user", "content": SUMMARY_PROMPT}],
+    }
+    if model_call.get("prompt_cache_key"):
+        body["prompt_cache_key"] = model_call["prompt_cache_key"]
+    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+    url = target.endpoint.rstrip("/") + target.path
+    try:
+        status, text = await _core.post_json(url, json.dumps(body), headers, _TIMEOUT, client)
+    except (TimeoutError, ConnectionError):
+        raise CompactionFailed("the model could not be reached") from None
+    try:
+        answer = json.loads(text) if 200 <= status < 300 else {}
+        summary = answer["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        summary = None
+    if not isinstance(summary, str) or not summary:
+        raise CompactionFailed(f"the model answered {status} without a summary")
+    used = answer.get("usage") or {}
+    prompt, completion = (
+        int(used.get("prompt_tokens") or 0),
+        int(used.get("completion_tokens") or 0),
+    )
+    usage = {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
+    return summary, usage
