@@ -38,14 +38,14 @@ def test_api_key_is_not_in_repr() -> None:
     assert target.path == "/v1/chat/completions"
 
 
-def test_loop_event_renders_sse_in_rust() -> None:
+def test_loop_event_fields() -> None:
     event = LoopEvent(7, "response.output_text.delta", {"delta": "a\nb"})
     assert (event.sequence, event.kind, event.data) == (
         7,
         "response.output_text.delta",
         {"delta": "a\nb"},
     )
-    assert event.sse() == ('id: 7\nevent: response.output_text.delta\ndata: {"delta":"a\\nb"}\n\n')
+    assert not hasattr(event, "sse")  # the server's stream is the only SSE dialect
     assert event == LoopEvent(7, "response.output_text.delta", {"delta": "a\nb"})
     assert event.delta == "a\nb"
     assert LoopEvent(0, "response.created", {"id": "resp_x"}).delta is None

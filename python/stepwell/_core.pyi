@@ -77,7 +77,6 @@ class LoopEvent:
     @property
     def delta(self) -> str | None:
         """The text of a delta event (no dict built); ``None`` for other events."""
-    def sse(self) -> str: ...
 
 @final
 class CountingSink:

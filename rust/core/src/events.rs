@@ -218,16 +218,6 @@ impl LoopEvent {
     pub fn scope_parent(&self) -> Option<&str> {
         self.scope.as_ref().map(|s| s.scope_parent.as_str())
     }
-
-    /// Renders the event as one SSE frame: `id`, `event` and a one-line `data`.
-    pub fn to_sse(&self) -> String {
-        format!(
-            "id: {}\nevent: {}\ndata: {}\n\n",
-            self.sequence,
-            self.kind.as_str(),
-            self.data
-        )
-    }
 }
 
 #[cfg(test)]
@@ -235,16 +225,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sse_frame_is_one_event_with_one_data_line() {
-        let event = LoopEvent::new(
-            3,
-            LoopEventKind::OutputTextDelta,
-            EventData::Delta("a\nb".into()),
-        );
-        assert_eq!(
-            event.to_sse(),
-            "id: 3\nevent: response.output_text.delta\ndata: {\"delta\":\"a\\nb\"}\n\n"
-        );
+    fn event_data_renders_as_one_line_of_json() {
+        let delta = EventData::Delta("a\nb".into());
+        assert_eq!(delta.to_string(), "{\"delta\":\"a\\nb\"}");
         let arguments = EventData::ArgumentsDelta {
             call_id: "c\"1".into(),
             name: None,

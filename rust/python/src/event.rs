@@ -124,11 +124,6 @@ impl PyLoopEvent {
         self.inner.data.delta()
     }
 
-    /// The event as one SSE frame (`id`, `event`, one-line `data`).
-    fn sse(&self) -> String {
-        self.inner.to_sse()
-    }
-
     fn __repr__(&self) -> String {
         format!(
             "LoopEvent(sequence={}, kind={:?}, data={}, depth={})",
