@@ -308,15 +308,27 @@ async def s1_throughput(p: Pipelines, chunks: int, reps: int) -> tuple[str, dict
     }
     expected = expected_text(chunks)
     times: dict[str, list[float]] = {name: [] for name in pipelines}
-    for run in pipelines.values():  # warm connections and caches
-        await run(min(chunks, 1000))
+    errors = dict.fromkeys(pipelines, 0)
+    for name, run in pipelines.items():  # warm connections and caches
+        try:
+            await run(min(chunks, 1000))
+        except Exception:
+            errors[name] += 1
     for rep in range(reps):
         for name, run in pipelines.items():
-            seconds, count = await timed(lambda run=run: run(chunks))
-            assert (count.events, count.chars) == (chunks, len(expected)), (name, count)
+            # A pipeline that fails or miscounts is an error in its row; the run goes on.
+            try:
+                seconds, count = await timed(lambda run=run: run(chunks))
+            except Exception as error:
+                errors[name] += 1
+                say(f"  S1 rep {rep + 1}/{reps}  {name:<38} failed: {error!r}")
+                continue
+            if (count.events, count.chars) != (chunks, len(expected)):
+                errors[name] += 1
+                continue
             times[name].append(seconds)
             say(f"  S1 rep {rep + 1}/{reps}  {name:<38} {seconds:8.3f} s")
-    rates = {name: chunks / statistics.median(t) for name, t in times.items()}
+    rates = {name: chunks / statistics.median(t) if t else 0.0 for name, t in times.items()}
     ours = rates["stepwell (Python sink, emit_many)"]
     # How many times the peer's rate stepwell must reach (the ceiling: a fraction).
     targets = {
@@ -327,13 +339,12 @@ async def s1_throughput(p: Pipelines, chunks: int, reps: int) -> tuple[str, dict
     }
     rows = []
     for name, rate in rates.items():
-        ratio = ours / rate
+        ratio = ours / rate if rate else 0.0
         target = targets.get(name)
-        goal = "" if target is None else f">= {target}x: {verdict(ratio >= target)}"
-        rows.append(
-            [name, f"{statistics.median(times[name]):.3f}", f"{rate:,.0f}", f"{ratio:.2f}x", goal]
-        )
-    text = table(["pipeline", "median s", "chunks/s", "stepwell ÷ this", "target"], rows)
+        goal = "" if target is None or not rate else f">= {target}x: {verdict(ratio >= target)}"
+        median = f"{statistics.median(times[name]):.3f}" if times[name] else "-"
+        rows.append([name, median, f"{rate:,.0f}", f"{ratio:.2f}x", str(errors[name]), goal])
+    text = table(["pipeline", "median s", "chunks/s", "stepwell ÷ this", "errors", "target"], rows)
     return text, rates
 
 
@@ -670,16 +681,19 @@ def reference_server(upstream: Upstream) -> Served:
 
 
 def load(url: str, body: dict[str, Any], clients: int, requests: int, marker: str) -> Any:
-    """One run of the Rust load generator: its JSON summary."""
+    """One run of the Rust load generator: its JSON summary. Failed requests
+    are counted in it (the tables show them), never a reason to stop; a run
+    that printed nothing counts every request failed."""
     printed = subprocess.run(
         [str(LOADGEN_BIN), url, json.dumps(body), str(clients), str(requests), marker],
-        check=True,
         capture_output=True,
         text=True,
     ).stdout
-    result = json.loads(printed)
-    assert result["errors"] == 0, result
-    return result
+    try:
+        return json.loads(printed)
+    except ValueError:
+        return {"requests": requests, "errors": requests, "markers": 0, "seconds": float("nan"),
+                "first_p50_ms": float("nan"), "first_p99_ms": float("nan")}  # fmt: skip
 
 
 RESPONSES_DELTA = "event: response.output_text.delta"
@@ -714,11 +728,15 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
             for url, payload, marker in targets.values():  # warm up
                 load(url, payload, 4, 8, marker)
             rates: dict[str, list[float]] = {name: [] for name in targets}
+            errors = dict.fromkeys(targets, 0)
             for rep in range(reps):
                 for name, (url, payload, marker) in targets.items():
                     result = load(url, payload, clients, requests, marker)
-                    assert result["markers"] == requests * chunks, (name, result)
-                    rates[name].append(result["markers"] / result["seconds"])
+                    # Streams cut short count as errors too: deltas missing.
+                    short = requests - result["markers"] // chunks - result["errors"]
+                    errors[name] += result["errors"] + max(short, 0)
+                    seconds = result["seconds"]
+                    rates[name].append(result["markers"] / seconds if seconds > 0 else 0.0)
                     say(f"  S6 rep {rep + 1}/{reps}  {name:<42} {rates[name][-1]:>12,.0f} deltas/s")
             single = 20 if quick else 100
             firsts = {
@@ -739,6 +757,7 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
             name,
             f"{rate:,.0f}",
             f"{rate / chunks:,.1f}",
+            str(errors[name]),
             {
                 "stepwell serve (SQLite, event log on)": (
                     f">= 150k deltas/s: {verdict(ours >= 150_000)}"
@@ -750,7 +769,7 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
         ]
         for name, rate in median.items()
     ]
-    text = table(["target", "deltas/s", "responses/s", "goal"], rows)
+    text = table(["target", "deltas/s", "responses/s", "errors", "goal"], rows)
     ttfd = table(
         ["one client at a time", "time to first delta, p50", "goal"],
         [
@@ -786,15 +805,18 @@ def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
                 url = f"{served.url}/v1/responses"
                 load(url, body, 4, 16, "")
                 result = load(url, body, clients, requests, "")
-                rate = requests / result["seconds"]
+                seconds = result["seconds"]
+                rate = (requests - result["errors"]) / seconds if seconds > 0 else 0.0
                 peak = served.peak_rss_mib()
             finally:
                 served.stop()
             goal = f">= 1,000/s: {verdict(rate >= 1000)}" if name.startswith("stepwell") else ""
-            rows.append([name, f"{rate:,.0f}", f"{peak:.0f} MiB", goal])
+            rows.append([name, f"{rate:,.0f}", str(result["errors"]), f"{peak:.0f} MiB", goal])
             say(f"  S7 {name:<42} {rate:>8,.0f} responses/s, peak RSS {peak:.0f} MiB")
     setup = f"{clients} concurrent clients, {requests:,} responses, one model call each."
-    return f"{setup}\n\n" + table(["server", "responses/s", "server peak RSS", "goal"], rows)
+    return f"{setup}\n\n" + table(
+        ["server", "responses/s", "errors", "server peak RSS", "goal"], rows
+    )
 
 
 async def s8_scale_out(upstream: Upstream, quick: bool) -> str:
