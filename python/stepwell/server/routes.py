@@ -55,12 +55,7 @@ class Routes:
     # ------------------------------------------------------------ create
 
     async def create(self, request: Request) -> Response:
-        owner = tenant(request, self.settings.keys)
-        body = await read_json(
-            request, max_body=self.settings.max_body, body_timeout=self.settings.body_timeout
-        )
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
+        owner, body = await self.create_body(request)
         stream = body.get("stream") is True
         background = body.get("background") is True
         try:
@@ -68,10 +63,8 @@ class Routes:
             # their event log carries every delta.
             model_body = {**body, "stream": True} if stream or background else body
             prepared = await self.responses.prepare(model_body, tenant=owner)
-        except UnknownConversation as error:
-            raise ApiError(404, str(error), param=error.param) from error
         except InvalidRequest as error:
-            raise ApiError(400, str(error), param=error.param, code=error.code) from error
+            raise refused(error) from error
         request_id = prepared.request_id
         key = request.headers.get("idempotency-key")
         if key:
@@ -123,18 +116,11 @@ class Routes:
     async def input_tokens(self, request: Request) -> Response:
         """`POST /v1/responses/input_tokens`: the token count of a create
         body's input, by the upstream's tokenizer; 501 when it has none."""
-        owner = tenant(request, self.settings.keys)
-        body = await read_json(
-            request, max_body=self.settings.max_body, body_timeout=self.settings.body_timeout
-        )
-        if not isinstance(body, dict):
-            raise ApiError(400, "The request body must be a JSON object.")
+        owner, body = await self.create_body(request)
         try:
             count = await self.responses.input_tokens(body, tenant=owner)
-        except UnknownConversation as error:
-            raise ApiError(404, str(error), param=error.param) from error
         except InvalidRequest as error:
-            raise ApiError(400, str(error), param=error.param, code=error.code) from error
+            raise refused(error) from error
         except NoTokenizer as error:
             raise ApiError(
                 501, f"Input tokens cannot be counted here: {error}.", code="no_tokenizer"
@@ -148,20 +134,25 @@ class Routes:
     async def compact(self, request: Request) -> Response:
         """`POST /v1/responses/compact`: the context folded into its user
         messages and one `compaction` item, summarized by the model."""
+        owner, body = await self.create_body(request)
+        try:
+            return JSONResponse(await self.responses.compact(body, tenant=owner))
+        except InvalidRequest as error:
+            raise refused(error) from error
+        except CompactionFailed as error:
+            raise ApiError(
+                502, f"The context could not be compacted: {error}.", code="upstream_error"
+            ) from error
+
+    async def create_body(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """The caller's tenant and the JSON object its request carries."""
         owner = tenant(request, self.settings.keys)
         body = await read_json(
             request, max_body=self.settings.max_body, body_timeout=self.settings.body_timeout
         )
         if not isinstance(body, dict):
             raise ApiError(400, "The request body must be a JSON object.")
-        try:
-            return JSONResponse(await self.responses.compact(body, tenant=owner))
-        except InvalidRequest as error:
-            raise ApiError(400, str(error), param=error.param, code=error.code) from error
-        except CompactionFailed as error:
-            raise ApiError(
-                502, f"The context could not be compacted: {error}.", code="upstream_error"
-            ) from error
+        return owner, body
 
     async def finished(self, request_id: str, run: Run | None) -> Any:
         """The response once it ended: its run's result when it runs here,
@@ -330,6 +321,14 @@ def _key_in_use() -> ApiError:
         "A request with this Idempotency-Key is still being set up; retry it shortly.",
         code="idempotency_key_in_use",
     )
+
+
+def refused(error: InvalidRequest) -> ApiError:
+    """A refused create body's answer: 404 for a conversation that is not
+    found, else 400, naming the parameter."""
+    if isinstance(error, UnknownConversation):
+        return ApiError(404, str(error), param=error.param)
+    return ApiError(400, str(error), param=error.param, code=error.code)
 
 
 def paging(request: Request) -> tuple[int, str, str | None, str | None]:
