@@ -170,6 +170,10 @@ impl LoopRun<'_> {
             // picking up a half-run response continues the chain, not a second one.
             let chain_at_start = self.store.list_chain(self.request_id, scope_parent).await?;
             let mut prev_step = chain_at_start.last().map(|s| s.id.clone());
+            // The scope's highest persisted sequence, kept up to date as steps are
+            // recorded: the terminal event is numbered after it without another
+            // read of the chain.
+            let mut last_sequence = max_sequence(&chain_at_start);
 
             if top_level {
                 let created = json!({
@@ -199,14 +203,14 @@ impl LoopRun<'_> {
                 {
                     NextAction::Complete(payload) => {
                         if top_level && level.sink.is_some() {
-                            let sequence = self.terminal_sequence(scope_parent).await;
+                            let sequence = last_sequence + 1;
                             level.emit(sequence, LoopEventKind::Completed, payload.clone());
                         }
                         return Ok(payload);
                     }
                     NextAction::Fail(payload) => {
                         if top_level && level.sink.is_some() {
-                            let sequence = self.terminal_sequence(scope_parent).await;
+                            let sequence = last_sequence + 1;
                             level.emit(sequence, LoopEventKind::Failed, payload.clone());
                         }
                         return Err(LoopError::Failed(payload));
@@ -237,6 +241,8 @@ impl LoopRun<'_> {
                             outcome?;
                         }
                         prev_step = recorded.last().map(|r| r.id.clone());
+                        let newest = recorded.iter().map(|r| r.sequence).max().unwrap_or(0);
+                        last_sequence = last_sequence.max(newest);
                     }
                 }
             }
@@ -412,16 +418,6 @@ impl LoopRun<'_> {
                     .await
                     .map_err(|e| LoopError::Executor(e.into()))
             }
-        }
-    }
-
-    /// Highest persisted sequence + 1: what a client reconnecting with a cursor
-    /// expects. If the chain cannot be read the terminal event is still sent, with
-    /// the largest sequence, so clients can close their stream.
-    async fn terminal_sequence(&self, scope_parent: Option<&str>) -> i64 {
-        match self.store.list_chain(self.request_id, scope_parent).await {
-            Ok(chain) => max_sequence(&chain) + 1,
-            Err(_) => i64::MAX,
         }
     }
 }
