@@ -70,9 +70,19 @@ class ResponseStore(MultiStepStore, Protocol):
     implement it; `stepwell.testing.store_conformance` checks all of it.
     """
 
-    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+    async def save_request(
+        self,
+        request_id: str,
+        request: JSON,
+        *,
+        tenant: str = "",
+        lease: tuple[str, float] | None = None,
+    ) -> int | None:
         """Keep the request a response was created from, owned by ``tenant``
-        (once: later saves change nothing)."""
+        (once: later saves change nothing). With ``lease`` (``owner, ttl``), the
+        response is kept already leased to ``owner``, so no other process can
+        claim it first; returns that lease's fencing token (``None`` without a
+        lease, or when the request was kept before)."""
         ...
 
     async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .._core import HttpClient, ResponsesStream
@@ -98,11 +98,14 @@ class Responses:
         request_id: str | None = None,
         tenant: str = "",
         earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
+        lease: tuple[str, float] | None = None,
     ) -> Prepared:
         """Checks and converts a create body and keeps its request, owned by
         `tenant`; raises `InvalidRequest` (keeping nothing) for a bad one. `drive`
         runs it. `earlier` holds responses it may continue that the store does
-        not keep (see `ResponsesTransition`)."""
+        not keep (see `ResponsesTransition`). With `lease` (`owner, ttl`), the
+        response is kept leased to `owner` (its token in `Prepared.fence`), so
+        no other process takes it before it runs."""
         body = validate(body)
         request_id = request_id or uuid.uuid4().hex
         created_at = int(time.time())
@@ -110,8 +113,11 @@ class Responses:
         # refused before anything of it is kept.
         run = await self._setup(body, request_id, created_at, tenant, earlier)
         kept = stored(body, created_at, tenant, run.initial)
-        await self.store.save_request(request_id, kept, tenant=tenant)
-        return run
+        if lease is None:
+            await self.store.save_request(request_id, kept, tenant=tenant)
+            return run
+        fence = await self.store.save_request(request_id, kept, tenant=tenant, lease=lease)
+        return replace(run, fence=fence)
 
     async def input_tokens(self, body: Any, *, tenant: str = "") -> int:
         """How many tokens the input of a create with `body` comes to (its
@@ -335,3 +341,5 @@ class Prepared:
     body: JSONDict
     transition: ResponsesTransition
     initial: JSONDict
+    fence: int | None = None
+    """The token of the lease the response was kept under, if it was."""

@@ -62,7 +62,11 @@ class Routes:
             # Streamed and background responses stream from the model too, so
             # their event log carries every delta.
             model_body = {**body, "stream": True} if stream or background else body
-            prepared = await self.responses.prepare(model_body, tenant=owner)
+            # A foreground response is kept leased here, where it runs: no
+            # other process's sweep can take it first. A background one is
+            # queued, for whichever process sweeps first.
+            lease = None if background else self.runs.lease
+            prepared = await self.responses.prepare(model_body, tenant=owner, lease=lease)
         except InvalidRequest as error:
             raise refused(error) from error
         request_id = prepared.request_id

@@ -80,6 +80,11 @@ class Runs:
         self._wake = asyncio.Event()
         self._unreleased: list[tuple[str, int]] = []
 
+    @property
+    def lease(self) -> tuple[str, float]:
+        """The lease a response created here is kept under: it runs here."""
+        return self.owner, self.lease_ttl
+
     # ------------------------------------------------------------ life cycle
 
     async def begin(self) -> None:
@@ -138,10 +143,13 @@ class Runs:
     # ------------------------------------------------------------ running
 
     async def start(self, prepared: Prepared, *, background: bool) -> Run | None:
-        """Claims a new response and drives it, its frames going to the event
-        log; `None` when another process claimed it first (it drives it)."""
+        """Claims a new response (unless it was kept leased here: `lease`) and
+        drives it, its frames going to the event log; `None` when another
+        process claimed it first (it drives it)."""
         request_id = prepared.request_id
-        fence = await self.store.claim(request_id, self.owner, self.lease_ttl)
+        fence = prepared.fence
+        if fence is None:
+            fence = await self.store.claim(request_id, self.owner, self.lease_ttl)
         if fence is None:
             return None
         writer = LogWriter(self.events, request_id, fence=fence)

@@ -103,7 +103,7 @@ class ResponsesSocket:
         runs, store = self.routes.runs, self.routes.store
         try:
             prepared = await self.routes.responses.prepare(
-                {**body, "stream": True}, tenant=owner, earlier=earlier
+                {**body, "stream": True}, tenant=owner, earlier=earlier, lease=runs.lease
             )
         except UnknownConversation as error:
             await _error(websocket, 404, "conversation_not_found", str(error), error.param)

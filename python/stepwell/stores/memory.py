@@ -72,13 +72,27 @@ class MemoryStore:
         chain = self._chain(request_id, scope_parent)
         return await decide_next(self, self.decide, chain, request_id, scope_parent)
 
-    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+    async def save_request(
+        self,
+        request_id: str,
+        request: JSON,
+        *,
+        tenant: str = "",
+        lease: tuple[str, float] | None = None,
+    ) -> int | None:
         """Keep the request a response was created from, owned by ``tenant``
-        (once; later saves are ignored)."""
+        (once; later saves are ignored), leased to ``lease``'s owner when given:
+        its fencing token."""
         with self._lock:
-            if request_id not in self._requests:
-                self._requests[request_id] = request
-                self._tenants[request_id] = tenant
+            if request_id in self._requests:
+                return None
+            self._requests[request_id] = request
+            self._tenants[request_id] = tenant
+            if lease is None:
+                return None
+            owner, ttl = lease
+            self._leases[request_id] = _Lease(owner, 1, time.time() + ttl)
+            return 1
 
     async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON:
         """The request a response was created from, if saved (and, when

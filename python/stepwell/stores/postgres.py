@@ -452,19 +452,34 @@ class PostgresStore:
 
     # ------------------------------------------------------------ requests, outcomes
 
-    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+    async def save_request(
+        self,
+        request_id: str,
+        request: JSON,
+        *,
+        tenant: str = "",
+        lease: tuple[str, float] | None = None,
+    ) -> int | None:
         """Keep the request a response was created from, owned by ``tenant``
-        (once; later saves are ignored)."""
+        (once; later saves are ignored), leased to ``lease``'s owner when given,
+        in the same insert: its fencing token."""
+        owner, ttl = lease if lease else (None, None)
         async with self._connection() as db:
-            await db.execute(
-                "INSERT INTO responses (request_id, tenant, request, created_at, previous_id) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id) DO NOTHING",
+            token = await db.fetchval(
+                "INSERT INTO responses (request_id, tenant, request, created_at, previous_id, "
+                "lease_owner, lease_token, lease_expires) VALUES ($1, $2, $3, $4, $5, $6::TEXT, "
+                "CASE WHEN $6::TEXT IS NULL THEN 0 ELSE 1 END, "
+                "clock_timestamp() + make_interval(secs => $7::DOUBLE PRECISION)) "
+                "ON CONFLICT (request_id) DO NOTHING RETURNING lease_token",
                 request_id,
                 tenant,
                 json.dumps(request),
                 time.time(),
                 previous_of(request),
+                owner,
+                ttl,
             )
+        return int(token) if token and lease else None
 
     async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
         """The request a response was created from (checked against ``tenant``

@@ -244,14 +244,27 @@ class SQLiteStore:
 
     # ------------------------------------------------------------ extras
 
-    async def save_request(self, request_id: str, request: JSON, *, tenant: str = "") -> None:
+    async def save_request(
+        self,
+        request_id: str,
+        request: JSON,
+        *,
+        tenant: str = "",
+        lease: tuple[str, float] | None = None,
+    ) -> int | None:
         """Keep the request a response was created from, owned by ``tenant``
-        (once; later saves are ignored)."""
-        self._write(
+        (once; later saves are ignored), leased to ``lease``'s owner when given,
+        in the same insert: its fencing token."""
+        now = time.time()
+        owner, expires = (lease[0], now + lease[1]) if lease else (None, None)
+        kept = self._write(
             "INSERT OR IGNORE INTO responses (request_id, tenant, request, created_at, "
-            "previous_id) VALUES (?, ?, ?, ?, ?)",
-            (request_id, tenant, json.dumps(request), time.time(), previous_of(request)),
-        )
+            "previous_id, lease_owner, lease_token, lease_expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (request_id, tenant, json.dumps(request), now, previous_of(request), owner,
+             1 if lease else 0, expires),
+        )  # fmt: skip
+        return 1 if kept and lease else None
 
     async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:
         """The response holding ``key`` for ``tenant``: ``request_id`` if the key

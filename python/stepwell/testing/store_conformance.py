@@ -30,6 +30,7 @@ __all__ = [
     "test_a_cancel_request_reaches_the_lease_holder",
     "test_a_lease_is_held_by_one_owner_until_it_expires",
     "test_a_lost_lease_refuses_every_write_of_its_run",
+    "test_a_request_kept_leased_is_never_claimable_first",
     "test_a_tenant_finds_only_its_own_requests",
     "test_an_idempotency_key_is_held_by_its_first_response",
     "test_chain_order_and_links",
@@ -312,6 +313,26 @@ async def test_a_lease_is_held_by_one_owner_until_it_expires(make_store: Any) ->
     assert await store.claimable() == []
     assert await store.claim("r", "d", 30) is None
     assert await store.renew("c", 30) == {}
+
+
+async def test_a_request_kept_leased_is_never_claimable_first(make_store: Any) -> None:
+    store = make_store()
+    fence = await store.save_request(
+        "r", {"request": {"model": "m"}, "created_at": 1}, lease=("a", 30)
+    )
+    assert fence is not None
+    assert await store.claimable() == []
+    assert await store.claim("r", "b", 30) is None
+    assert await store.renew("a", 30) == {"r": False}
+    # The token is the lease's: writes under it are taken.
+    step = await store.record_step("r", None, None, TOOL, fence=fence)
+    await store.mark_step_processing(step.id, fence=fence)
+    # Saved again (a retry), nothing changes and no token is handed out.
+    assert await store.save_request("r", {"request": {}, "created_at": 2}, lease=("b", 30)) is None
+    assert await store.claim("r", "b", 30) is None
+    # Without a lease, a save hands out nothing.
+    assert await store.save_request("q", {"request": {}, "created_at": 1}) is None
+    assert await store.claimable() == ["q"]
 
 
 async def test_a_lost_lease_refuses_every_write_of_its_run(make_store: Any) -> None:
