@@ -681,19 +681,8 @@ def reference_server(upstream: Upstream) -> Served:
 
 
 def load(url: str, body: dict[str, Any], clients: int, requests: int, marker: str) -> Any:
-    """One run of the Rust load generator: its JSON summary. Failed requests
-    are counted in it (the tables show them), never a reason to stop; a run
-    that printed nothing counts every request failed."""
-    printed = subprocess.run(
-        [str(LOADGEN_BIN), url, json.dumps(body), str(clients), str(requests), marker],
-        capture_output=True,
-        text=True,
-    ).stdout
-    try:
-        return json.loads(printed)
-    except ValueError:
-        return {"requests": requests, "errors": requests, "markers": 0, "seconds": float("nan"),
-                "first_p50_ms": float("nan"), "first_p99_ms": float("nan")}  # fmt: skip
+    """One run of the Rust load generator against `url` (see `scale_out.load`)."""
+    return scale_out.load([url], body, clients, requests, marker)
 
 
 RESPONSES_DELTA = "event: response.output_text.delta"

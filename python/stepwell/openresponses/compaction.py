@@ -26,6 +26,7 @@ from .. import _core
 from ..errors import StepwellError
 from ..types import UpstreamTarget
 from .request import InvalidRequest, JSONDict
+from .upstream import post_json
 
 COMPACT_FIELDS = frozenset(
     {"model", "input", "previous_response_id", "instructions", "prompt_cache_key"}
@@ -147,10 +148,8 @@ async def summarize(
     }
     if model_call.get("prompt_cache_key"):
         body["prompt_cache_key"] = model_call["prompt_cache_key"]
-    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
-    url = target.endpoint.rstrip("/") + target.path
     try:
-        status, text = await _core.post_json(url, json.dumps(body), headers, _TIMEOUT, client)
+        status, text = await post_json(target, target.path, body, _TIMEOUT, client)
     except (TimeoutError, ConnectionError):
         raise CompactionFailed("the model could not be reached") from None
     try:

@@ -14,6 +14,7 @@ from .. import _core
 from ..errors import StepwellError
 from ..types import UpstreamTarget
 from .request import JSONDict
+from .upstream import post_json
 
 TOKENIZE_PATH = "/tokenize"
 _TIMEOUT = 30.0
@@ -39,10 +40,8 @@ async def count_tokens(
     }
     if model_call.get("tools"):
         body["tools"] = model_call["tools"]
-    headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
-    url = target.endpoint.rstrip("/") + TOKENIZE_PATH
     try:
-        status, text = await _core.post_json(url, json.dumps(body), headers, _TIMEOUT, client)
+        status, text = await post_json(target, TOKENIZE_PATH, body, _TIMEOUT, client)
     except (TimeoutError, ConnectionError):
         # Where the upstream is stays with the operator: not in the message.
         raise TokenCountFailed("the upstream's tokenizer could not be reached") from None
