@@ -21,8 +21,8 @@ ROOTS = ("CreateResponseBody",)
 PREFIX = "#/components/schemas/"
 
 # What stepwell takes beyond the document, each marked `x-stepwell`: three
-# chat-completions parameters passed to the model as they are, `conversation`
-# and the `json_object` text format. Any other field is refused (`additionalProperties`).
+# chat-completions parameters passed to the model as they are, `conversation`,
+# `context_management` and the `json_object` text format. Any other field is refused (`additionalProperties`).
 EXTRA_FIELDS = {
     "stop": {
         "anyOf": [
@@ -57,6 +57,31 @@ CONVERSATION = {
     "the response's input and output are added to it when it completes.",
     "x-stepwell": "a conversation kept by this server",
 }
+# Compaction inline, as OpenAI takes it: one entry, the token count past which
+# the context is folded into a `compaction` item before the next model call.
+CONTEXT_MANAGEMENT = {
+    "anyOf": [
+        {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"type": "string", "enum": ["compaction"]},
+                    "compact_threshold": {"type": "integer", "minimum": 1},
+                },
+                "required": ["type", "compact_threshold"],
+                "additionalProperties": False,
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": "Compacts the context inline: once a model call's context and answer "
+    "pass compact_threshold tokens (by the upstream's usage figures), the context is "
+    "summarized into a compaction item before the next model call.",
+    "x-stepwell": "compaction by the model, sealed by this server",
+}
 JSON_OBJECT_FORMAT = {
     "properties": {"type": {"enum": ["json_object"], "type": "string"}},
     "required": ["type"],
@@ -71,6 +96,7 @@ def extend(schemas: dict[str, Any]) -> None:
     for name, schema in EXTRA_FIELDS.items():
         body["properties"][name] = {**schema, "x-stepwell": "passed to the model as is"}
     body["properties"]["conversation"] = CONVERSATION
+    body["properties"]["context_management"] = CONTEXT_MANAGEMENT
     body["additionalProperties"] = False
     schemas["JsonObjectResponseFormat"] = JSON_OBJECT_FORMAT
     schemas["TextFormatParam"]["oneOf"].append({"$ref": PREFIX + "JsonObjectResponseFormat"})

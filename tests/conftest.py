@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
+
+# The native module's test hooks (a deliberate panic) exist only where asked for.
+os.environ.setdefault("STEPWELL_TEST_HOOKS", "1")
+
 from stepwell import RequestContext, ToolKind, ToolSchema, UpstreamTarget
 from stepwell.testing import ScriptedUpstream
 

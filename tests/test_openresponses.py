@@ -594,3 +594,23 @@ async def test_requests_sharing_a_store_each_see_their_own_tools() -> None:
         assert outputs == [f'"{name}"']
     # Nothing was written on the shared store per request.
     assert store.decide is None
+
+
+async def test_an_assistant_message_says_its_phase_alike_in_stream_and_output() -> None:
+    calls = [{"id": "call_p", "name": "weather", "arguments": '{"city": "Paris"}'}]
+
+    def narrating_model(request: UpstreamRequest) -> Any:
+        if last_role(request) == "tool":
+            return StreamReply(text_chunks(["Mild."]))
+        # Text, then a tool call, in one answer.
+        return StreamReply(text_chunks(["Looking it up."])[:2] + tool_call_chunks(calls)[1:])
+
+    with ScriptedUpstream(narrating_model) as upstream:
+        events = await collect(service(upstream), {"model": "m", "input": "Paris?", "stream": True})
+    assert_valid_stream(events)
+    final = events[-2]["response"]
+    messages = [item for item in final["output"] if item["type"] == "message"]
+    assert [m["phase"] for m in messages] == ["commentary", "final_answer"]
+    streamed = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert streamed == final["output"]
+    assert list(RESPONSE.iter_errors(final)) == []

@@ -185,7 +185,10 @@ async def test_logprobs_reach_the_model_and_come_back(model: ScriptedUpstream) -
     ("fields", "param"),
     [
         ({"conversation": "conv_1"}, "conversation"),
-        ({"context_management": [{"type": "compaction"}]}, "context_management"),
+        (
+            {"context_management": [{"type": "compaction"}]},
+            "context_management[0].compact_threshold",
+        ),
         ({"frobnicate": True}, "frobnicate"),
         ({"truncation": "auto"}, "truncation"),
         ({"reasoning": {"summary": "auto"}}, "reasoning.summary"),

@@ -109,6 +109,7 @@ async def test_tool_call_emits_output_item_done(
     assert done.data == {
         "type": "function_call_output",
         "call_id": f"call_step_{step.sequence}",
+        "name": "echo",
         "output": json.dumps({"echo": {"x": 1}}, separators=(",", ":")),
     }
 

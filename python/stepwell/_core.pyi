@@ -11,20 +11,26 @@ from typing import Any, final
 from typing_extensions import Self
 
 __all__ = [
+    "COMPACTION_TOOL",
+    "TERMINAL_EVENTS",
     "CountingSink",
     "HttpClient",
     "LoopEvent",
     "ResponsesStream",
-    "_panic_probe",
     "check_loop_config",
     "compact_json",
-    "function_call_id",
-    "function_output_id",
+    "compaction_item",
+    "function_call_item",
+    "function_output_item",
+    "id_prefix",
     "loop_config_defaults",
-    "message_id",
+    "message_item",
     "post_json",
-    "reasoning_id",
+    "reasoning_item",
+    "request_id_of",
+    "response_id",
     "run_response_loop",
+    "terminal_event",
 ]
 
 @final
@@ -118,11 +124,27 @@ def run_response_loop(
     client: HttpClient | None,
     observer: Any | None,
 ) -> Awaitable[Any]: ...
-def _panic_probe() -> Awaitable[Any]: ...
 def loop_config_defaults() -> dict[str, Any]: ...
 def check_loop_config(config: Any) -> None: ...
-def message_id(request_id: str, sequence: int) -> str: ...
-def reasoning_id(request_id: str, sequence: int) -> str: ...
-def function_call_id(request_id: str, sequence: int, call_id: str) -> str: ...
-def function_output_id(request_id: str, sequence: int) -> str: ...
+
+# Open Responses in one place: ids, items and terminal events, built by the
+# same Rust functions the stream encoder uses.
+TERMINAL_EVENTS: tuple[str, ...]
+COMPACTION_TOOL: str
+
+def response_id(request_id: str) -> str: ...
+def request_id_of(response_id: str) -> str: ...
+def id_prefix(kind: str) -> str: ...
+def terminal_event(status: str) -> str | None: ...
+def reasoning_item(request_id: str, sequence: int, text: str) -> dict[str, Any]: ...
+def message_item(
+    request_id: str, sequence: int, text: str, logprobs: Any, called_tools: bool
+) -> dict[str, Any]: ...
+def function_call_item(
+    request_id: str, sequence: int, call_id: str, name: str, arguments: str
+) -> dict[str, Any]: ...
+def function_output_item(
+    request_id: str, sequence: int, call_id: str, output: str
+) -> dict[str, Any]: ...
+def compaction_item(request_id: str, sequence: int, encrypted_content: str) -> dict[str, Any]: ...
 def compact_json(value: Any) -> str: ...

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import time
 
-from .._core import (
-    compact_json,
-    function_call_id,
-    function_output_id,
-    message_id,
-    reasoning_id,
-)
+from .. import _core
+from .._core import compact_json
 from ..types import ChainStep, StepKind, StepState
 from .request import JSONDict
 
-# Item ids and tool-output text come from the Rust core, which renders the
-# streamed items with the same functions: a streamed item and the final
-# response always name and spell it alike.
+# Items, their ids and tool-output text come from the Rust core, which builds
+# the streamed items with the same functions: a streamed item and the final
+# response are always the same item.
 
 
 def tool_output_text(step: ChainStep) -> str:
@@ -46,6 +41,13 @@ def logprobs(choice: JSONDict) -> list[JSONDict]:
     return [_logprob(entry, False) for entry in content]
 
 
+def is_compaction(step: ChainStep) -> bool:
+    """Whether `step` is the tool step that compacts a response's context."""
+    return step.kind is StepKind.TOOL_CALL and step.request_payload.get("name") == (
+        _core.COMPACTION_TOOL
+    )
+
+
 def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
     """The output items the steps produced, in step order."""
     items: list[JSONDict] = []
@@ -53,65 +55,59 @@ def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
         if step.kind is StepKind.MODEL_CALL and step.state is StepState.COMPLETED:
             choices = (step.response_payload or {}).get("choices") or [{}]
             message = choices[0].get("message") or {}
-            reasoning = message.get("reasoning_content")
-            if reasoning:
+            calls = message.get("tool_calls") or []
+            if message.get("reasoning_content"):
                 items.append(
-                    {
-                        "type": "reasoning",
-                        "id": reasoning_id(request_id, step.sequence),
-                        "summary": [],
-                        "content": [{"type": "reasoning_text", "text": reasoning}],
-                    }
+                    _core.reasoning_item(request_id, step.sequence, message["reasoning_content"])
                 )
             if message.get("content"):
                 items.append(
-                    {
-                        "type": "message",
-                        "id": message_id(request_id, step.sequence),
-                        "status": "completed",
-                        "role": "assistant",
-                        "content": [
-                            {
-                                "type": "output_text",
-                                "text": message["content"],
-                                "annotations": [],
-                                "logprobs": logprobs(choices[0]),
-                            }
-                        ],
-                    }
+                    _core.message_item(
+                        request_id,
+                        step.sequence,
+                        message["content"],
+                        logprobs(choices[0]),
+                        bool(calls),
+                    )
                 )
-            for call in message.get("tool_calls") or []:
+            for call in calls:
+                function = call["function"]
                 items.append(
-                    {
-                        "type": "function_call",
-                        "id": function_call_id(request_id, step.sequence, call["id"]),
-                        "call_id": call["id"],
-                        "name": call["function"]["name"],
-                        "arguments": call["function"]["arguments"],
-                        "status": "completed",
-                    }
-                )
+                    _core.function_call_item(
+                        request_id, step.sequence, call["id"], function["name"],
+                        function["arguments"],
+                    )
+                )  # fmt: skip
+        elif is_compaction(step):
+            if step.state is StepState.COMPLETED:
+                sealed = (step.response_payload or {}).get("encrypted_content", "")
+                items.append(_core.compaction_item(request_id, step.sequence, sealed))
         elif step.kind is StepKind.TOOL_CALL and step.state in (
             StepState.COMPLETED,
             StepState.FAILED,
         ):
+            call_id = step.request_payload.get("call_id", f"call_step_{step.sequence}")
             items.append(
-                {
-                    "type": "function_call_output",
-                    "id": function_output_id(request_id, step.sequence),
-                    "call_id": step.request_payload.get("call_id", f"call_step_{step.sequence}"),
-                    "output": tool_output_text(step),
-                    "status": "completed",
-                }
+                _core.function_output_item(
+                    request_id, step.sequence, call_id, tool_output_text(step)
+                )
             )
     return items
 
 
 def usage(steps: list[ChainStep]) -> JSONDict:
-    """Token usage summed over every model step."""
+    """Token usage summed over every model step (and compaction step)."""
     total = {"input": 0, "output": 0, "cached": 0, "reasoning": 0}
     for step in steps:
-        if step.kind is not StepKind.MODEL_CALL or step.state is not StepState.COMPLETED:
+        if step.state is not StepState.COMPLETED:
+            continue
+        if is_compaction(step):
+            # The summary call's usage, already in the Responses shape.
+            summarized = (step.response_payload or {}).get("usage") or {}
+            total["input"] += summarized.get("input_tokens") or 0
+            total["output"] += summarized.get("output_tokens") or 0
+            continue
+        if step.kind is not StepKind.MODEL_CALL:
             continue
         used = (step.response_payload or {}).get("usage") or {}
         total["input"] += used.get("prompt_tokens") or 0
@@ -191,7 +187,7 @@ def response_object(
     """A complete `Response`, every required field present."""
     finished = status in ("completed", "incomplete", "failed")
     return {
-        "id": f"resp_{request_id}",
+        "id": _core.response_id(request_id),
         "object": "response",
         "created_at": created_at,
         "completed_at": int(time.time()) if finished else None,

@@ -5,6 +5,13 @@ create body would send (earlier responses, instructions, input) and answers
 the context's user messages followed by a `compaction` item that stands for
 the rest. Sent back as input, the item becomes the summary again.
 
+A create with `context_management` compacts inline: once a model call's
+context and answer pass the threshold (by the upstream's usage figures), the
+next step is a compaction step, a tool step the `Compacting` executor runs,
+whose `compaction` item appears in the output (and the stream) where the
+context was folded; later model calls send the system and user messages,
+the summary, and what came after it.
+
 The item's `encrypted_content` is the summary, encrypted and authenticated
 with the server's key: clients cannot read it, and one they changed (or one
 sealed under another key) is refused with a 400. The construction uses the
@@ -20,11 +27,13 @@ import hashlib
 import hmac
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from .. import _core
-from ..errors import StepwellError
-from ..types import UpstreamTarget
+from ..errors import StepwellError, ToolExecutionError
+from ..protocols import ToolExecutor
+from ..types import JSON, RequestContext, ToolSchema, UpstreamTarget
 from .request import InvalidRequest, JSONDict
 from .upstream import post_json
 
@@ -105,7 +114,7 @@ class CompactionKey:
         for index, item in enumerate(items):
             if isinstance(item, dict) and item.get("type") == "compaction":
                 summary = self.open(item.get("encrypted_content"), f"{param}[{index}]")
-                item = {"type": "message", "role": "user", "content": SUMMARY_PREFIX + summary}
+                item = {"type": "message", **summary_message(summary)}
             unfolded.append(item)
         return unfolded
 
@@ -120,6 +129,82 @@ class CompactionKey:
             stream += hmac.new(self._cipher, block, hashlib.sha256).digest()
             counter += 1
         return bytes(a ^ b for a, b in zip(data, stream, strict=False))
+
+
+def compact_threshold(body: JSONDict) -> int | None:
+    """The token count past which a create body asks for inline compaction."""
+    for entry in body.get("context_management") or []:
+        if entry.get("type") == "compaction":
+            return int(entry["compact_threshold"])
+    return None
+
+
+def is_summary(message: JSONDict) -> bool:
+    """Whether a chat message is a summary that a compaction item stands for."""
+    content = message.get("content")
+    return message.get("role") == "user" and (
+        isinstance(content, str) and content.startswith(SUMMARY_PREFIX)
+    )
+
+
+def summary_message(summary: str) -> JSONDict:
+    """The chat message a summary is to the model."""
+    return {"role": "user", "content": SUMMARY_PREFIX + summary}
+
+
+def fold(messages: list[JSONDict]) -> list[JSONDict]:
+    """A model call's messages as compaction leaves them: before the last
+    summary, only the system and user messages (a summary stands for the
+    rest, earlier summaries included); the summary and all after it as they
+    are."""
+    last = max((i for i, m in enumerate(messages) if is_summary(m)), default=None)
+    if last is None:
+        return messages
+    kept = [
+        m for m in messages[:last] if m.get("role") in ("system", "developer")
+        or (m.get("role") == "user" and not is_summary(m))
+    ]  # fmt: skip
+    return kept + messages[last:]
+
+
+class Compacting:
+    """A `ToolExecutor` that runs compaction steps (the tool
+    `_core.COMPACTION_TOOL`, whose arguments are the model call to
+    summarize) and hands every other call to `tools`. A compaction step's
+    result is the sealed summary (`encrypted_content`) and the summary call's
+    `usage`; a summary the model did not give fails the step."""
+
+    def __init__(
+        self,
+        tools: ToolExecutor,
+        target: UpstreamTarget,
+        key: CompactionKey,
+        client: _core.HttpClient | None = None,
+    ) -> None:
+        self._tools = tools
+        self._target = target
+        self._key = key
+        self._client = client
+        # A Toolbox carries its agents; whoever reads them from here finds them.
+        self.agents = getattr(tools, "agents", ())
+
+    async def tools(self, ctx: RequestContext) -> Sequence[ToolSchema]:
+        """The wrapped executor's tools (a compaction step needs no listing)."""
+        return await self._tools.tools(ctx)
+
+    async def execute(
+        self, tool_name: str, tool_call_id: str, arguments: JSON, ctx: RequestContext
+    ) -> JSON:
+        """Runs a compaction step, or the wrapped executor's tool."""
+        if tool_name != _core.COMPACTION_TOOL:
+            return await self._tools.execute(tool_name, tool_call_id, arguments, ctx)
+        if not isinstance(arguments, dict) or not isinstance(arguments.get("messages"), list):
+            raise ToolExecutionError("a compaction step needs the model call it summarizes")
+        try:
+            summary, usage = await summarize(self._target, arguments, self._client)
+        except CompactionFailed as failed:
+            raise ToolExecutionError(f"compaction failed: {failed}") from None
+        return {"encrypted_content": self._key.seal(summary), "usage": usage}
 
 
 def kept_user_messages(messages: list[JSONDict]) -> list[JSONDict]:

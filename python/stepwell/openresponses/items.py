@@ -11,9 +11,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from .. import _core
 from .request import JSONDict
-
-_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
 
 
 def input_items(request_id: str, body: JSONDict) -> list[JSONDict]:
@@ -35,7 +34,7 @@ def _item(raw: JSONDict, id_suffix: str) -> JSONDict:
     has none), a message `completed`, its string content one text part."""
     item = {"type": "message", **raw}
     kind = item["type"]
-    item.setdefault("id", f"{_PREFIX.get(kind, 'item')}_{id_suffix}")
+    item.setdefault("id", f"{_core.id_prefix(kind)}_{id_suffix}")
     if kind == "message":
         item.setdefault("status", "completed")
         if isinstance(item.get("content"), str):

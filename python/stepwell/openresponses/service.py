@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .. import _core
 from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
 from ..errors import LeaseLost, LoopError, LoopFailed, StoreError
@@ -17,7 +18,14 @@ from ..protocols import ResponseStore, ToolExecutor
 from ..stores import IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
 from .assemble import output_items, response_object, usage
-from .compaction import COMPACT_FIELDS, CompactionKey, kept_user_messages, summarize
+from .compaction import (
+    COMPACT_FIELDS,
+    Compacting,
+    CompactionKey,
+    compact_threshold,
+    kept_user_messages,
+    summarize,
+)
 from .errors import loop_error
 from .request import InvalidRequest, JSONDict
 from .tokens import count_tokens
@@ -155,7 +163,7 @@ class Responses:
             for item in kept_user_messages(model_call["messages"])
         ]
         return {
-            "id": f"resp_{uuid.uuid4().hex}",
+            "id": _core.response_id(uuid.uuid4().hex),
             "object": "response.compaction",
             "created_at": now,
             "output": [*kept, compaction],
@@ -208,10 +216,13 @@ class Responses:
 
     async def _run(self, run: Prepared, sink: Any, fence: int | None) -> JSONDict:
         request_id, body, initial = run.request_id, run.body, run.initial
+        tools = self.tools
+        if compact_threshold(body) is not None:
+            tools = Compacting(tools, self.target, self.compaction, self.client)
         try:
             result = await run_response_loop(
                 WithTransition(self.store, run.transition, fence),
-                self.tools,
+                tools,
                 RequestContext(model=body["model"]),
                 self.target,
                 request_id=request_id,

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _core
 from ..protocols import ResponseStore
 from ..types import (
     AppendSteps,
@@ -37,8 +38,8 @@ from ..types import (
     ToolKind,
     ToolSchema,
 )
-from .assemble import assemble, tool_output_text
-from .compaction import CompactionKey
+from .assemble import assemble, is_compaction, tool_output_text
+from .compaction import CompactionKey, compact_threshold, fold, summary_message
 from .errors import model_call_error
 from .items import input_items
 from .request import (
@@ -183,13 +184,29 @@ class ResponsesTransition:
                 return Fail(finish("failed", error))
 
         all_tools = self._chat_tools(tools)
-        if not chain or chain[-1].kind is StepKind.TOOL_CALL:
-            messages = context + self.history(chain)
+        last = chain[-1] if chain else None
+        if last is not None and is_compaction(last) and last.state is StepState.FAILED:
+            error = {
+                "code": "compaction_failed",
+                "message": (last.error or {}).get("message", "the context could not be compacted"),
+            }
+            return Fail(finish("failed", error))
+        if last is None or last.kind is StepKind.TOOL_CALL:
+            messages = fold(context + self.history(chain))
+            if scope_parent is None and await self._context_passes_threshold(body, chain):
+                summarized = {"model": model_body["model"], "messages": messages}
+                if body.get("prompt_cache_key"):
+                    summarized["prompt_cache_key"] = body["prompt_cache_key"]
+                compaction = {
+                    "name": _core.COMPACTION_TOOL,
+                    "args": summarized,
+                    "call_id": f"compaction_{len(chain)}",
+                }
+                return AppendSteps([StepDescriptor(StepKind.TOOL_CALL, compaction)])
             return AppendSteps(
                 [StepDescriptor.model_call(model_request(model_body, messages, all_tools))]
             )
 
-        last = chain[-1]
         if last.state is StepState.FAILED:
             error = model_call_error(last.error)
             if scope_parent is not None:
@@ -199,7 +216,7 @@ class ResponsesTransition:
         choices = (last.response_payload or {}).get("choices") or [{}]
         message = choices[0].get("message") or {}
         calls = message.get("tool_calls") or []
-        executed = sum(1 for s in chain if s.kind is StepKind.TOOL_CALL)
+        executed = sum(1 for s in chain if s.kind is StepKind.TOOL_CALL and not is_compaction(s))
         limit = model_body.get("max_tool_calls")
         within_limit = limit is None or executed + len(calls) <= limit
         if calls and within_limit and all(c["function"]["name"] in self.served for c in calls):
@@ -221,6 +238,31 @@ class ResponsesTransition:
         finished = finish("completed")
         await self._add_to_conversation(body, request_id, finished)
         return Complete(finished)
+
+    async def _context_passes_threshold(self, body: JSONDict, chain: list[ChainStep]) -> bool:
+        """Whether the last model call since the last compaction (if any) sent
+        and got back more tokens than the body's `context_management` allows.
+        Before this response's first model call, that is the last one of the
+        response it continues."""
+        threshold = compact_threshold(body)
+        if threshold is None:
+            return False
+        steps = chain
+        if not steps:
+            previous = body.get("previous_response_id")
+            request_id = _core.request_id_of(str(previous)) if previous else None
+            if request_id is None or request_id in self.earlier:
+                return False
+            steps = await self.store.steps(request_id)
+            steps = [s for s in steps if s.scope_parent is None]
+        for step in reversed(steps):
+            if is_compaction(step):
+                return False
+            if step.kind is StepKind.MODEL_CALL and step.state is StepState.COMPLETED:
+                used = (step.response_payload or {}).get("usage") or {}
+                total = (used.get("prompt_tokens") or 0) + (used.get("completion_tokens") or 0)
+                return bool(total >= threshold)
+        return False
 
     async def _add_to_conversation(
         self, body: JSONDict, request_id: str, response: JSONDict
@@ -260,7 +302,10 @@ class ResponsesTransition:
             previous_body, output = await self._previous(str(previous_id))
             earlier, earlier_tools = await self.context(previous_body)
             earlier = [m for m in earlier if m["role"] != "system"]
-            messages += earlier + input_messages(output.get("output") or [])
+            messages += earlier + input_messages(
+                self._unfold(output.get("output") or [], "previous_response_id"),
+                "previous_response_id",
+            )
             tools = tools or earlier_tools
         conversation = conversation_id(body)
         if conversation is not None:
@@ -274,14 +319,14 @@ class ResponsesTransition:
         if body.get("instructions"):
             messages.insert(0, {"role": "system", "content": body["instructions"]})
         messages += input_messages(self._unfold(body.get("input", []), "input"))
-        return messages, tools
+        return fold(messages), tools
 
     def _unfold(self, items: Any, param: str) -> Any:
         return items if self.compaction is None else self.compaction.unfold(items, param)
 
     async def _previous(self, previous_id: str) -> tuple[JSONDict, JSONDict]:
         """The request body and outcome of the response a request continues."""
-        request_id = previous_id.removeprefix("resp_")
+        request_id = _core.request_id_of(previous_id)
         if request_id in self.earlier:
             return self.earlier[request_id]
         previous = await self.store.load_request(request_id, tenant=self.tenant)
@@ -316,11 +361,16 @@ class ResponsesTransition:
         named = {t["name"] for t in tools}
         return tools + [_schema_tool(s) for n, s in self.served.items() if n not in named]
 
-    @staticmethod
-    def history(chain: list[ChainStep]) -> list[JSONDict]:
-        """The chat messages of the steps so far."""
+    def history(self, chain: list[ChainStep]) -> list[JSONDict]:
+        """The chat messages of the steps so far (a compaction step's: the
+        summary it sealed)."""
         messages: list[JSONDict] = []
         for step in chain:
+            if is_compaction(step):
+                if step.state is StepState.COMPLETED and self.compaction is not None:
+                    sealed = (step.response_payload or {}).get("encrypted_content")
+                    messages.append(summary_message(self.compaction.open(sealed, "input")))
+                continue
             if step.kind is StepKind.MODEL_CALL and step.state is StepState.COMPLETED:
                 choices = (step.response_payload or {}).get("choices") or [{}]
                 message = choices[0].get("message") or {}

@@ -38,7 +38,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # Known OpenAI parameters that this server does not offer, with why.
 _UNSUPPORTED = {
     "conversation": "Conversations are not supported by this server yet.",
-    "context_management": "Context management (compaction) is not supported by this server yet.",
     "prompt": "Prompt templates are not supported by this server.",
 }
 

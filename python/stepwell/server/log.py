@@ -19,13 +19,12 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from .._core import TERMINAL_EVENTS, terminal_event
 from ..stores._events import FRAME_END, count_frames, split_frames
 
 log = logging.getLogger("stepwell.server")
 
 _RETRY_AFTER = 0.2  # seconds before a failed group commit is tried again
-
-TERMINAL_EVENTS = ("response.completed", "response.failed", "response.incomplete")
 
 
 class LogHub:
@@ -177,17 +176,10 @@ class LogWriter:
         )
 
 
-_TERMINAL_BY_STATUS = {
-    "completed": "response.completed",
-    "incomplete": "response.incomplete",
-    "failed": "response.failed",
-}
-
-
 def terminal_frame(response: dict[str, Any], sequence_number: int) -> str | None:
     """The frame ending a stream with `response`, or `None` for a status that
     has no terminal event (`cancelled`: its stream just ends)."""
-    kind = _TERMINAL_BY_STATUS.get(str(response.get("status")))
+    kind = terminal_event(str(response.get("status")))
     if kind is None:
         return None
     event = {"type": kind, "sequence_number": sequence_number, "response": response}

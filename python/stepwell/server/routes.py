@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from .. import _core
 from ..openresponses import (
     CompactionFailed,
     InvalidRequest,
@@ -201,7 +202,7 @@ class Routes:
         that way by the store's own query."""
         owner = tenant(request, self.settings.keys)
         response_id = request.path_params["response_id"]
-        request_id = response_id.removeprefix("resp_")
+        request_id = _core.request_id_of(response_id)
         saved = await self.store.load_request(request_id, tenant=owner)
         if saved is None:
             raise not_found(response_id)

@@ -24,6 +24,7 @@ import json
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .. import _core
 from ..openresponses import InvalidRequest, parse_json
 from ..openresponses.request import JSONDict, UnknownConversation
 from .errors import ApiError
@@ -128,7 +129,7 @@ class ResponsesSocket:
         if run is not None:
             await asyncio.gather(asyncio.shield(run.task), return_exceptions=True)
         ended = await store.outcome(request_id)
-        previous = str(body.get("previous_response_id") or "").removeprefix("resp_")
+        previous = _core.request_id_of(str(body.get("previous_response_id") or ""))
         if previous in earlier and (ended is None or ended[0] == "failed"):
             del earlier[previous]
         if body.get("store") is False:

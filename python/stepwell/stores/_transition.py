@@ -9,6 +9,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .. import _core
 from ..errors import StepwellError
 from ..types import (
     JSON,
@@ -117,7 +118,7 @@ def previous_of(request: JSON) -> str | None:
     without the `resp_` prefix), for retention to keep."""
     body = request.get("request") if isinstance(request, dict) else None
     previous = body.get("previous_response_id") if isinstance(body, dict) else None
-    return str(previous).removeprefix("resp_") if previous else None
+    return _core.request_id_of(str(previous)) if previous else None
 
 
 def stored_response(
@@ -126,7 +127,7 @@ def stored_response(
     """What ``assemble_response`` returns for every store: the response's status,
     final payload (``None`` until it ends) and every step, in sequence order."""
     return {
-        "id": f"resp_{request_id}",
+        "id": _core.response_id(request_id),
         "object": "response",
         "status": outcome[0] if outcome else "in_progress",
         "output": outcome[1] if outcome else None,

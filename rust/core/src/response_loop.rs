@@ -31,9 +31,9 @@ use crate::bridge::{self, BridgeSender};
 use crate::error::{ExecutorError, LoopError};
 use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
+use crate::items::{compact_json, response_id};
 use crate::model_call::{ModelCall, spawn_model_call};
 use crate::observe::{LoopObserver, StepEnd, StepInfo};
-use crate::output_items::compact_json;
 use crate::traits::{EventSink, MultiStepStore, ToolExecutor};
 use crate::types::{
     ChainStep, LoopConfig, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind,
@@ -177,7 +177,7 @@ impl LoopRun<'_> {
 
             if top_level {
                 let created = json!({
-                    "id": format!("resp_{}", self.request_id),
+                    "id": response_id(self.request_id),
                     "object": "response",
                     "status": "in_progress",
                 });
@@ -321,6 +321,7 @@ impl LoopRun<'_> {
                     json!({
                         "type": "function_call_output",
                         "call_id": call_id,
+                        "name": tool_name,
                         "output": compact_json(&result),
                     })
                 });

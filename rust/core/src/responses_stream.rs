@@ -8,14 +8,20 @@
 //! line of JSON>\n\n`, and `data: [DONE]` at the end. `sequence_number` counts
 //! every event from 0; `output_index` is each item's position in the response.
 //!
-//! Item ids come from [`crate::output_items`], as the assembly's do, so streamed
-//! items and the final response name the same items. An item stays open until its step can no longer add to
-//! it: when tool results arrive (the next round) or the response ends.
+//! Items, their ids and the terminal event names come from [`crate::items`],
+//! as the assembly's do, so streamed items and the final response are the
+//! same items. An item stays open until its step can no longer add to it:
+//! when tool results arrive (the next round) or the response ends.
 
 use serde_json::{Value, json};
 
 use crate::events::{EventData, LoopEvent, LoopEventKind};
-use crate::output_items::{function_call_id, function_output_id, message_id, reasoning_id};
+use crate::items::{self, function_call_id, function_output_id, message_id, reasoning_id};
+
+/// The name of the tool step that compacts a response's context: its output
+/// is a `compaction` item, not a function call's output. The dot keeps it
+/// apart from every function name a request can give.
+pub const COMPACTION_TOOL: &str = "stepwell.compaction";
 
 #[derive(Debug)]
 enum Open {
@@ -142,18 +148,10 @@ impl ResponsesEncoder {
                     out,
                 );
             }
-            (LoopEventKind::OutputItemDone, EventData::Json(item)) => {
+            (LoopEventKind::OutputItemDone, EventData::Json(result)) => {
                 // A tool result: the round that called the tool is over.
                 self.close_all(out);
-                let call_id = item.get("call_id").cloned().unwrap_or(Value::Null);
-                let output = item.get("output").cloned().unwrap_or(json!(""));
-                let item = json!({
-                    "type": "function_call_output",
-                    "id": function_output_id(&self.request_id, event.sequence),
-                    "call_id": call_id,
-                    "output": output,
-                    "status": "completed",
-                });
+                let item = self.tool_item(event.sequence, result);
                 let index = self.add_item(item.clone(), out);
                 self.frame(
                     "response.output_item.done",
@@ -168,6 +166,28 @@ impl ResponsesEncoder {
             // `response.created` was sent by `start`; other shapes carry nothing.
             _ => {}
         }
+    }
+
+    /// The item a tool step's result is in the response.
+    fn tool_item(&self, sequence: i64, result: &Value) -> Value {
+        let output = result.get("output").cloned().unwrap_or(json!(""));
+        if result.get("name").and_then(Value::as_str) == Some(COMPACTION_TOOL) {
+            let sealed: Value = output
+                .as_str()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or(Value::Null);
+            let content = sealed
+                .get("encrypted_content")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            return items::compaction(&items::compaction_id(&self.request_id, sequence), content);
+        }
+        let call_id = result.get("call_id").cloned().unwrap_or(Value::Null);
+        items::function_call_output(
+            &function_output_id(&self.request_id, sequence),
+            &call_id,
+            &output,
+        )
     }
 
     fn terminal(&mut self, kind: LoopEventKind, payload: &Value, out: &mut String) {
@@ -188,11 +208,15 @@ impl ResponsesEncoder {
             }
             failed
         };
-        let status = response.get("status").and_then(Value::as_str).unwrap_or("");
-        let name = match (kind, status) {
-            (LoopEventKind::Completed, "incomplete") => "response.incomplete",
-            (LoopEventKind::Completed, _) => "response.completed",
-            _ => "response.failed",
+        let status = match kind {
+            LoopEventKind::Completed => response.get("status").and_then(Value::as_str),
+            _ => None,
+        };
+        // A completion the loop ended without a status of its own is completed.
+        let name = match status.and_then(items::terminal_event) {
+            Some(name) => name,
+            None if kind == LoopEventKind::Completed => "response.completed",
+            None => "response.failed",
         };
         self.frame(name, json!({ "response": response }), out);
     }
@@ -236,10 +260,7 @@ impl ResponsesEncoder {
             return found;
         }
         let id = reasoning_id(&self.request_id, sequence);
-        let index = self.add_item(
-            json!({"type": "reasoning", "id": id, "summary": [], "content": []}),
-            out,
-        );
+        let index = self.add_item(items::reasoning(&id, None), out);
         self.open.push(Open::Reasoning {
             sequence,
             id: id.clone(),
@@ -264,15 +285,11 @@ impl ResponsesEncoder {
             }
         }
         let id = message_id(&self.request_id, sequence);
-        let index = self.add_item(
-            json!({"type": "message", "id": id, "status": "in_progress",
-                   "role": "assistant", "content": []}),
-            out,
-        );
+        let index = self.add_item(items::message(&id, "in_progress", None, vec![]), out);
         self.frame(
             "response.content_part.added",
             json!({"item_id": id, "output_index": index, "content_index": 0,
-                   "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}),
+                   "part": items::output_text("", json!([]))}),
             out,
         );
         self.open.push(Open::Message {
@@ -310,8 +327,7 @@ impl ResponsesEncoder {
         }
         let id = function_call_id(&self.request_id, sequence, call_id);
         let index = self.add_item(
-            json!({"type": "function_call", "id": id, "call_id": call_id, "name": name,
-                   "arguments": "", "status": "in_progress"}),
+            items::function_call(&id, call_id, name, "", "in_progress"),
             out,
         );
         self.open.push(Open::FunctionCall {
@@ -332,17 +348,31 @@ impl ResponsesEncoder {
             .position(|o| matches!(o, Open::Reasoning { sequence: s, .. } if *s == sequence));
         if let Some(position) = position {
             let open = self.open.remove(position);
-            self.close(open, out);
+            self.close(open, false, out);
         }
     }
 
     fn close_all(&mut self, out: &mut String) {
-        for open in std::mem::take(&mut self.open) {
-            self.close(open, out);
+        let open = std::mem::take(&mut self.open);
+        let calling: Vec<i64> = open
+            .iter()
+            .filter_map(|o| match o {
+                Open::FunctionCall { sequence, .. } => Some(*sequence),
+                _ => None,
+            })
+            .collect();
+        for item in open {
+            let called_tools = match &item {
+                Open::Message { sequence, .. } => calling.contains(sequence),
+                _ => false,
+            };
+            self.close(item, called_tools, out);
         }
     }
 
-    fn close(&mut self, open: Open, out: &mut String) {
+    /// Ends an open item; `called_tools` says whether a message's step also
+    /// called tools (its phase).
+    fn close(&mut self, open: Open, called_tools: bool, out: &mut String) {
         match open {
             Open::Reasoning {
                 id, index, text, ..
@@ -352,8 +382,7 @@ impl ResponsesEncoder {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "text": text}),
                     out,
                 );
-                let item = json!({"type": "reasoning", "id": id, "summary": [],
-                                  "content": [{"type": "reasoning_text", "text": text}]});
+                let item = items::reasoning(&id, Some(&text));
                 self.frame(
                     "response.output_item.done",
                     json!({"output_index": index, "item": item}),
@@ -363,8 +392,7 @@ impl ResponsesEncoder {
             Open::Message {
                 id, index, text, ..
             } => {
-                let part =
-                    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []});
+                let part = items::output_text(&text, json!([]));
                 self.frame(
                     "response.output_text.done",
                     json!({"item_id": id, "output_index": index, "content_index": 0,
@@ -376,8 +404,8 @@ impl ResponsesEncoder {
                     json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
                     out,
                 );
-                let item = json!({"type": "message", "id": id, "status": "completed",
-                                  "role": "assistant", "content": [part]});
+                let phase = items::phase(called_tools);
+                let item = items::message(&id, "completed", Some(phase), vec![part]);
                 self.frame(
                     "response.output_item.done",
                     json!({"output_index": index, "item": item}),
@@ -398,8 +426,7 @@ impl ResponsesEncoder {
                            "arguments": arguments}),
                     out,
                 );
-                let item = json!({"type": "function_call", "id": id, "call_id": call_id,
-                                  "name": name, "arguments": arguments, "status": "completed"});
+                let item = items::function_call(&id, &call_id, &name, &arguments, "completed");
                 self.frame(
                     "response.output_item.done",
                     json!({"output_index": index, "item": item}),

@@ -1,7 +1,7 @@
 //! `stepwell._core`: the native module behind the `stepwell` package.
 //!
 //! It exposes `run_response_loop`, `HttpClient`, `LoopEvent`, the sinks written in Rust and the
-//! Open Responses item ids, and adapts the
+//! Open Responses items, and adapts the
 //! caller's Python store, tool executor and sink to the core's traits. All
 //! behaviour lives in `stepwell-core`; this crate only adapts.
 
@@ -15,9 +15,9 @@ mod errors;
 mod event;
 mod executor;
 mod http_tool;
+mod items;
 mod local;
 mod observer;
-mod output_items;
 mod responses_sink;
 mod run;
 mod sink;
@@ -33,9 +33,13 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<responses_sink::PyResponsesStream>()?;
     m.add_function(wrap_pyfunction!(run::run_response_loop, m)?)?;
     m.add_function(wrap_pyfunction!(http_tool::post_json, m)?)?;
-    m.add_function(wrap_pyfunction!(run::_panic_probe, m)?)?;
     m.add_function(wrap_pyfunction!(config::loop_config_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_loop_config, m)?)?;
-    output_items::register(m)?;
+    items::register(m)?;
+    // A test hook, not part of the module's API: only a process that asks
+    // for it (the test suite) gets it.
+    if std::env::var_os("STEPWELL_TEST_HOOKS").is_some_and(|v| !v.is_empty()) {
+        m.add_function(wrap_pyfunction!(run::_panic_probe, m)?)?;
+    }
     Ok(())
 }

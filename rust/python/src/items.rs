@@ -1,0 +1,134 @@
+//! `stepwell_core::items` for the Python face: the response ids, item shapes
+//! and terminal event names, so the assembly builds every item with the same
+//! code the stream encoder does.
+
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use serde_json::Value;
+use stepwell_core::items;
+use stepwell_core::responses_stream::COMPACTION_TOOL;
+
+use crate::convert;
+
+/// The id of the response of `request_id`.
+#[pyfunction]
+fn response_id(request_id: &str) -> String {
+    items::response_id(request_id)
+}
+
+/// The request id a response id names.
+#[pyfunction]
+fn request_id_of(response_id: &str) -> String {
+    items::request_id_of(response_id).to_owned()
+}
+
+/// The id prefix of an item of type `kind`.
+#[pyfunction]
+fn id_prefix(kind: &str) -> &'static str {
+    items::id_prefix(kind)
+}
+
+/// The stream's last event for a response ending in `status`, if it has one.
+#[pyfunction]
+fn terminal_event(status: &str) -> Option<&'static str> {
+    items::terminal_event(status)
+}
+
+/// The reasoning item of a model step.
+#[pyfunction]
+fn reasoning_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    text: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::reasoning_id(request_id, sequence);
+    convert::to_py(py, &items::reasoning(&id, Some(text)))
+}
+
+/// The assistant message of a model step, finished; `called_tools` says
+/// whether the step also called tools (its phase).
+#[pyfunction]
+fn message_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    text: &str,
+    logprobs: &Bound<'py, PyAny>,
+    called_tools: bool,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::message_id(request_id, sequence);
+    let part = items::output_text(text, convert::from_py(logprobs, "logprobs")?);
+    let phase = items::phase(called_tools);
+    convert::to_py(
+        py,
+        &items::message(&id, "completed", Some(phase), vec![part]),
+    )
+}
+
+/// A function call a model step made, finished.
+#[pyfunction]
+fn function_call_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    call_id: &str,
+    name: &str,
+    arguments: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::function_call_id(request_id, sequence, call_id);
+    let item = items::function_call(&id, call_id, name, arguments, "completed");
+    convert::to_py(py, &item)
+}
+
+/// The output of a tool step, as the model is given it.
+#[pyfunction]
+fn function_output_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    call_id: &str,
+    output: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::function_output_id(request_id, sequence);
+    let item = items::function_call_output(&id, &Value::from(call_id), &Value::from(output));
+    convert::to_py(py, &item)
+}
+
+/// The `compaction` item of a compaction step.
+#[pyfunction]
+fn compaction_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    encrypted_content: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::compaction_id(request_id, sequence);
+    convert::to_py(py, &items::compaction(&id, encrypted_content))
+}
+
+/// Compact JSON with sorted keys: the text of a tool's output.
+#[pyfunction]
+fn compact_json(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    Ok(items::compact_json(&convert::from_py(value, "the value")?))
+}
+
+/// Adds these functions, and the constants beside them, to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(response_id, m)?)?;
+    m.add_function(wrap_pyfunction!(request_id_of, m)?)?;
+    m.add_function(wrap_pyfunction!(id_prefix, m)?)?;
+    m.add_function(wrap_pyfunction!(terminal_event, m)?)?;
+    m.add_function(wrap_pyfunction!(reasoning_item, m)?)?;
+    m.add_function(wrap_pyfunction!(message_item, m)?)?;
+    m.add_function(wrap_pyfunction!(function_call_item, m)?)?;
+    m.add_function(wrap_pyfunction!(function_output_item, m)?)?;
+    m.add_function(wrap_pyfunction!(compaction_item, m)?)?;
+    m.add_function(wrap_pyfunction!(compact_json, m)?)?;
+    m.add(
+        "TERMINAL_EVENTS",
+        PyTuple::new(m.py(), items::TERMINAL_EVENTS)?,
+    )?;
+    m.add("COMPACTION_TOOL", COMPACTION_TOOL)?;
+    Ok(())
+}
