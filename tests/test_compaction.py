@@ -16,6 +16,7 @@ from .test_openresponses import validator
 from .test_server import Server
 
 COMPACTED = validator("CompactResource")
+RESPONSE = validator("ResponseResource")
 
 SUMMARY = "The user is Ada; she asked for a haiku about owls, and got one."
 
@@ -85,5 +86,30 @@ async def test_compact_then_continue_over_the_compacted_input(tmp_path: Path) ->
             with pytest.raises(BadRequestError) as refused:
                 await client.post("/responses/compact", body={"input": "x"}, cast_to=dict)
             assert refused.value.param == "model"
+        finally:
+            server.stop()
+
+
+async def test_inline_compaction_through_the_official_client(tmp_path: Path) -> None:
+    with ScriptedUpstream(summarizing_model) as upstream:
+        server = Server(upstream.endpoint, tmp_path / "c.db")
+        try:
+            client = server.client()
+            first = await client.responses.create(model="m", input="I am Ada.")
+            # The scripted model reports 12 tokens per call: past 10.
+            second = await client.responses.create(
+                model="m",
+                input="Who am I?",
+                previous_response_id=first.id,
+                context_management=[{"type": "compaction", "compact_threshold": 10}],
+            )
+            assert [item.type for item in second.output] == ["compaction", "message"]
+            assert list(RESPONSE.iter_errors(second.to_dict(warnings=False))) == []
+            assert upstream.requests[-2].body["messages"][-1]["content"] == SUMMARY_PROMPT
+            sent = upstream.requests[-1].body["messages"]
+            assert [m["content"] for m in sent[:2]] == ["I am Ada.", "Who am I?"]
+            assert SUMMARY in sent[2]["content"]
+            kept = await client.responses.retrieve(second.id)
+            assert kept.output[0].to_dict() == second.output[0].to_dict()
         finally:
             server.stop()
