@@ -1,0 +1,165 @@
+"""`McpTools`: real MCP servers built with the official SDK, one over
+streamable HTTP on loopback and one over stdio, listed and called as any
+other executor's tools."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+from stepwell import RequestContext, ToolExecutionError, ToolNotFound, UpstreamTarget
+from stepwell.openresponses import Responses
+from stepwell.stores import MemoryStore
+from stepwell.testing import (
+    JsonReply,
+    ScriptedUpstream,
+    UpstreamRequest,
+    chat_completion,
+)
+from stepwell.tools.mcp import McpServer, McpTools
+
+STDIO_SERVER = Path(__file__).parent / "mcp_servers" / "stdio_server.py"
+CTX = RequestContext(model="m")
+
+
+class HttpMcpServer:
+    """An MCP server over streamable HTTP on a loopback port, in a thread,
+    that records the headers of every request it gets."""
+
+    def __init__(self) -> None:
+        self.headers: list[dict[str, str]] = []
+        mcp = MCPServer("http-test")
+
+        @mcp.tool()
+        def add(a: int, b: int) -> int:
+            """Adds two numbers."""
+            return a + b
+
+        @mcp.tool()
+        def refuse(reason: str) -> str:
+            """Fails with `reason`."""
+            raise ValueError(reason)
+
+        @mcp.tool()
+        def hidden() -> str:
+            """Not allowed to the model in these tests."""
+            return "seen"
+
+        inner = mcp.streamable_http_app()
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http":
+                self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            await inner(scope, receive, send)
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        self._thread.start()
+        # A thread's start is not an event to wait on: poll uvicorn's flag.
+        while not self._server.started and self._thread.is_alive():
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join()
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[HttpMcpServer]:
+    server = HttpMcpServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def tools(http_server: HttpMcpServer) -> AsyncIterator[McpTools]:
+    servers = [
+        McpServer(
+            "calc",
+            url=http_server.url,
+            headers={"Authorization": "Bearer mcp-secret"},
+            allowed_tools=frozenset({"add", "refuse"}),
+        ),
+        McpServer("local", command=sys.executable, args=[str(STDIO_SERVER)]),
+    ]
+    async with McpTools(servers) as executor:
+        yield executor
+
+
+async def test_tools_of_every_server_are_listed_under_their_label(tools: McpTools) -> None:
+    listed = {schema.name: schema for schema in await tools.tools(CTX)}
+    assert sorted(listed) == ["calc__add", "calc__refuse", "local__die", "local__echo"]
+    assert listed["calc__add"].description == "Adds two numbers."
+    assert listed["calc__add"].parameters["required"] == ["a", "b"]
+
+
+async def test_calls_reach_the_server_with_its_headers(
+    tools: McpTools, http_server: HttpMcpServer
+) -> None:
+    assert await tools.execute("calc__add", "c1", {"a": 2, "b": 3}, CTX) == {"result": 5}
+    assert await tools.execute("local__echo", "c2", {"text": "hé"}, CTX) == {"result": "hé"}
+    assert http_server.headers
+    assert all(h.get("authorization") == "Bearer mcp-secret" for h in http_server.headers)
+
+
+async def test_an_error_result_and_an_unknown_tool_fail_the_step(tools: McpTools) -> None:
+    with pytest.raises(ToolExecutionError) as failed:
+        await tools.execute("calc__refuse", "c1", {"reason": "no"}, CTX)
+    assert "refuse" in str(failed.value)
+    with pytest.raises(ToolNotFound):
+        await tools.execute("calc__hidden", "c2", {}, CTX)
+    with pytest.raises(ToolNotFound):
+        await tools.execute("elsewhere__add", "c3", {}, CTX)
+
+
+async def test_a_server_that_dies_mid_call_fails_the_call_and_is_started_again(
+    tools: McpTools,
+) -> None:
+    assert await tools.execute("local__echo", "c1", {"text": "before"}, CTX) == {"result": "before"}
+    with pytest.raises(ToolExecutionError) as failed:
+        await tools.execute("local__die", "c2", {}, CTX)
+    assert "local" in str(failed.value)
+    assert await tools.execute("local__echo", "c3", {"text": "after"}, CTX) == {"result": "after"}
+
+
+async def test_a_server_that_cannot_be_reached_fails_the_listing() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = McpServer("gone", url=f"http://127.0.0.1:{port}/mcp", timeout=5)
+    async with McpTools([server]) as tools:
+        with pytest.raises(ToolExecutionError) as failed:
+            await tools.tools(CTX)
+    assert "gone" in str(failed.value)
+
+
+async def test_the_model_calls_an_mcp_tool_through_responses(tools: McpTools) -> None:
+    def model(request: UpstreamRequest) -> Any:
+        messages = request.body["messages"]
+        if messages[-1]["role"] == "tool":
+            return JsonReply(chat_completion(f"The sum is {messages[-1]['content']}."))
+        names = [t["function"]["name"] for t in request.body["tools"]]
+        assert "calc__add" in names
+        call = {"id": "call_1", "name": "calc__add", "arguments": '{"a": 20, "b": 22}'}
+        return JsonReply(chat_completion(tool_calls=[call]))
+
+    with ScriptedUpstream(model) as upstream:
+        responses = Responses(MemoryStore(), tools, UpstreamTarget(upstream.endpoint))
+        response = await responses.create({"model": "m", "input": "20 + 22?"})
+    outputs = [i for i in response["output"] if i["type"] == "function_call_output"]
+    assert json.loads(outputs[0]["output"]) == {"result": 42}
+    assert response["output"][-1]["content"][0]["text"] == 'The sum is {"result":42}.'
