@@ -82,6 +82,117 @@ CONTEXT_MANAGEMENT = {
     "summarized into a compaction item before the next model call.",
     "x-stepwell": "compaction by the model, sealed by this server",
 }
+_TOOL_NAMES = {"type": "array", "items": {"type": "string", "minLength": 1}}
+# A Model Context Protocol server's tools, run by this server, as OpenAI takes them.
+MCP_TOOL = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "enum": ["mcp"]},
+        "server_label": {"type": "string", "minLength": 1, "maxLength": 64,
+                         "pattern": "^[a-zA-Z0-9_-]+$"},
+        "server_url": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "null"}]},
+        "server_description": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "headers": {
+            "anyOf": [
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                {"type": "null"},
+            ]
+        },
+        "authorization": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+        "allowed_tools": {
+            "anyOf": [
+                _TOOL_NAMES,
+                {
+                    "type": "object",
+                    "properties": {"tool_names": _TOOL_NAMES},
+                    "additionalProperties": False,
+                },
+                {"type": "null"},
+            ]
+        },
+        "require_approval": {
+            "anyOf": [
+                {"type": "string", "enum": ["always", "never"]},
+                {
+                    "type": "object",
+                    "properties": {
+                        "always": {
+                            "type": "object",
+                            "properties": {"tool_names": _TOOL_NAMES},
+                            "additionalProperties": False,
+                        },
+                        "never": {
+                            "type": "object",
+                            "properties": {"tool_names": _TOOL_NAMES},
+                            "additionalProperties": False,
+                        },
+                    },
+                    "additionalProperties": False,
+                },
+                {"type": "null"},
+            ]
+        },
+    },
+    "required": ["type", "server_label"],
+    "additionalProperties": False,
+    "title": "MCP tool",
+    "x-stepwell": "an MCP server the operator declared or allows, its calls run by this server",
+}
+_ID = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+_TEXT = {"type": "string"}
+_NULLABLE_TEXT = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+# The MCP items a client sends back (an earlier output, and its approvals).
+MCP_ITEMS = {
+    "McpApprovalResponseItemParam": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["mcp_approval_response"]},
+            "id": _ID,
+            "approval_request_id": _TEXT,
+            "approve": {"type": "boolean"},
+            "reason": _NULLABLE_TEXT,
+        },
+        "required": ["type", "approval_request_id", "approve"],
+        "title": "MCP approval response",
+    },
+    "McpApprovalRequestItemParam": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["mcp_approval_request"]},
+            "id": _TEXT,
+            "server_label": _TEXT,
+            "name": _TEXT,
+            "arguments": _TEXT,
+        },
+        "required": ["type", "id", "server_label", "name", "arguments"],
+        "title": "MCP approval request",
+    },
+    "McpCallItemParam": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["mcp_call"]},
+            "id": _TEXT,
+            "server_label": _TEXT,
+            "name": _TEXT,
+            "arguments": _TEXT,
+            "output": _NULLABLE_TEXT,
+        },
+        "required": ["type", "id", "server_label", "name", "arguments"],
+        "title": "MCP call",
+    },
+    "McpListToolsItemParam": {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["mcp_list_tools"]},
+            "id": _TEXT,
+            "server_label": _TEXT,
+            "tools": {"type": "array", "items": {"type": "object"}},
+            "error": _NULLABLE_TEXT,
+        },
+        "required": ["type", "server_label", "tools"],
+        "title": "MCP tool listing",
+    },
+}
 JSON_OBJECT_FORMAT = {
     "properties": {"type": {"enum": ["json_object"], "type": "string"}},
     "required": ["type"],
@@ -99,6 +210,11 @@ def extend(schemas: dict[str, Any]) -> None:
     body["properties"]["context_management"] = CONTEXT_MANAGEMENT
     body["additionalProperties"] = False
     schemas["JsonObjectResponseFormat"] = JSON_OBJECT_FORMAT
+    schemas["McpToolParam"] = MCP_TOOL
+    for name, item in MCP_ITEMS.items():
+        schemas[name] = {**item, "x-stepwell": "an MCP item of this server's"}
+        schemas["ItemParam"]["oneOf"].append({"$ref": PREFIX + name})
+    schemas["ResponsesToolParam"]["oneOf"].append({"$ref": PREFIX + "McpToolParam"})
     schemas["TextFormatParam"]["oneOf"].append({"$ref": PREFIX + "JsonObjectResponseFormat"})
 
 

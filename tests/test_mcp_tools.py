@@ -27,6 +27,8 @@ from stepwell.testing import (
 )
 from stepwell.tools.mcp import McpServer, McpTools
 
+from .test_server import Server
+
 STDIO_SERVER = Path(__file__).parent / "mcp_servers" / "stdio_server.py"
 CTX = RequestContext(model="m")
 
@@ -163,3 +165,72 @@ async def test_the_model_calls_an_mcp_tool_through_responses(tools: McpTools) ->
     outputs = [i for i in response["output"] if i["type"] == "function_call_output"]
     assert json.loads(outputs[0]["output"]) == {"result": 42}
     assert response["output"][-1]["content"][0]["text"] == 'The sum is {"result":42}.'
+
+
+def sum_model(request: UpstreamRequest) -> Any:
+    """Calls `calc__add` for 20 + 22, then says what it got."""
+    messages = request.body["messages"]
+    if messages[-1]["role"] == "tool":
+        return JsonReply(chat_completion(f"The sum is {messages[-1]['content']}."))
+    call = {"id": "call_1", "name": "calc__add", "arguments": '{"a": 20, "b": 22}'}
+    return JsonReply(chat_completion(tool_calls=[call]))
+
+
+async def test_servers_declared_for_serve_reach_the_openai_client(
+    http_server: HttpMcpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "Bearer serve-secret-4242"
+    monkeypatch.setenv("CALC_MCP_TOKEN", secret)
+    declared = tmp_path / "mcp.toml"
+    declared.write_text(
+        f'[servers.calc]\nurl = "{http_server.url}"\n'
+        'headers_env = { Authorization = "CALC_MCP_TOKEN" }\nallowed_tools = ["add"]\n'
+    )
+    with ScriptedUpstream(sum_model) as upstream:
+        server = Server(upstream.endpoint, tmp_path / "s.db", "--mcp", str(declared))
+        try:
+            client = server.client()
+            response = await client.responses.create(model="m", input="20 + 22?")
+            assert response.output_text == 'The sum is {"result":42}.'
+            offered = [t["function"]["name"] for t in upstream.requests[0].body["tools"]]
+            assert offered == ["calc__add"]
+            steps = await client.get(f"/responses/{response.id}/steps", cast_to=dict)
+        finally:
+            server.stop()
+    assert any(h.get("authorization") == secret for h in http_server.headers)
+    # The header reached the server alone: not the log, the steps, the response.
+    assert secret not in server.log.read_text()
+    assert secret not in json.dumps(steps)
+    assert secret not in response.to_json()
+
+
+async def test_a_server_serves_only_the_tenants_it_names(http_server: HttpMcpServer) -> None:
+    server = McpServer("calc", url=http_server.url, tenants=frozenset({"acme"}))
+    async with McpTools([server]) as tools:
+        assert await tools.tools(RequestContext(tenant="globex")) == []
+        with pytest.raises(ToolNotFound):
+            await tools.execute("calc__add", "c", {"a": 1, "b": 1}, RequestContext(tenant="globex"))
+        listed = await tools.tools(RequestContext(tenant="acme"))
+        assert "calc__add" in [t.name for t in listed]
+        acme = RequestContext(tenant="acme")
+        assert await tools.execute("calc__add", "c", {"a": 1, "b": 1}, acme) == {"result": 2}
+
+
+def test_a_declaration_names_its_secrets_by_variable(tmp_path: Path) -> None:
+    declared = tmp_path / "mcp.toml"
+    declared.write_text(
+        '[servers.docs]\nurl = "http://127.0.0.1:9/mcp"\n'
+        'headers_env = { Authorization = "DOCS_TOKEN" }\ntenants = ["acme"]\ntimeout = 5\n'
+        '[servers.files]\ncommand = "python"\nargs = ["files.py"]\n'
+    )
+    tools = McpTools.from_file(declared, {"DOCS_TOKEN": "Bearer t"})
+    docs, files = tools.servers["docs"], tools.servers["files"]
+    assert docs.headers == {"Authorization": "Bearer t"}
+    assert docs.tenants == frozenset({"acme"}) and docs.timeout == 5
+    assert "Bearer t" not in repr(docs)
+    assert files.command == "python" and list(files.args) == ["files.py"]
+    with pytest.raises(ValueError, match="DOCS_TOKEN"):
+        McpTools.from_file(declared, {})
+    declared.write_text('[servers.x]\nurl = "http://127.0.0.1:9/mcp"\nheaders = {A = "b"}\n')
+    with pytest.raises(ValueError, match="unknown keys"):
+        McpTools.from_file(declared, {})

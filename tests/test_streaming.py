@@ -110,6 +110,7 @@ async def test_tool_call_emits_output_item_done(
         "type": "function_call_output",
         "call_id": f"call_step_{step.sequence}",
         "name": "echo",
+        "arguments": '{"x":1}',
         "output": json.dumps({"echo": {"x": 1}}, separators=(",", ":")),
     }
 

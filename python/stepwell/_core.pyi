@@ -24,6 +24,9 @@ __all__ = [
     "function_output_item",
     "id_prefix",
     "loop_config_defaults",
+    "mcp_approval_request_item",
+    "mcp_call_item",
+    "mcp_list_tools_item",
     "message_item",
     "post_json",
     "reasoning_item",
@@ -98,8 +101,14 @@ class CountingSink:
 class ResponsesStream:
     """A sink encoding a response's events as the Open Responses SSE stream in Rust."""
 
-    def __new__(cls, request_id: str, on_frames: Callable[[str], object]) -> Self: ...
+    def __new__(
+        cls,
+        request_id: str,
+        on_frames: Callable[[str], object],
+        mcp: Mapping[str, tuple[str, str, bool]] | None = None,
+    ) -> Self: ...
     def start(self, response: Any) -> str: ...
+    def announce(self, items: Any) -> str: ...
     def resume(self, response: Any, next_sequence: int, next_output_index: int) -> None: ...
     @staticmethod
     def done() -> str: ...
@@ -147,4 +156,22 @@ def function_output_item(
     request_id: str, sequence: int, call_id: str, output: str
 ) -> dict[str, Any]: ...
 def compaction_item(request_id: str, sequence: int, encrypted_content: str) -> dict[str, Any]: ...
+def mcp_call_item(
+    request_id: str,
+    sequence: int,
+    call_id: str,
+    server_label: str,
+    name: str,
+    arguments: str,
+    status: str,
+    output: str | None = None,
+    error: str | None = None,
+    approval_request_id: str | None = None,
+) -> dict[str, Any]: ...
+def mcp_approval_request_item(
+    request_id: str, sequence: int, call_id: str, server_label: str, name: str, arguments: str
+) -> dict[str, Any]: ...
+def mcp_list_tools_item(
+    request_id: str, index: int, server_label: str, tools: Any, error: str | None = None
+) -> dict[str, Any]: ...
 def compact_json(value: Any) -> str: ...

@@ -134,13 +134,20 @@ class ToolSchema:
 class RequestContext:
     """Per-request context handed to every ``ToolExecutor`` call.
 
-    ``extensions`` is free for the application: it reaches Python tools as it
-    is (it need not be JSON).
+    ``tenant`` is the tenant the request belongs to (``""`` when there is one
+    only), for executors that serve tenants differently. ``extensions`` is free
+    for the application: it reaches Python tools as it is (it need not be
+    JSON).
     """
 
     model: str | None = None
     extensions: dict[str, Any] = field(default_factory=dict)
+    tenant: str = ""
 
+
+MCP_SEPARATOR = "__"
+"""Between an MCP server's label and a tool's name, in the function names
+the model calls MCP tools by (`<label>__<tool>`)."""
 
 _LOOP_DEFAULTS: dict[str, Any] = _core.loop_config_defaults()
 

@@ -48,9 +48,51 @@ def is_compaction(step: ChainStep) -> bool:
     )
 
 
-def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
-    """The output items the steps produced, in step order."""
+def _mcp_call(
+    request_id: str,
+    sequence: int,
+    call_id: str,
+    route: tuple[str, str, bool],
+    arguments: str,
+    step: ChainStep | None,
+    approval_request_id: str | None = None,
+) -> JSONDict:
+    """The item of an MCP call: how its tool step ended, or, with none, an
+    approval request (when it needs one) or a call that never ran."""
+    label, tool, approval = route
+    if step is None:
+        if approval:
+            return _core.mcp_approval_request_item(
+                request_id, sequence, call_id, label, tool, arguments
+            )
+        return _core.mcp_call_item(request_id, sequence, call_id, label, tool, arguments,
+                                   "incomplete")  # fmt: skip
+    if step.state is StepState.COMPLETED:
+        status, output, error = "completed", tool_output_text(step), None
+    elif step.state is StepState.FAILED:
+        status, output, error = "failed", None, (step.error or {}).get("message", "the tool failed")
+    else:
+        status, output, error = "in_progress", None, None
+    return _core.mcp_call_item(
+        request_id, sequence, call_id, label, tool, arguments, status,
+        output, error, approval_request_id,
+    )  # fmt: skip
+
+
+def output_items(
+    request_id: str,
+    steps: list[ChainStep],
+    mcp: dict[str, tuple[str, str, bool]] | None = None,
+) -> list[JSONDict]:
+    """The output items the steps produced, in step order; `mcp` routes the
+    functions MCP servers serve (their calls are `mcp_call` items)."""
     items: list[JSONDict] = []
+    routes = mcp or {}
+    by_call = {
+        s.request_payload.get("call_id"): s
+        for s in steps
+        if routes and s.kind is StepKind.TOOL_CALL and s.request_payload.get("name") in routes
+    }
     for step in steps:
         if step.kind is StepKind.MODEL_CALL and step.state is StepState.COMPLETED:
             choices = (step.response_payload or {}).get("choices") or [{}]
@@ -72,12 +114,29 @@ def output_items(request_id: str, steps: list[ChainStep]) -> list[JSONDict]:
                 )
             for call in calls:
                 function = call["function"]
+                route = routes.get(function["name"])
+                if route is not None:
+                    items.append(
+                        _mcp_call(request_id, step.sequence, call["id"], route,
+                                  function["arguments"], by_call.get(call["id"]))
+                    )  # fmt: skip
+                    continue
                 items.append(
                     _core.function_call_item(
                         request_id, step.sequence, call["id"], function["name"],
                         function["arguments"],
                     )
                 )  # fmt: skip
+        elif step.request_payload.get("name") in routes:
+            # Made by a model step of this response (shown there), or run on
+            # the client's approval: its call id is the approval request's.
+            call_id = str(step.request_payload.get("call_id"))
+            if call_id.startswith("mcpr_"):
+                route = routes[step.request_payload["name"]]
+                arguments = compact_json(step.request_payload.get("args") or {})
+                items.append(
+                    _mcp_call(request_id, step.sequence, call_id, route, arguments, step, call_id)
+                )
         elif is_compaction(step):
             if step.state is StepState.COMPLETED:
                 sealed = (step.response_payload or {}).get("encrypted_content", "")
@@ -125,10 +184,26 @@ def usage(steps: list[ChainStep]) -> JSONDict:
     }
 
 
+def mcp_echo(tool: JSONDict) -> JSONDict:
+    """An `mcp` tool as a Response echoes it (never its headers)."""
+    return {
+        "type": "mcp",
+        "server_label": tool["server_label"],
+        "server_url": tool.get("server_url"),
+        "server_description": tool.get("server_description"),
+        "allowed_tools": tool.get("allowed_tools"),
+        "require_approval": tool.get("require_approval") or "always",
+        "headers": None,
+    }
+
+
 def echo_tools(tools: list[JSONDict]) -> list[JSONDict]:
-    """The request's function tools as a Response echoes them."""
+    """The request's tools as a Response echoes them (an MCP server's
+    without its headers)."""
     return [
-        {
+        mcp_echo(t)
+        if t.get("type") == "mcp"
+        else {
             "type": "function",
             "name": t["name"],
             "description": t.get("description"),
@@ -230,8 +305,12 @@ def assemble(
     tools: list[JSONDict],
     created_at: int,
     error: JSONDict | None = None,
+    prelude: list[JSONDict] | None = None,
+    mcp: dict[str, tuple[str, str, bool]] | None = None,
 ) -> JSONDict:
-    """The Response for `steps` (the top-level chain) ending in `status`."""
+    """The Response for `steps` (the top-level chain) ending in `status`;
+    `prelude` are the items it has before any step (MCP tool listings), `mcp`
+    the routes of the functions MCP servers serve."""
     reason = None
     last_model = next((s for s in reversed(steps) if s.kind is StepKind.MODEL_CALL), None)
     if status == "completed" and last_model is not None and last_model.response_payload:
@@ -242,7 +321,7 @@ def assemble(
         body,
         request_id,
         status=status,
-        output=output_items(request_id, steps),
+        output=[*(prelude or []), *output_items(request_id, steps, mcp)],
         usage_block=usage(steps),
         created_at=created_at,
         tools=tools,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import _core
 from ..errors import StepwellError
+from ..types import MCP_SEPARATOR
 
 JSONDict = dict[str, Any]
 
@@ -99,12 +101,37 @@ def input_messages(items: Any, param: str = "input") -> list[JSONDict]:
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
     messages: list[JSONDict] = []
+    # An MCP call's result, told once the calls beside it are all given: a
+    # tool message must follow the assistant message that made the call.
+    results: list[JSONDict] = []
     for index, item in enumerate(items):
         where = f"{param}[{index}]"
         if not isinstance(item, dict):
             raise InvalidRequest("each input item must be an object", where)
         kind = item.get("type", "message")
-        if kind == "message":
+        if kind not in _CALLS:
+            messages += results
+            results = []
+        if kind in _MCP_CALLS:
+            name = f"{item.get('server_label')}{MCP_SEPARATOR}{item.get('name')}"
+            _add_call(messages, str(item.get("id")), name, str(item.get("arguments") or ""))
+            if kind == "mcp_call":
+                results.append(
+                    {"role": "tool", "tool_call_id": item.get("id"), "content": _mcp_result(item)}
+                )
+        elif kind == "mcp_approval_response":
+            if item.get("approve") is not True:
+                reason = f" ({item['reason']})" if item.get("reason") else ""
+                messages.append(
+                    {
+                        "role": "tool",
+                        "tool_call_id": item.get("approval_request_id"),
+                        "content": f"The user did not approve this call{reason}; it did not run.",
+                    }
+                )
+        elif kind == "mcp_list_tools":
+            continue  # the tools it lists are offered as functions
+        elif kind == "message":
             role = item.get("role")
             if role not in _KNOWN_ROLES:
                 raise InvalidRequest(f"unsupported message role {role!r}", f"{where}.role")
@@ -112,16 +139,8 @@ def input_messages(items: Any, param: str = "input") -> list[JSONDict]:
             content = _content(item.get("content", ""), f"{where}.content")
             messages.append({"role": chat_role, "content": content})
         elif kind == "function_call":
-            call = {
-                "id": item.get("call_id"),
-                "type": "function",
-                "function": {"name": item.get("name"), "arguments": item.get("arguments", "")},
-            }
-            last = messages[-1] if messages else None
-            if last and last["role"] == "assistant" and "tool_calls" in last:
-                last["tool_calls"].append(call)
-            else:
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            arguments = item.get("arguments", "")
+            _add_call(messages, item.get("call_id"), item.get("name"), arguments)
         elif kind == "function_call_output":
             output = _tool_output(item.get("output", ""), f"{where}.output")
             messages.append(
@@ -133,7 +152,35 @@ def input_messages(items: Any, param: str = "input") -> list[JSONDict]:
             raise InvalidRequest(
                 f"Input items of type {kind!r} are not supported by this server.", f"{where}.type"
             )
-    return messages
+    return messages + results
+
+
+_MCP_CALLS = ("mcp_call", "mcp_approval_request")
+_CALLS = ("function_call", *_MCP_CALLS)
+
+
+def _add_call(messages: list[JSONDict], call_id: Any, name: Any, arguments: Any) -> None:
+    """A tool call, joined to the assistant message of the calls before it."""
+    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    last = messages[-1] if messages else None
+    if last and last["role"] == "assistant" and "tool_calls" in last:
+        last["tool_calls"].append(call)
+    else:
+        messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+def _mcp_result(item: JSONDict) -> str:
+    """What the model was told of an `mcp_call`."""
+    if item.get("output") is not None:
+        return str(item["output"])
+    error = item.get("error")
+    if isinstance(error, dict):
+        parts = error.get("content") or []
+        texts = [str(p.get("text", "")) for p in parts if isinstance(p, dict)]
+        error = "".join(texts) or error.get("message")
+    if error is not None:
+        return _core.compact_json({"error": error})
+    return "The call did not run."
 
 
 def _tool_output(output: Any, param: str) -> str:

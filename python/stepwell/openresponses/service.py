@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from .._core import HttpClient, ResponsesStream
@@ -17,6 +17,9 @@ from ..errors import LeaseLost, LoopError, LoopFailed, StoreError
 from ..protocols import ResponseStore, ToolExecutor
 from ..stores import IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
+
+if TYPE_CHECKING:
+    from ..tools.mcp import McpTools
 from .assemble import output_items, response_object, usage
 from .compaction import (
     COMPACT_FIELDS,
@@ -27,6 +30,7 @@ from .compaction import (
     summarize,
 )
 from .errors import loop_error
+from .mcp import McpCalls, RequestMcp, mcp_entries, without_secrets
 from .request import InvalidRequest, JSONDict
 from .tokens import count_tokens
 from .transition import Agent, ResponsesTransition, stored
@@ -44,7 +48,9 @@ class Responses:
     client-side tool, returned to the caller); ``target`` is the
     chat-completions upstream. ``compaction_key`` seals the `compaction`
     items `compact` makes (a random one when not given: such items then open
-    only in this process).
+    only in this process). ``mcp`` holds the MCP servers the operator
+    declares (and the URLs it allows) for requests' `mcp` tools; without
+    it, a request naming an MCP server is refused.
     """
 
     def __init__(
@@ -57,8 +63,10 @@ class Responses:
         client: HttpClient | None = None,
         config: LoopConfig = _DEFAULT_CONFIG,
         compaction_key: bytes | None = None,
+        mcp: McpTools | None = None,
     ) -> None:
         self.store = store
+        self.mcp = mcp
         self.compaction = CompactionKey(compaction_key)
         self.tools = tools
         self.target = target
@@ -74,11 +82,18 @@ class Responses:
         created_at: int,
         tenant: str,
         earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
+        kept_mcp: JSONDict | None = None,
     ) -> Prepared:
         """This request's view of the store (its own transition, nothing written on
         the shared store) and the response as it stands before any step (what
-        `response.created` announces)."""
-        served = await self.tools.tools(RequestContext(model=body["model"]))
+        `response.created` announces). Its MCP servers' tools are listed here,
+        unless `kept_mcp` holds the listing made when it was created."""
+        served = await self.tools.tools(RequestContext(model=body["model"], tenant=tenant))
+        entries = mcp_entries(body, self.mcp, tenant)
+        mcp = None
+        if entries:
+            listings = (kept_mcp or {}).get("listings") or {}
+            mcp = RequestMcp(entries, listings, self.mcp)
         transition = ResponsesTransition(
             self.store,
             served=served,
@@ -86,7 +101,14 @@ class Responses:
             tenant=tenant,
             earlier=earlier,
             compaction=self.compaction,
+            mcp=mcp,
         )
+        if mcp is not None:
+            if kept_mcp is None:
+                reused = await transition.mcp_listings(body)
+                transition.prelude = await mcp.list_tools(request_id, reused)
+            else:
+                transition.prelude = list(kept_mcp.get("items") or [])
         _, tools = await transition.context(body)
         initial = response_object(
             body,
@@ -97,7 +119,7 @@ class Responses:
             created_at=created_at,
             tools=tools,
         )
-        return Prepared(request_id, body, transition, initial)
+        return Prepared(request_id, body, transition, initial, tenant=tenant, mcp=mcp)
 
     async def prepare(
         self,
@@ -120,7 +142,10 @@ class Responses:
         # Setting up converts the whole input, so a request refused there is
         # refused before anything of it is kept.
         run = await self._setup(body, request_id, created_at, tenant, earlier)
-        kept = stored(body, created_at, tenant, run.initial)
+        # An MCP server's headers stay in this process: never in the store.
+        kept = stored(without_secrets(body), created_at, tenant, run.initial)
+        if run.mcp is not None:
+            kept["mcp"] = run.kept_mcp()
         if lease is None:
             await self.store.save_request(request_id, kept, tenant=tenant)
             return run
@@ -134,6 +159,7 @@ class Responses:
         `InvalidRequest` for a bad body, `NoTokenizer` when the upstream
         cannot count, `TokenCountFailed` when its tokenizer fails."""
         run = await self._setup(validate(body), "input_tokens", int(time.time()), tenant)
+        await run.close()
         model_call = await run.transition.first_model_call(run.body)
         return await count_tokens(self.target, model_call, self.client)
 
@@ -151,6 +177,7 @@ class Responses:
                     )
         now = int(time.time())
         run = await self._setup(validate(body), "compact", now, tenant)
+        await run.close()
         model_call = await run.transition.first_model_call(run.body)
         summary, usage = await summarize(self.target, model_call, self.client)
         compaction = {
@@ -190,7 +217,10 @@ class Responses:
             tools=saved["request"].get("tools") or [],
         )
         steps = [s for s in await self.store.steps(request_id) if s.scope_parent is None]
-        return {**announced, "output": output_items(request_id, steps), "usage": usage(steps)}
+        mcp = saved.get("mcp") or {}
+        routes = {name: tuple(route) for name, route in (mcp.get("routes") or {}).items()}
+        output = [*(mcp.get("items") or []), *output_items(request_id, steps, routes)]
+        return {**announced, "output": output, "usage": usage(steps)}
 
     async def drive(
         self,
@@ -210,8 +240,10 @@ class Responses:
         """
         sink = None
         if on_frames is not None:
-            sink = ResponsesStream(run.request_id, on_frames)
+            sink = ResponsesStream(run.request_id, on_frames, run.routes())
             on_frames(sink.start(run.initial))
+            if run.transition.prelude:
+                on_frames(sink.announce(run.transition.prelude))
         return await self._run(run, sink, fence)
 
     async def _run(self, run: Prepared, sink: Any, fence: int | None) -> JSONDict:
@@ -219,11 +251,13 @@ class Responses:
         tools = self.tools
         if compact_threshold(body) is not None:
             tools = Compacting(tools, self.target, self.compaction, self.client)
+        if run.mcp is not None:
+            tools = McpCalls(tools, run.mcp)
         try:
             result = await run_response_loop(
                 WithTransition(self.store, run.transition, fence),
                 tools,
-                RequestContext(model=body["model"]),
+                RequestContext(model=body["model"], tenant=run.tenant),
                 self.target,
                 request_id=request_id,
                 sink=sink,
@@ -249,6 +283,8 @@ class Responses:
             # Whatever else stops the run still ends the response: accepted
             # means it ends, never a row left in progress.
             result = await self._failed(run, error, fence)
+        finally:
+            await run.close()
         kept = await self.store.outcome(request_id)
         return kept[1] if kept else result  # type: ignore[no-any-return]
 
@@ -309,12 +345,17 @@ class Responses:
             # Terminal already: returned as it stands, not run or rewritten again.
             return finished[1]  # type: ignore[no-any-return]
         tenant = saved.get("tenant", "")
-        run = await self._setup(saved["request"], request_id, saved["created_at"], tenant)
+        run = await self._setup(
+            saved["request"], request_id, saved["created_at"], tenant,
+            kept_mcp=saved.get("mcp") or {},
+        )  # fmt: skip
         sink = None
         if on_frames is not None:
-            sink = ResponsesStream(request_id, on_frames)
+            sink = ResponsesStream(request_id, on_frames, run.routes())
             if next_sequence == 0:
                 on_frames(sink.start(run.initial))
+                if run.transition.prelude:
+                    on_frames(sink.announce(run.transition.prelude))
             else:
                 sink.resume(run.initial, next_sequence, next_output_index)
         return await self._run(run, sink, fence)
@@ -354,3 +395,26 @@ class Prepared:
     initial: JSONDict
     fence: int | None = None
     """The token of the lease the response was kept under, if it was."""
+    tenant: str = ""
+    """The tenant the response belongs to."""
+    mcp: RequestMcp | None = None
+    """The MCP servers the request names, while it runs here."""
+
+    async def close(self) -> None:
+        """Closes the sessions the request opened with its own MCP servers."""
+        if self.mcp is not None:
+            await self.mcp.aclose()
+
+    def routes(self) -> dict[str, tuple[str, str, bool]] | None:
+        """The functions MCP servers serve in this response, for its stream."""
+        return self.mcp.routes if self.mcp is not None else None
+
+    def kept_mcp(self) -> JSONDict:
+        """What is kept of the request's MCP servers: the listing items made,
+        the tools offered (listed or reused) and their routes."""
+        assert self.mcp is not None
+        return {
+            "items": self.transition.prelude,
+            "listings": self.mcp.listings,
+            "routes": {name: list(route) for name, route in self.mcp.routes.items()},
+        }

@@ -42,6 +42,14 @@ from .assemble import assemble, is_compaction, tool_output_text
 from .compaction import CompactionKey, compact_threshold, fold, summary_message
 from .errors import model_call_error
 from .items import input_items
+from .mcp import (
+    RequestMcp,
+    approval_requests,
+    approved_in,
+    function_name,
+    listings_in,
+    tell_unanswered,
+)
 from .request import (
     InvalidRequest,
     JSONDict,
@@ -114,7 +122,10 @@ class ResponsesTransition:
     responses only; ``earlier`` holds responses that are not in the store
     (``store: false`` ones a WebSocket connection made), by request id: their
     request body and how they ended. With ``compaction``, `compaction` input
-    items are opened into the summaries they stand for.
+    items are opened into the summaries they stand for. ``mcp`` holds the
+    request's MCP servers (their tools offered to the model, their calls
+    run as tool steps) and ``prelude`` the items the response has before
+    any step (their tool listings).
     """
 
     def __init__(
@@ -126,8 +137,12 @@ class ResponsesTransition:
         tenant: str | None = None,
         earlier: Mapping[str, tuple[JSONDict, JSONDict]] | None = None,
         compaction: CompactionKey | None = None,
+        mcp: RequestMcp | None = None,
+        prelude: list[JSONDict] | None = None,
     ) -> None:
         self.store = store
+        self.mcp = mcp
+        self.prelude = prelude or []
         self.tenant = tenant
         self.earlier = earlier or {}
         self.compaction = compaction
@@ -161,6 +176,8 @@ class ResponsesTransition:
             agent, context, tools = await self._agent_context(scope_parent)
             model_body = {**body, "model": agent.model or body["model"]}
 
+        routes = self.mcp.routes if self.mcp is not None else {}
+
         def finish(status: str, error: JSONDict | None = None) -> JSONDict:
             return assemble(
                 body,
@@ -170,6 +187,8 @@ class ResponsesTransition:
                 tools=tools,
                 created_at=created_at,
                 error=error,
+                prelude=self.prelude,
+                mcp=routes,
             )
 
         for step in chain:
@@ -191,6 +210,10 @@ class ResponsesTransition:
                 "message": (last.error or {}).get("message", "the context could not be compacted"),
             }
             return Fail(finish("failed", error))
+        if last is None and scope_parent is None and self.mcp is not None:
+            approved = await self._approved_calls(body)
+            if approved:
+                return AppendSteps(approved)
         if last is None or last.kind is StepKind.TOOL_CALL:
             messages = fold(context + self.history(chain))
             if scope_parent is None and await self._context_passes_threshold(body, chain):
@@ -219,7 +242,12 @@ class ResponsesTransition:
         executed = sum(1 for s in chain if s.kind is StepKind.TOOL_CALL and not is_compaction(s))
         limit = model_body.get("max_tool_calls")
         within_limit = limit is None or executed + len(calls) <= limit
-        if calls and within_limit and all(c["function"]["name"] in self.served for c in calls):
+
+        def runs_here(name: str) -> bool:
+            route = routes.get(name)
+            return name in self.served if route is None else not route[2]
+
+        if calls and within_limit and all(runs_here(c["function"]["name"]) for c in calls):
             return AppendSteps(
                 [
                     StepDescriptor(
@@ -264,6 +292,42 @@ class ResponsesTransition:
                 return bool(total >= threshold)
         return False
 
+    async def _approved_calls(self, body: JSONDict) -> list[StepDescriptor]:
+        """The MCP calls the client approved in this request's input, as tool
+        steps: each answers its approval request (the call id is the
+        request's id), with the arguments the model gave."""
+        given = body.get("input")
+        approved = approved_in(given)
+        if not approved or not isinstance(given, list):
+            return []
+        requested = list(given)
+        previous = body.get("previous_response_id")
+        if previous:
+            _, outcome = await self._previous(str(previous))
+            requested = list(outcome.get("output") or []) + requested
+        routes = self.mcp.routes if self.mcp is not None else {}
+        steps = []
+        for request in approval_requests(requested):
+            name = function_name(str(request.get("server_label")), str(request.get("name")))
+            if request.get("id") in approved and name in routes:
+                arguments = str(request.get("arguments") or "")
+                payload = {"name": name, "args": _arguments(arguments), "call_id": request["id"]}
+                steps.append(StepDescriptor(StepKind.TOOL_CALL, payload))
+        return steps
+
+    async def mcp_listings(self, body: JSONDict) -> dict[str, list[JSONDict]]:
+        """The last tool listing of each MCP server in the chain a request
+        continues (or in its input): what it need not list again."""
+        given = body.get("input")
+        found = listings_in(given if isinstance(given, list) else [])
+        previous = body.get("previous_response_id")
+        while previous:
+            earlier_body, outcome = await self._previous(str(previous))
+            for label, tools in listings_in(outcome.get("output") or []).items():
+                found.setdefault(label, tools)
+            previous = earlier_body.get("previous_response_id")
+        return found
+
     async def _add_to_conversation(
         self, body: JSONDict, request_id: str, response: JSONDict
     ) -> None:
@@ -306,7 +370,9 @@ class ResponsesTransition:
                 self._unfold(output.get("output") or [], "previous_response_id"),
                 "previous_response_id",
             )
-            tools = tools or earlier_tools
+            # Function tools carry over; an MCP server is named again each turn
+            # (its headers were never kept).
+            tools = tools or [t for t in earlier_tools if t.get("type", "function") == "function"]
         conversation = conversation_id(body)
         if conversation is not None:
             kept = await self.store.load_conversation(conversation, tenant=self.tenant)
@@ -319,7 +385,7 @@ class ResponsesTransition:
         if body.get("instructions"):
             messages.insert(0, {"role": "system", "content": body["instructions"]})
         messages += input_messages(self._unfold(body.get("input", []), "input"))
-        return fold(messages), tools
+        return fold(tell_unanswered(messages, approved_in(body.get("input")))), tools
 
     def _unfold(self, items: Any, param: str) -> Any:
         return items if self.compaction is None else self.compaction.unfold(items, param)
@@ -357,9 +423,13 @@ class ResponsesTransition:
         return agent, messages, tools
 
     def _chat_tools(self, tools: list[JSONDict]) -> list[JSONDict]:
-        """The request's tools plus every served tool the request does not name."""
-        named = {t["name"] for t in tools}
-        return tools + [_schema_tool(s) for n, s in self.served.items() if n not in named]
+        """The request's function tools, its MCP servers' tools, and every
+        served tool the request does not name."""
+        functions = [t for t in tools if t.get("type", "function") == "function"]
+        if self.mcp is not None:
+            functions += self.mcp.chat_tools()
+        named = {t["name"] for t in functions}
+        return functions + [_schema_tool(s) for n, s in self.served.items() if n not in named]
 
     def history(self, chain: list[ChainStep]) -> list[JSONDict]:
         """The chat messages of the steps so far (a compaction step's: the

@@ -93,6 +93,10 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
                 pruning.cancel()
             await runs.stop()
             metrics.close()
+            # Executors that hold sessions open (MCP servers) close with the app.
+            close = getattr(responses.tools, "aclose", None)
+            if close is not None:
+                await close()
 
     table = [
         Route("/v1/responses", routes.create, methods=["POST"]),

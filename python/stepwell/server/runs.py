@@ -151,6 +151,7 @@ class Runs:
         if fence is None:
             fence = await self.store.claim(request_id, self.owner, self.lease_ttl)
         if fence is None:
+            await prepared.close()
             return None
         writer = LogWriter(self.events, request_id, fence=fence)
         run = self.responses.drive(prepared, on_frames=writer, fence=fence)

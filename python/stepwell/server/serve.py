@@ -40,6 +40,9 @@ class Settings:
     """``sqlite:PATH`` or ``memory``."""
     tools: str | None = None
     """HTTP tools declared in a TOML or JSON file."""
+    mcp: str | None = None
+    """MCP servers declared in a TOML file, their tools served to every
+    request (of the tenants each allows)."""
     host: str = "127.0.0.1"
     port: int = 8080
     """0 picks a free port (printed on start)."""
@@ -158,6 +161,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--store", help="'sqlite:PATH' (default ./stepwell.db), 'postgresql://...' or 'memory'"
     )
     parser.add_argument("--tools", help="HTTP tools declared in a TOML or JSON file")
+    parser.add_argument("--mcp", help="MCP servers declared in a TOML file")
     parser.add_argument(
         "--lease-ttl",
         help="seconds before a response whose process died is taken over (default 10)",
@@ -203,9 +207,18 @@ def build_responses(settings: Settings) -> Any:
     """The `Responses` a process runs: its store, tools and upstream."""
     from .._config import store_named, upstream_target
     from ..openresponses import Responses
-    from ..tools import HttpTools
+    from ..tools import HttpTools, Toolbox
 
-    tools = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
+    tools: Any = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
+    mcp = None
+    if settings.mcp:
+        from ..tools.mcp import McpTools
+
+        try:
+            mcp = McpTools.from_file(settings.mcp)
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"--mcp: {error}") from error
+        tools = Toolbox(tools, mcp)
     target = upstream_target(settings.upstream, settings.api_key_env)
     secret = None
     if settings.compaction_key_env:
@@ -213,7 +226,7 @@ def build_responses(settings: Settings) -> Any:
         if not value:
             raise SystemExit(f"--compaction-key-env: ${settings.compaction_key_env} is not set")
         secret = value.encode()
-    return Responses(store_named(settings.store), tools, target, compaction_key=secret)
+    return Responses(store_named(settings.store), tools, target, compaction_key=secret, mcp=mcp)
 
 
 def serve(args: argparse.Namespace) -> int:

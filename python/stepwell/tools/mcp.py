@@ -19,16 +19,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on older Pythons only
+    import tomli as tomllib
+
 from ..errors import ToolExecutionError, ToolNotFound
-from ..types import JSON, RequestContext, ToolKind, ToolSchema
+from ..types import JSON, MCP_SEPARATOR, RequestContext, ToolKind, ToolSchema
 
 log = logging.getLogger("stepwell.tools.mcp")
 
-SEPARATOR = "__"
+SEPARATOR = MCP_SEPARATOR
 """Between a server's label and a tool's name in the names the model sees."""
 _MAX_PAGES = 100  # a server whose listing never ends is cut off here
 
@@ -38,7 +46,8 @@ class McpServer:
     """One MCP server: its `label` and either its streamable HTTP `url` (with
     `headers` sent to it alone) or the `command` (and `args`, `env`) that
     starts it over stdio. `allowed_tools`, when given, are the only tools of
-    it that are offered; `timeout` bounds each request to it, in seconds."""
+    it that are offered; `tenants`, when given, the only tenants it serves;
+    `timeout` bounds each request to it, in seconds."""
 
     label: str
     url: str | None = None
@@ -47,6 +56,7 @@ class McpServer:
     args: Sequence[str] = ()
     env: Mapping[str, str] | None = None
     allowed_tools: frozenset[str] | None = None
+    tenants: frozenset[str] | None = None
     timeout: float = 60.0
 
     def __post_init__(self) -> None:
@@ -118,13 +128,72 @@ class McpTools:
     """A `ToolExecutor` over MCP servers (see the module's doc). Close it with
     `aclose` (or `async with`) when the application stops."""
 
-    def __init__(self, servers: Iterable[McpServer]) -> None:
+    @classmethod
+    def from_file(cls, path: str | Path, environ: Mapping[str, str] | None = None) -> McpTools:
+        """The servers declared in a TOML file, one `[servers.<label>]` table
+        each: `url` (with `headers_env`, a table of header name to the
+        environment variable holding its value: a secret never sits in the
+        file) or `command` (with `args` and `env`), and optionally
+        `allowed_tools`, `tenants` and `timeout`; and an `[allow]` table whose
+        `server_urls` are the servers a request may name by `server_url` (see
+        `admits`). Raises `ValueError` for a malformed file or a variable
+        that is not set."""
+        environ = os.environ if environ is None else environ
+        text = tomllib.loads(Path(path).read_text())
+        declared = text.get("servers", {})
+        allow = text.get("allow", {})
+        if not isinstance(declared, dict) or not isinstance(allow, dict):
+            raise ValueError(f"{path}: [servers.<label>] and [allow] must be tables")
+        urls = allow.get("server_urls", [])
+        if set(allow) - {"server_urls"} or not all(isinstance(u, str) for u in urls):
+            raise ValueError(f"{path}: [allow] takes server_urls, a list of URLs")
+        known = {"url", "headers_env", "command", "args", "env", "allowed_tools", "tenants",
+                 "timeout"}  # fmt: skip
+        servers = []
+        for label, entry in declared.items():
+            if not isinstance(entry, dict):
+                raise ValueError(f"{path}: servers.{label} must be a table")
+            unknown = set(entry) - known
+            if unknown:
+                raise ValueError(f"{path}: servers.{label}: unknown keys {sorted(unknown)}")
+            headers = {}
+            for header, variable in (entry.get("headers_env") or {}).items():
+                if not environ.get(variable):
+                    raise ValueError(f"{path}: servers.{label}: ${variable} is not set")
+                headers[header] = environ[variable]
+            listed = {k: frozenset(entry[k]) for k in ("allowed_tools", "tenants") if k in entry}
+            servers.append(
+                McpServer(
+                    label,
+                    url=entry.get("url"),
+                    headers=headers,
+                    command=entry.get("command"),
+                    args=tuple(entry.get("args") or ()),
+                    env=entry.get("env"),
+                    timeout=float(entry.get("timeout", 60.0)),
+                    **listed,
+                )
+            )
+        return cls(servers, allowed_urls=urls)
+
+    def __init__(self, servers: Iterable[McpServer], *, allowed_urls: Iterable[str] = ()) -> None:
         self.servers = {s.label: s for s in servers}
+        self.allowed_urls = tuple(allowed_urls)
         self._sessions: dict[str, _Session] = {}
         # Each server's listing, kept while its session lasts: every request
         # (and a Toolbox, every call) asks for the tools.
         self._listed: dict[str, list[Any]] = {}
         self._lock = asyncio.Lock()
+
+    def admits(self, url: str) -> bool:
+        """Whether a request may name the server at `url`: one of
+        `allowed_urls` exactly, or under one that ends with `/`. Nothing else
+        is admitted: a request never makes this server connect wherever it
+        says."""
+        return any(
+            url == allowed or (allowed.endswith("/") and url.startswith(allowed))
+            for allowed in self.allowed_urls
+        )
 
     async def __aenter__(self) -> McpTools:
         return self
@@ -140,9 +209,12 @@ class McpTools:
             await session.close()
 
     async def tools(self, ctx: RequestContext) -> Sequence[ToolSchema]:
-        """Every server's tools (allowed ones), as `<label>__<tool>`."""
+        """The tools (allowed ones) of every server that serves the request's
+        tenant, as `<label>__<tool>`."""
         schemas: list[ToolSchema] = []
         for server in self.servers.values():
+            if server.tenants is not None and ctx.tenant not in server.tenants:
+                continue
             for tool in await self.list_tools(server.label):
                 schemas.append(
                     ToolSchema(
@@ -196,6 +268,8 @@ class McpTools:
         label, _, name = tool_name.partition(SEPARATOR)
         server = self.servers.get(label)
         if server is None or not name:
+            raise ToolNotFound(f"no MCP tool {tool_name!r}")
+        if server.tenants is not None and ctx.tenant not in server.tenants:
             raise ToolNotFound(f"no MCP tool {tool_name!r}")
         if server.allowed_tools is not None and name not in server.allowed_tools:
             raise ToolNotFound(f"MCP tool {name!r} of {label!r} is not allowed")

@@ -24,6 +24,13 @@ class Toolbox:
                 routes.setdefault(schema.name, (schema, executor))
         return routes
 
+    async def aclose(self) -> None:
+        """Closes the executors that hold something open (`aclose`)."""
+        for executor in self.executors:
+            close = getattr(executor, "aclose", None)
+            if close is not None:
+                await close()
+
     async def tools(self, ctx: RequestContext) -> list[ToolSchema]:
         schemas = [schema for schema, _ in (await self._routes(ctx)).values()]
         schemas += [

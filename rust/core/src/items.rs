@@ -33,6 +33,10 @@ pub fn id_prefix(kind: &str) -> &'static str {
         "function_call" => "fc",
         "function_call_output" => "fco",
         "compaction" => "cmp",
+        "mcp_call" => "mcp",
+        "mcp_approval_request" => "mcpr",
+        "mcp_approval_response" => "mcpa",
+        "mcp_list_tools" => "mcpl",
         _ => "item",
     }
 }
@@ -55,6 +59,21 @@ pub fn function_call_id(request_id: &str, sequence: i64, call_id: &str) -> Strin
 /// The id of the output of a tool step.
 pub fn function_output_id(request_id: &str, sequence: i64) -> String {
     format!("fco_{request_id}_{sequence}")
+}
+
+/// The id of an MCP call a model step made.
+pub fn mcp_call_id(request_id: &str, sequence: i64, call_id: &str) -> String {
+    format!("mcp_{request_id}_{sequence}_{call_id}")
+}
+
+/// The id of the approval request for an MCP call a model step made.
+pub fn mcp_approval_request_id(request_id: &str, sequence: i64, call_id: &str) -> String {
+    format!("mcpr_{request_id}_{sequence}_{call_id}")
+}
+
+/// The id of the listing of an MCP server's tools, the `index`th of a response.
+pub fn mcp_list_tools_id(request_id: &str, index: usize) -> String {
+    format!("mcpl_{request_id}_{index}")
 }
 
 /// The id of the `compaction` item a compaction step produced.
@@ -126,6 +145,55 @@ pub fn function_call(id: &str, call_id: &str, name: &str, arguments: &str, statu
 pub fn function_call_output(id: &str, call_id: &Value, output: &Value) -> Value {
     json!({"type": "function_call_output", "id": id, "call_id": call_id,
            "output": output, "status": "completed"})
+}
+
+/// What became of an MCP call: its status, and its output or error.
+#[derive(Debug, Clone, Copy)]
+pub enum McpOutcome<'a> {
+    /// Still running (or its arguments still coming).
+    InProgress,
+    /// The server answered: the text the model was given.
+    Completed(&'a Value),
+    /// The call failed: the message the model was told.
+    Failed(&'a Value),
+    /// The response ended before the call ran.
+    Incomplete,
+}
+
+/// An `mcp_call` item: a call of the tool `name` of the server `server_label`.
+pub fn mcp_call(
+    id: &str,
+    server_label: &str,
+    name: &str,
+    arguments: &str,
+    outcome: McpOutcome<'_>,
+    approval_request_id: Option<&str>,
+) -> Value {
+    let (status, output, error) = match outcome {
+        McpOutcome::InProgress => ("in_progress", Value::Null, Value::Null),
+        McpOutcome::Completed(output) => ("completed", output.clone(), Value::Null),
+        McpOutcome::Failed(message) => {
+            let content = json!([{"type": "text", "text": message}]);
+            let error = json!({"type": "mcp_tool_execution_error", "content": content});
+            ("failed", Value::Null, error)
+        }
+        McpOutcome::Incomplete => ("incomplete", Value::Null, Value::Null),
+    };
+    json!({"type": "mcp_call", "id": id, "server_label": server_label, "name": name,
+           "arguments": arguments, "output": output, "error": error, "status": status,
+           "approval_request_id": approval_request_id})
+}
+
+/// An `mcp_approval_request` item: a call that waits for the client's approval.
+pub fn mcp_approval_request(id: &str, server_label: &str, name: &str, arguments: &str) -> Value {
+    json!({"type": "mcp_approval_request", "id": id, "server_label": server_label,
+           "name": name, "arguments": arguments})
+}
+
+/// An `mcp_list_tools` item: the tools a server offered (or why it could not).
+pub fn mcp_list_tools(id: &str, server_label: &str, tools: Value, error: Option<&str>) -> Value {
+    json!({"type": "mcp_list_tools", "id": id, "server_label": server_label,
+           "tools": tools, "error": error})
 }
 
 /// A `compaction` item: what stands for the context before it.

@@ -282,6 +282,7 @@ impl LoopRun<'_> {
     ) -> Result<(), LoopError> {
         self.store.mark_step_processing(&step.id).await?;
         let payload = &descriptor.request_payload;
+        let request = payload;
         let tool_name = match descriptor.kind {
             StepKind::ModelCall => None,
             StepKind::ToolCall => {
@@ -310,21 +311,9 @@ impl LoopRun<'_> {
         };
         match outcome {
             Ok(result) => {
-                let done = tool_name.is_some() && level.sink.is_some();
-                let output = done.then(|| {
-                    // The model's id for the call when the step carries one (Open
-                    // Responses needs it to pair call and output); else onwards'.
-                    let call_id = match payload.get("call_id") {
-                        Some(Value::String(id)) => id.clone(),
-                        _ => format!("call_step_{}", step.sequence),
-                    };
-                    json!({
-                        "type": "function_call_output",
-                        "call_id": call_id,
-                        "name": tool_name,
-                        "output": compact_json(&result),
-                    })
-                });
+                let output = tool_name
+                    .filter(|_| level.sink.is_some())
+                    .map(|name| tool_result(step, payload, name, compact_json(&result), None));
                 let usage = result.get("usage").filter(|_| tool_name.is_none()).cloned();
                 self.store.complete_step(&step.id, result).await?;
                 if let Some(output) = output {
@@ -348,6 +337,16 @@ impl LoopRun<'_> {
                     _ => None,
                 };
                 self.store.fail_step(&step.id, payload.clone()).await?;
+                if let Some(name) = tool_name.filter(|_| level.sink.is_some()) {
+                    // What the model is told: the error's message.
+                    let message = payload
+                        .get("message")
+                        .cloned()
+                        .unwrap_or_else(|| json!("the tool failed"));
+                    let output = compact_json(&json!({ "error": message }));
+                    let result = tool_result(step, request, name, output, Some(message));
+                    level.emit(step.sequence, LoopEventKind::OutputItemDone, result);
+                }
                 let end = StepEnd {
                     state: "failed",
                     duration: started.elapsed(),
@@ -425,4 +424,34 @@ impl LoopRun<'_> {
 
 fn max_sequence(chain: &[ChainStep]) -> i64 {
     chain.iter().map(|s| s.sequence).max().unwrap_or(0)
+}
+
+/// The event body of a tool step's result: the call it answers (the model's
+/// id for it when the step carries one, else one made from the sequence), the
+/// tool's name, the text the model is given and, for a failed step, the error.
+fn tool_result(
+    step: &RecordedStep,
+    request: &Value,
+    name: &str,
+    output: String,
+    error: Option<Value>,
+) -> Value {
+    let call_id = match request.get("call_id") {
+        Some(Value::String(id)) => id.clone(),
+        _ => format!("call_step_{}", step.sequence),
+    };
+    // The arguments as the call made them, for a stream that shows the call
+    // with its result (an MCP call's item carries both).
+    let arguments = request.get("args").map(compact_json);
+    let mut result = json!({
+        "type": "function_call_output",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "output": output,
+    });
+    if let (Some(error), Some(object)) = (error, result.as_object_mut()) {
+        object.insert("error".into(), error);
+    }
+    result
 }

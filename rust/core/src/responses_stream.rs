@@ -13,15 +13,45 @@
 //! same items. An item stays open until its step can no longer add to it:
 //! when tool results arrive (the next round) or the response ends.
 
+use std::collections::HashMap;
+
 use serde_json::{Value, json};
 
 use crate::events::{EventData, LoopEvent, LoopEventKind};
-use crate::items::{self, function_call_id, function_output_id, message_id, reasoning_id};
+use crate::items::{
+    self, McpOutcome, function_call_id, function_output_id, mcp_approval_request_id, mcp_call_id,
+    message_id, reasoning_id,
+};
 
 /// The name of the tool step that compacts a response's context: its output
 /// is a `compaction` item, not a function call's output. The dot keeps it
 /// apart from every function name a request can give.
 pub const COMPACTION_TOOL: &str = "stepwell.compaction";
+
+/// A function the model can call that an MCP server serves: the stream shows
+/// its calls as `mcp_call` items (or, when each call needs the client's
+/// approval, `mcp_approval_request` items), not as function calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpRoute {
+    /// The server's label.
+    pub server_label: String,
+    /// The tool's name on that server.
+    pub tool: String,
+    /// Whether a call waits for the client's approval instead of running.
+    pub approval: bool,
+}
+
+/// An MCP call whose arguments are complete, waiting for its result.
+#[derive(Debug)]
+struct Awaiting {
+    call_id: String,
+    id: String,
+    index: usize,
+    route: McpRoute,
+    arguments: String,
+    /// Run on the client's approval: its call id is the approval request's.
+    approved: bool,
+}
 
 #[derive(Debug)]
 enum Open {
@@ -44,6 +74,7 @@ enum Open {
         call_id: String,
         name: String,
         arguments: String,
+        route: Option<McpRoute>,
     },
 }
 
@@ -54,6 +85,9 @@ pub struct ResponsesEncoder {
     sequence_number: u64,
     next_output_index: usize,
     open: Vec<Open>,
+    /// The functions MCP servers serve, by the name the model calls.
+    mcp: HashMap<String, McpRoute>,
+    awaiting: Vec<Awaiting>,
     /// The response as announced by `response.created`, for a failure that
     /// carries no response of its own.
     snapshot: Value,
@@ -70,7 +104,42 @@ impl ResponsesEncoder {
             sequence_number: 0,
             next_output_index: 0,
             open: Vec::new(),
+            mcp: HashMap::new(),
+            awaiting: Vec::new(),
             snapshot: Value::Null,
+        }
+    }
+
+    /// The functions MCP servers serve in this response, by the name the
+    /// model calls them by.
+    pub fn with_mcp(mut self, mcp: HashMap<String, McpRoute>) -> Self {
+        self.mcp = mcp;
+        self
+    }
+
+    /// Items the response has before any step (the listings of its MCP
+    /// servers' tools), each added and done at once.
+    pub fn announce(&mut self, announced: &[Value], out: &mut String) {
+        for item in announced {
+            let id = item.get("id").cloned().unwrap_or(Value::Null);
+            let index = self.add_item(item.clone(), out);
+            let listing = item.get("type").and_then(Value::as_str) == Some("mcp_list_tools");
+            if listing {
+                let body = json!({"item_id": id, "output_index": index});
+                self.frame("response.mcp_list_tools.in_progress", body.clone(), out);
+                let failed = item.get("error").is_some_and(|e| !e.is_null());
+                let name = if failed {
+                    "response.mcp_list_tools.failed"
+                } else {
+                    "response.mcp_list_tools.completed"
+                };
+                self.frame(name, body, out);
+            }
+            self.frame(
+                "response.output_item.done",
+                json!({"output_index": index, "item": item}),
+                out,
+            );
         }
     }
 
@@ -141,9 +210,16 @@ impl ResponsesEncoder {
                     _ => return,
                 };
                 self.close_reasoning(event.sequence, out);
-                let (id, index) = self.function_call(event.sequence, &call_id, name, delta, out);
+                let (id, index, route) =
+                    self.function_call(event.sequence, &call_id, name, delta, out);
+                let kind = match route {
+                    None => "response.function_call_arguments.delta",
+                    Some(false) => "response.mcp_call_arguments.delta",
+                    // An approval request has no arguments stream of its own.
+                    Some(true) => return,
+                };
                 self.frame(
-                    "response.function_call_arguments.delta",
+                    kind,
                     json!({"item_id": id, "output_index": index, "delta": delta}),
                     out,
                 );
@@ -151,6 +227,9 @@ impl ResponsesEncoder {
             (LoopEventKind::OutputItemDone, EventData::Json(result)) => {
                 // A tool result: the round that called the tool is over.
                 self.close_all(out);
+                if self.mcp_result(event.sequence, result, out) {
+                    return;
+                }
                 let item = self.tool_item(event.sequence, result);
                 let index = self.add_item(item.clone(), out);
                 self.frame(
@@ -161,11 +240,86 @@ impl ResponsesEncoder {
             }
             (LoopEventKind::Completed | LoopEventKind::Failed, EventData::Json(payload)) => {
                 self.close_all(out);
+                // Calls that never ran: the response ended first.
+                for awaiting in std::mem::take(&mut self.awaiting) {
+                    self.finish_mcp_call(awaiting, McpOutcome::Incomplete, out);
+                }
                 self.terminal(event.kind, payload, out);
             }
             // `response.created` was sent by `start`; other shapes carry nothing.
             _ => {}
         }
+    }
+
+    /// Ends the `mcp_call` a tool result answers, if it is an MCP call's;
+    /// whether it was. A call that ran on the client's approval (one no
+    /// model step of this response made) is added here, done at once.
+    fn mcp_result(&mut self, sequence: i64, result: &Value, out: &mut String) -> bool {
+        let call_id = result.get("call_id").and_then(Value::as_str).unwrap_or("");
+        let position = self.awaiting.iter().position(|a| a.call_id == call_id);
+        let awaiting = match position {
+            Some(position) => self.awaiting.remove(position),
+            None => {
+                let name = result.get("name").and_then(Value::as_str).unwrap_or("");
+                let Some(route) = self.mcp.get(name).cloned() else {
+                    return false;
+                };
+                let id = mcp_call_id(&self.request_id, sequence, call_id);
+                let arguments = result
+                    .get("arguments")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                let item = items::mcp_call(
+                    &id,
+                    &route.server_label,
+                    &route.tool,
+                    &arguments,
+                    McpOutcome::InProgress,
+                    Some(call_id),
+                );
+                let index = self.add_item(item, out);
+                Awaiting {
+                    call_id: call_id.to_owned(),
+                    id,
+                    index,
+                    route,
+                    arguments,
+                    approved: true,
+                }
+            }
+        };
+        let body = json!({"item_id": awaiting.id, "output_index": awaiting.index});
+        let outcome = match result.get("error") {
+            Some(error) => {
+                self.frame("response.mcp_call.failed", body, out);
+                McpOutcome::Failed(error)
+            }
+            None => {
+                self.frame("response.mcp_call.completed", body, out);
+                McpOutcome::Completed(result.get("output").unwrap_or(&Value::Null))
+            }
+        };
+        self.finish_mcp_call(awaiting, outcome, out);
+        true
+    }
+
+    fn finish_mcp_call(&mut self, awaiting: Awaiting, outcome: McpOutcome<'_>, out: &mut String) {
+        let route = &awaiting.route;
+        let approval = awaiting.approved.then_some(awaiting.call_id.as_str());
+        let item = items::mcp_call(
+            &awaiting.id,
+            &route.server_label,
+            &route.tool,
+            &awaiting.arguments,
+            outcome,
+            approval,
+        );
+        self.frame(
+            "response.output_item.done",
+            json!({"output_index": awaiting.index, "item": item}),
+            out,
+        );
     }
 
     /// The item a tool step's result is in the response.
@@ -308,7 +462,7 @@ impl ResponsesEncoder {
         name: &str,
         delta: &str,
         out: &mut String,
-    ) -> (String, usize) {
+    ) -> (String, usize, Option<bool>) {
         for open in &mut self.open {
             if let Open::FunctionCall {
                 sequence: s,
@@ -316,20 +470,45 @@ impl ResponsesEncoder {
                 index,
                 call_id: c,
                 arguments,
+                route,
                 ..
             } = open
                 && *s == sequence
                 && c == call_id
             {
                 arguments.push_str(delta);
-                return (id.clone(), *index);
+                return (id.clone(), *index, route.as_ref().map(|r| r.approval));
             }
         }
-        let id = function_call_id(&self.request_id, sequence, call_id);
-        let index = self.add_item(
-            items::function_call(&id, call_id, name, "", "in_progress"),
-            out,
-        );
+        let route = self.mcp.get(name).cloned();
+        let (id, item) = match &route {
+            None => {
+                let id = function_call_id(&self.request_id, sequence, call_id);
+                let item = items::function_call(&id, call_id, name, "", "in_progress");
+                (id, item)
+            }
+            Some(route) if route.approval => {
+                let id = mcp_approval_request_id(&self.request_id, sequence, call_id);
+                let item = items::mcp_approval_request(&id, &route.server_label, &route.tool, "");
+                (id, item)
+            }
+            Some(route) => {
+                let id = mcp_call_id(&self.request_id, sequence, call_id);
+                let label = &route.server_label;
+                let item =
+                    items::mcp_call(&id, label, &route.tool, "", McpOutcome::InProgress, None);
+                (id, item)
+            }
+        };
+        let index = self.add_item(item, out);
+        if route.as_ref().is_some_and(|r| !r.approval) {
+            self.frame(
+                "response.mcp_call.in_progress",
+                json!({"item_id": id, "output_index": index}),
+                out,
+            );
+        }
+        let approval = route.as_ref().map(|r| r.approval);
         self.open.push(Open::FunctionCall {
             sequence,
             id: id.clone(),
@@ -337,8 +516,9 @@ impl ResponsesEncoder {
             call_id: call_id.to_owned(),
             name: name.to_owned(),
             arguments: delta.to_owned(),
+            route,
         });
-        (id, index)
+        (id, index, approval)
     }
 
     fn close_reasoning(&mut self, sequence: i64, out: &mut String) {
@@ -415,9 +595,47 @@ impl ResponsesEncoder {
             Open::FunctionCall {
                 id,
                 index,
+                arguments,
+                route: Some(route),
+                call_id,
+                ..
+            } => {
+                if route.approval {
+                    let item = items::mcp_approval_request(
+                        &id,
+                        &route.server_label,
+                        &route.tool,
+                        &arguments,
+                    );
+                    self.frame(
+                        "response.output_item.done",
+                        json!({"output_index": index, "item": item}),
+                        out,
+                    );
+                    return;
+                }
+                self.frame(
+                    "response.mcp_call_arguments.done",
+                    json!({"item_id": id, "output_index": index, "arguments": arguments}),
+                    out,
+                );
+                // Done once its result comes (or the response ends first).
+                self.awaiting.push(Awaiting {
+                    call_id,
+                    id,
+                    index,
+                    route,
+                    arguments,
+                    approved: false,
+                });
+            }
+            Open::FunctionCall {
+                id,
+                index,
                 call_id,
                 name,
                 arguments,
+                route: None,
                 ..
             } => {
                 self.frame(

@@ -107,6 +107,78 @@ fn compaction_item<'py>(
     convert::to_py(py, &items::compaction(&id, encrypted_content))
 }
 
+/// An `mcp_call` item of a model step: `status` is `completed` (with
+/// `output`), `failed` (with `error`), `incomplete` or `in_progress`.
+#[pyfunction]
+#[pyo3(signature = (request_id, sequence, call_id, server_label, name, arguments, status, output=None, error=None, approval_request_id=None))]
+#[allow(clippy::too_many_arguments)]
+fn mcp_call_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    call_id: &str,
+    server_label: &str,
+    name: &str,
+    arguments: &str,
+    status: &str,
+    output: Option<&str>,
+    error: Option<&str>,
+    approval_request_id: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::mcp_call_id(request_id, sequence, call_id);
+    let output = Value::from(output);
+    let error = Value::from(error);
+    let outcome = match status {
+        "completed" => items::McpOutcome::Completed(&output),
+        "failed" => items::McpOutcome::Failed(&error),
+        "incomplete" => items::McpOutcome::Incomplete,
+        _ => items::McpOutcome::InProgress,
+    };
+    let item = items::mcp_call(
+        &id,
+        server_label,
+        name,
+        arguments,
+        outcome,
+        approval_request_id,
+    );
+    convert::to_py(py, &item)
+}
+
+/// An `mcp_approval_request` item of a model step.
+#[pyfunction]
+fn mcp_approval_request_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    sequence: i64,
+    call_id: &str,
+    server_label: &str,
+    name: &str,
+    arguments: &str,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::mcp_approval_request_id(request_id, sequence, call_id);
+    convert::to_py(
+        py,
+        &items::mcp_approval_request(&id, server_label, name, arguments),
+    )
+}
+
+/// The `index`th `mcp_list_tools` item of a response.
+#[pyfunction]
+#[pyo3(signature = (request_id, index, server_label, tools, error=None))]
+fn mcp_list_tools_item<'py>(
+    py: Python<'py>,
+    request_id: &str,
+    index: usize,
+    server_label: &str,
+    tools: &Bound<'py, PyAny>,
+    error: Option<&str>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let id = items::mcp_list_tools_id(request_id, index);
+    let tools = convert::from_py(tools, "tools")?;
+    convert::to_py(py, &items::mcp_list_tools(&id, server_label, tools, error))
+}
+
 /// Compact JSON with sorted keys: the text of a tool's output.
 #[pyfunction]
 fn compact_json(value: &Bound<'_, PyAny>) -> PyResult<String> {
@@ -124,6 +196,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(function_call_item, m)?)?;
     m.add_function(wrap_pyfunction!(function_output_item, m)?)?;
     m.add_function(wrap_pyfunction!(compaction_item, m)?)?;
+    m.add_function(wrap_pyfunction!(mcp_call_item, m)?)?;
+    m.add_function(wrap_pyfunction!(mcp_approval_request_item, m)?)?;
+    m.add_function(wrap_pyfunction!(mcp_list_tools_item, m)?)?;
     m.add_function(wrap_pyfunction!(compact_json, m)?)?;
     m.add(
         "TERMINAL_EVENTS",

@@ -2,12 +2,13 @@
 //! the Open Responses SSE stream in Rust and hands each batch's frames to a
 //! Python callable as one string.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use stepwell_core::LoopEvent;
-use stepwell_core::responses_stream::{DONE_FRAME, ResponsesEncoder};
+use stepwell_core::responses_stream::{DONE_FRAME, McpRoute, ResponsesEncoder};
 use stepwell_core::traits::{EventSink, SinkError};
 
 use crate::aio::LoopHandle;
@@ -15,7 +16,9 @@ use crate::callee::Callee;
 use crate::convert;
 
 /// Encodes the events of the response `request_id`; `on_frames(text)` receives
-/// the encoded frames, batch by batch, on the event loop thread.
+/// the encoded frames, batch by batch, on the event loop thread. `mcp` maps
+/// each function an MCP server serves, by the name the model calls, to its
+/// server's label, its tool name there and whether a call needs approval.
 #[pyclass(frozen, name = "ResponsesStream", module = "stepwell._core")]
 pub struct PyResponsesStream {
     encoder: Arc<Mutex<ResponsesEncoder>>,
@@ -25,11 +28,40 @@ pub struct PyResponsesStream {
 #[pymethods]
 impl PyResponsesStream {
     #[new]
-    fn new(request_id: &str, on_frames: Py<PyAny>) -> Self {
+    #[pyo3(signature = (request_id, on_frames, mcp=None))]
+    fn new(
+        request_id: &str,
+        on_frames: Py<PyAny>,
+        mcp: Option<HashMap<String, (String, String, bool)>>,
+    ) -> Self {
+        let routes = mcp
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, (server_label, tool, approval))| {
+                let route = McpRoute {
+                    server_label,
+                    tool,
+                    approval,
+                };
+                (name, route)
+            })
+            .collect();
+        let encoder = ResponsesEncoder::new(request_id).with_mcp(routes);
         Self {
-            encoder: Arc::new(Mutex::new(ResponsesEncoder::new(request_id))),
+            encoder: Arc::new(Mutex::new(encoder)),
             on_frames,
         }
+    }
+
+    /// The frames of the items the response has before any step (its MCP
+    /// servers' tool listings), after `start`.
+    fn announce(&self, items: &Bound<'_, PyAny>) -> PyResult<String> {
+        let items = convert::from_py(items, "the items")?;
+        let mut out = String::new();
+        if let (Ok(mut encoder), Some(items)) = (self.encoder.lock(), items.as_array()) {
+            encoder.announce(items, &mut out);
+        }
+        Ok(out)
     }
 
     /// The frames announcing `response`: `response.created`, `response.in_progress`.
