@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import agents
 import pytest
 from openai import BadRequestError
 from openai.types.responses import response_output_item as items
@@ -215,3 +216,27 @@ async def test_request_headers_reach_the_allowed_server_alone(
         assert secret not in kept.to_json()
         assert secret not in json.dumps(steps)
         assert secret not in server.log.read_text()
+
+
+async def test_the_agents_sdk_hosted_mcp_tool_with_approvals(server: Server) -> None:
+    agents.set_tracing_disabled(True)
+    approvals: list[str] = []
+
+    def approve(request: Any) -> dict[str, Any]:
+        approvals.append(request.data.name)
+        return {"approve": True}
+
+    model = agents.OpenAIResponsesModel(model="m", openai_client=server.client())
+    agent = agents.Agent(
+        name="calculator",
+        model=model,
+        tools=[
+            agents.HostedMCPTool(
+                tool_config={"type": "mcp", "server_label": "calc", "require_approval": "always"},
+                on_approval_request=approve,
+            )
+        ],
+    )
+    result = await agents.Runner.run(agent, "20 + 22?")
+    assert approvals == ["add"]
+    assert result.final_output == 'Told: {"result":42}'

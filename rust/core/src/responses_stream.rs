@@ -794,4 +794,148 @@ mod tests {
         assert_eq!(last["response"]["status"], "failed");
         assert_eq!(last["response"]["error"]["code"], "max_iterations_exceeded");
     }
+
+    fn routed(approval: bool) -> ResponsesEncoder {
+        let route = McpRoute {
+            server_label: "calc".into(),
+            tool: "add".into(),
+            approval,
+        };
+        ResponsesEncoder::new("r").with_mcp(HashMap::from([("calc__add".to_owned(), route)]))
+    }
+
+    fn call_delta(piece: &str) -> LoopEvent {
+        let data = EventData::ArgumentsDelta {
+            call_id: Arc::from("c"),
+            name: Some(Arc::from("calc__add")),
+            delta: piece.into(),
+        };
+        delta(1, LoopEventKind::FunctionCallArgumentsDelta, data)
+    }
+
+    #[test]
+    fn an_mcp_call_is_one_item_done_with_its_result() {
+        let mut encoder = routed(false);
+        let mut out = String::new();
+        encoder.start(json!({"object": "response"}), &mut out);
+        for piece in ["{\"a\"", ":1}"] {
+            encoder.encode(&call_delta(piece), &mut out);
+        }
+        let result = json!({"call_id": "c", "name": "calc__add", "output": "{\"result\":1}"});
+        encoder.encode(
+            &delta(2, LoopEventKind::OutputItemDone, EventData::Json(result)),
+            &mut out,
+        );
+        let events = events(&out);
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types[2..],
+            [
+                "response.output_item.added",
+                "response.mcp_call.in_progress",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call_arguments.delta",
+                "response.mcp_call_arguments.done",
+                "response.mcp_call.completed",
+                "response.output_item.done",
+            ]
+        );
+        let done = &events.last().unwrap()["item"];
+        assert_eq!(done["type"], "mcp_call");
+        assert_eq!(done["id"], "mcp_r_1_c");
+        assert_eq!(done["arguments"], "{\"a\":1}");
+        assert_eq!(done["output"], "{\"result\":1}");
+        assert_eq!(done["status"], "completed");
+        assert_eq!(events.last().unwrap()["output_index"], 0);
+    }
+
+    #[test]
+    fn a_failed_mcp_call_carries_its_error_and_an_unrun_one_is_incomplete() {
+        let mut encoder = routed(false);
+        let mut out = String::new();
+        encoder.encode(&call_delta("{}"), &mut out);
+        let result = json!({"call_id": "c", "name": "calc__add", "output": "x", "error": "boom"});
+        encoder.encode(
+            &delta(2, LoopEventKind::OutputItemDone, EventData::Json(result)),
+            &mut out,
+        );
+        let failed = events(&out).pop().unwrap();
+        assert_eq!(failed["item"]["status"], "failed");
+        assert_eq!(failed["item"]["error"]["content"][0]["text"], "boom");
+
+        let mut encoder = routed(false);
+        let mut out = String::new();
+        encoder.encode(&call_delta("{}"), &mut out);
+        let done = json!({"object": "response", "status": "completed"});
+        encoder.encode(
+            &delta(2, LoopEventKind::Completed, EventData::Json(done)),
+            &mut out,
+        );
+        let events = events(&out);
+        assert_eq!(events[events.len() - 2]["item"]["status"], "incomplete");
+    }
+
+    #[test]
+    fn a_call_that_needs_approval_streams_as_an_approval_request() {
+        let mut encoder = routed(true);
+        let mut out = String::new();
+        encoder.encode(&call_delta("{}"), &mut out);
+        let done = json!({"object": "response", "status": "completed"});
+        encoder.encode(
+            &delta(2, LoopEventKind::Completed, EventData::Json(done)),
+            &mut out,
+        );
+        let events = events(&out);
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        assert_eq!(events[1]["item"]["type"], "mcp_approval_request");
+        assert_eq!(events[1]["item"]["id"], "mcpr_r_1_c");
+        assert_eq!(events[1]["item"]["arguments"], "{}");
+    }
+
+    #[test]
+    fn an_approved_call_is_added_when_its_result_comes() {
+        let mut encoder = routed(false);
+        let mut out = String::new();
+        let result = json!({"call_id": "mcpr_q_1_c", "name": "calc__add",
+                            "arguments": "{}", "output": "2"});
+        encoder.encode(
+            &delta(1, LoopEventKind::OutputItemDone, EventData::Json(result)),
+            &mut out,
+        );
+        let events = events(&out);
+        assert_eq!(events[0]["type"], "response.output_item.added");
+        let done = &events.last().unwrap()["item"];
+        assert_eq!(done["approval_request_id"], "mcpr_q_1_c");
+        assert_eq!(done["output"], "2");
+    }
+
+    #[test]
+    fn listings_are_announced_before_any_step() {
+        let mut encoder = ResponsesEncoder::new("r");
+        let mut out = String::new();
+        let listing = json!({"type": "mcp_list_tools", "id": "mcpl_r_0", "server_label": "calc",
+                             "tools": [], "error": null});
+        encoder.announce(&[listing], &mut out);
+        let types: Vec<String> = events(&out)
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "response.output_item.added",
+                "response.mcp_list_tools.in_progress",
+                "response.mcp_list_tools.completed",
+                "response.output_item.done"
+            ]
+        );
+    }
 }
