@@ -5,13 +5,18 @@ MCP server and nothing else."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import agents
+import httpx
 import pytest
+from mcp.server.mcpserver import MCPServer
 from openai import BadRequestError
 from openai.types.responses import response_output_item as items
 from stepwell.testing import (
@@ -240,3 +245,46 @@ async def test_the_agents_sdk_hosted_mcp_tool_with_approvals(server: Server) -> 
     result = await agents.Runner.run(agent, "20 + 22?")
     assert approvals == ["add"]
     assert result.final_output == 'Told: {"result":42}'
+
+
+async def test_a_server_killed_during_an_mcp_call_never_calls_it_twice(tmp_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+    hanging = MCPServer("hang-test")
+
+    @hanging.tool()
+    def add(a: int, b: int) -> int:
+        """Adds, once let go."""
+        calls.append("add")
+        entered.set()
+        release.wait(30)
+        return a + b
+
+    mcp_server = HttpMcpServer(hanging.streamable_http_app())
+    declared = tmp_path / "mcp.toml"
+    declared.write_text(f'[servers.calc]\nurl = "{mcp_server.url}"\n')
+    db = tmp_path / "killed.db"
+    with ScriptedUpstream(sum_model) as upstream:
+        first = Server(upstream.endpoint, db, "--mcp", str(declared))
+        try:
+            async with httpx.AsyncClient(base_url=first.url, timeout=30) as http:
+                tools = [calc(require_approval="never")]
+                body = {"model": "m", "input": "20 + 22?", "background": True, "tools": tools}
+                started = await http.post("/v1/responses", json=body)
+                response_id = started.json()["id"]
+                assert await asyncio.to_thread(entered.wait, 30)
+        finally:
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait()
+        release.set()
+        second = Server(upstream.endpoint, db, "--mcp", str(declared))
+        try:
+            async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
+                params = {"stream": "true"}
+                replay = (await http.get(f"/v1/responses/{response_id}", params=params)).text
+        finally:
+            second.stop()
+            mcp_server.stop()
+    assert calls == ["add"]
+    assert '"code":"step_abandoned"' in replay.replace(" ", "")
+    assert "event: response.failed" in replay

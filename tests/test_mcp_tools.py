@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import mcp_types
 import pytest
 import uvicorn
+from mcp.server.lowlevel import Server as LowLevelServer
 from mcp.server.mcpserver import MCPServer
 from stepwell import RequestContext, ToolExecutionError, ToolNotFound, UpstreamTarget
 from stepwell.openresponses import Responses
@@ -37,26 +39,9 @@ class HttpMcpServer:
     """An MCP server over streamable HTTP on a loopback port, in a thread,
     that records the headers of every request it gets."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: Any = None) -> None:
         self.headers: list[dict[str, str]] = []
-        mcp = MCPServer("http-test")
-
-        @mcp.tool()
-        def add(a: int, b: int) -> int:
-            """Adds two numbers."""
-            return a + b
-
-        @mcp.tool()
-        def refuse(reason: str) -> str:
-            """Fails with `reason`."""
-            raise ValueError(reason)
-
-        @mcp.tool()
-        def hidden() -> str:
-            """Not allowed to the model in these tests."""
-            return "seen"
-
-        inner = mcp.streamable_http_app()
+        inner = inner or self._calculator()
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] == "http":
@@ -74,6 +59,27 @@ class HttpMcpServer:
         # A thread's start is not an event to wait on: poll uvicorn's flag.
         while not self._server.started and self._thread.is_alive():
             time.sleep(0.01)
+
+    @staticmethod
+    def _calculator() -> Any:
+        mcp = MCPServer("http-test")
+
+        @mcp.tool()
+        def add(a: int, b: int) -> int:
+            """Adds two numbers."""
+            return a + b
+
+        @mcp.tool()
+        def refuse(reason: str) -> str:
+            """Fails with `reason`."""
+            raise ValueError(reason)
+
+        @mcp.tool()
+        def hidden() -> str:
+            """Not allowed to the model in these tests."""
+            return "seen"
+
+        return mcp.streamable_http_app()
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -234,3 +240,35 @@ def test_a_declaration_names_its_secrets_by_variable(tmp_path: Path) -> None:
     declared.write_text('[servers.x]\nurl = "http://127.0.0.1:9/mcp"\nheaders = {A = "b"}\n')
     with pytest.raises(ValueError, match="unknown keys"):
         McpTools.from_file(declared, {})
+
+
+def paged_server() -> Any:
+    """A low-level MCP server that lists its five tools two per page."""
+    names = [f"t{n}" for n in range(5)]
+
+    async def list_tools(ctx: Any, params: Any) -> Any:
+        start = int(params.cursor) if params is not None and params.cursor else 0
+        tools = [
+            mcp_types.Tool(name=n, description=f"tool {n}", input_schema={"type": "object"})
+            for n in names[start : start + 2]
+        ]
+        more = start + 2 < len(names)
+        return mcp_types.ListToolsResult(tools=tools, next_cursor=str(start + 2) if more else None)
+
+    async def call_tool(ctx: Any, params: Any) -> Any:
+        text = mcp_types.TextContent(type="text", text=f"ran {params.name}")
+        return mcp_types.CallToolResult(content=[text])
+
+    server = LowLevelServer("paged", on_list_tools=list_tools, on_call_tool=call_tool)
+    return server.streamable_http_app()
+
+
+async def test_a_listing_follows_every_page() -> None:
+    server = HttpMcpServer(paged_server())
+    try:
+        async with McpTools([McpServer("paged", url=server.url)]) as tools:
+            listed = [t.name for t in await tools.tools(CTX)]
+            assert listed == [f"paged__t{n}" for n in range(5)]
+            assert await tools.execute("paged__t4", "c", {}, CTX) == {"text": "ran t4"}
+    finally:
+        server.stop()
