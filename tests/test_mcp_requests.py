@@ -18,7 +18,9 @@ import httpx
 import pytest
 from mcp.server.mcpserver import MCPServer
 from openai import BadRequestError
+from openai.types.responses import ResponseStreamEvent
 from openai.types.responses import response_output_item as items
+from pydantic import TypeAdapter
 from stepwell.testing import (
     JsonReply,
     ScriptedUpstream,
@@ -32,6 +34,7 @@ from stepwell.testing import (
 from .test_mcp_tools import HttpMcpServer
 from .test_server import Server
 
+EVENTS: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 ITEM_MODELS = {
     "mcp_call": items.McpCall,
     "mcp_list_tools": items.McpListTools,
@@ -112,6 +115,10 @@ async def test_a_declared_server_streams_its_listing_and_calls(server: Server) -
         "response.mcp_call.completed"
     )
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    for event in events:
+        if "mcp" in event["type"]:
+            # Each MCP event parses as the official client's model of it.
+            assert EVENTS.validate_python(event).type == event["type"]
     final = events[-1]["response"]
     assert [i["type"] for i in final["output"]] == ["mcp_list_tools", "mcp_call", "message"]
     assert_valid_items(final["output"])
@@ -195,7 +202,7 @@ async def test_an_approved_call_runs_and_a_refused_one_is_told(
 
 
 async def test_request_headers_reach_the_allowed_server_alone(
-    server: Server, http_server: HttpMcpServer, upstream: ScriptedUpstream
+    server: Server, http_server: HttpMcpServer, upstream: ScriptedUpstream, tmp_path: Path
 ) -> None:
     client = server.client()
     tool = {
@@ -216,11 +223,18 @@ async def test_request_headers_reach_the_allowed_server_alone(
     assert seen.get("authorization") == "Bearer tok-secret-88"
     steps = await client.get(f"/responses/{response.id}/steps", cast_to=dict)
     kept = await client.responses.retrieve(response.id)
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        replayed = await http.get(f"/v1/responses/{response.id}", params={"stream": "true"})
+    # Every row the store holds: the request, its steps, its event log.
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("s.db*"))
+    assert b"adhoc__add" in stored  # the request and its steps are in there
     for secret in ("hdr-secret-77", "tok-secret-88"):
         assert secret not in response.to_json()
         assert secret not in kept.to_json()
         assert secret not in json.dumps(steps)
+        assert secret not in replayed.text
         assert secret not in server.log.read_text()
+        assert secret.encode() not in stored
 
 
 async def test_the_agents_sdk_hosted_mcp_tool_with_approvals(server: Server) -> None:

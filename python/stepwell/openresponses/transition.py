@@ -202,7 +202,8 @@ class ResponsesTransition:
                     return Fail({"type": "step_abandoned", "message": error["message"]})
                 return Fail(finish("failed", error))
 
-        all_tools = self._chat_tools(tools)
+        # A request's MCP servers serve the response, not its sub-agents.
+        all_tools = self._chat_tools(tools, mcp=scope_parent is None)
         last = chain[-1] if chain else None
         if last is not None and is_compaction(last) and last.state is StepState.FAILED:
             error = {
@@ -422,11 +423,11 @@ class ResponsesTransition:
         tools = [_schema_tool(self.served[t]) for t in agent.tools if t in self.served]
         return agent, messages, tools
 
-    def _chat_tools(self, tools: list[JSONDict]) -> list[JSONDict]:
-        """The request's function tools, its MCP servers' tools, and every
-        served tool the request does not name."""
+    def _chat_tools(self, tools: list[JSONDict], *, mcp: bool = True) -> list[JSONDict]:
+        """The request's function tools, its MCP servers' tools (with `mcp`),
+        and every served tool the request does not name."""
         functions = [t for t in tools if t.get("type", "function") == "function"]
-        if self.mcp is not None:
+        if mcp and self.mcp is not None:
             functions += self.mcp.chat_tools()
         named = {t["name"] for t in functions}
         return functions + [_schema_tool(s) for n, s in self.served.items() if n not in named]
