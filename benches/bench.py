@@ -55,6 +55,7 @@ from stepwell.stores import MemoryStore
 from stepwell.testing import CountingSink, ScriptedTransition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import depth
 import scale_out
 from pyloop import py_run_response_loop
 
@@ -861,7 +862,7 @@ async def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["S6", "S7", "S8"],
+        choices=["S6", "S7", "S8", "S9"],
         help="run this server scenario alone and print its table (writes nothing)",
     )
     args = parser.parse_args()
@@ -872,6 +873,8 @@ async def main() -> None:
                 print(s6_streaming_server(upstream, quick, 1 if quick else 3))
             elif args.only == "S7":
                 print(s7_non_streaming(upstream, quick))
+            elif args.only == "S9":
+                print(await depth.depth(upstream.url, quick))
             else:
                 print(await s8_scale_out(upstream, quick))
         return
@@ -908,6 +911,8 @@ async def main() -> None:
             s7 = s7_non_streaming(upstream, quick)
             say("S8 scale-out on one store")
             s8 = await s8_scale_out(upstream, quick)
+            say("S9 conversation depth")
+            s9 = await depth.depth(upstream.url, quick)
         finally:
             await pipelines.close()
 
@@ -924,6 +929,7 @@ async def main() -> None:
         ("S6 streaming through `stepwell serve`", s6),
         ("S7 non-streaming through `stepwell serve`", s7),
         ("S8 scale-out: server processes on one store", s8),
+        ("S9 conversation depth (library, SQLiteStore)", s9),
     ]
     if not quick:
         say("the Rust stream path and the chunk parsers")

@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
@@ -109,7 +109,10 @@ class Responses:
                 transition.prelude = await mcp.list_tools(request_id, reused)
             else:
                 transition.prelude = list(kept_mcp.get("items") or [])
-        _, tools = await transition.context(body)
+        context, tools = await transition.context(body)
+        transition.remember_context(request_id, context, tools)
+        # Kept with the request: a later turn carries them over from here.
+        carried = [t for t in tools if t.get("type", "function") == "function"]
         initial = response_object(
             body,
             request_id,
@@ -119,7 +122,9 @@ class Responses:
             created_at=created_at,
             tools=tools,
         )
-        return Prepared(request_id, body, transition, initial, tenant=tenant, mcp=mcp)
+        return Prepared(
+            request_id, body, transition, initial, tenant=tenant, mcp=mcp, carried_tools=carried
+        )
 
     async def prepare(
         self,
@@ -144,6 +149,7 @@ class Responses:
         run = await self._setup(body, request_id, created_at, tenant, earlier)
         # An MCP server's headers stay in this process: never in the store.
         kept = stored(without_secrets(body), created_at, tenant, run.initial)
+        kept["carried_tools"] = run.carried_tools
         if run.mcp is not None:
             kept["mcp"] = run.kept_mcp()
         if lease is None:
@@ -399,6 +405,9 @@ class Prepared:
     """The tenant the response belongs to."""
     mcp: RequestMcp | None = None
     """The MCP servers the request names, while it runs here."""
+    carried_tools: list[JSONDict] = field(default_factory=list)
+    """The function tools the response has (its own, or carried over from
+    the response it continues), for a later turn to carry over."""
 
     async def close(self) -> None:
         """Closes the sessions the request opened with its own MCP servers."""

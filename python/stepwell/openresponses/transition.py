@@ -38,8 +38,8 @@ from ..types import (
     ToolKind,
     ToolSchema,
 )
-from .assemble import assemble, is_compaction, tool_output_text
-from .compaction import CompactionKey, compact_threshold, fold, summary_message
+from .assemble import assemble, is_compaction, output_items, tool_output_text
+from .compaction import CompactionKey, compact_threshold, fold, is_summary, summary_message
 from .errors import model_call_error
 from .items import input_items
 from .mcp import (
@@ -216,7 +216,9 @@ class ResponsesTransition:
             if approved:
                 return AppendSteps(approved)
         if last is None or last.kind is StepKind.TOOL_CALL:
-            messages = fold(context + self.history(chain))
+            messages = context + self.history(chain)
+            if any(is_compaction(s) for s in chain):
+                messages = fold(messages)
             if scope_parent is None and await self._context_passes_threshold(body, chain):
                 summarized = {"model": model_body["model"], "messages": messages}
                 if body.get("prompt_cache_key"):
@@ -323,9 +325,14 @@ class ResponsesTransition:
         found = listings_in(given if isinstance(given, list) else [])
         previous = body.get("previous_response_id")
         while previous:
-            earlier_body, outcome = await self._previous(str(previous))
+            kept, earlier_body, outcome = await self._previous_kept(str(previous))
             for label, tools in listings_in(outcome.get("output") or []).items():
                 found.setdefault(label, tools)
+            if kept is not None and "mcp" in kept:
+                # Its listings hold what it reused from further back too.
+                for label, tools in (kept["mcp"].get("listings") or {}).items():
+                    found.setdefault(label, tools)
+                break
             previous = earlier_body.get("previous_response_id")
         return found
 
@@ -347,6 +354,13 @@ class ResponsesTransition:
                 "conversation %s was deleted before response %s ended", conversation, request_id
             )
 
+    def remember_context(
+        self, request_id: str, context: list[JSONDict], tools: list[JSONDict]
+    ) -> None:
+        """Keeps what `context` gave for the response `request_id`, so its
+        first round does not build it again."""
+        self._contexts[request_id] = (context, tools)
+
     async def first_model_call(self, body: JSONDict) -> JSONDict:
         """The chat-completions body of the first model call a create with
         `body` makes: its context (earlier responses, instructions, input) and
@@ -360,20 +374,16 @@ class ResponsesTransition:
         With `previous_response_id`, the earlier response's context and output
         come first, and its tools carry over when this request names none.
         """
+        # `head`: what the response continues, as its last model call sent it
+        # (already folded, every call answered); `messages`: what follows it.
+        head: list[JSONDict] = []
         messages: list[JSONDict] = []
         tools = list(body.get("tools") or [])
         previous_id = body.get("previous_response_id")
         if previous_id:
-            previous_body, output = await self._previous(str(previous_id))
-            earlier, earlier_tools = await self.context(previous_body)
-            earlier = [m for m in earlier if m["role"] != "system"]
-            messages += earlier + input_messages(
-                self._unfold(output.get("output") or [], "previous_response_id"),
-                "previous_response_id",
-            )
-            # Function tools carry over; an MCP server is named again each turn
-            # (its headers were never kept).
-            tools = tools or [t for t in earlier_tools if t.get("type", "function") == "function"]
+            head, answer, earlier_tools = await self._carried(str(previous_id))
+            messages += answer
+            tools = tools or earlier_tools
         conversation = conversation_id(body)
         if conversation is not None:
             kept = await self.store.load_conversation(conversation, tenant=self.tenant)
@@ -383,19 +393,64 @@ class ResponsesTransition:
                 )
             items = await self.store.conversation_items(conversation)
             messages += input_messages(self._unfold(items, "conversation"), "conversation")
-        if body.get("instructions"):
-            messages.insert(0, {"role": "system", "content": body["instructions"]})
         messages += input_messages(self._unfold(body.get("input", []), "input"))
-        return fold(tell_unanswered(messages, approved_in(body.get("input")))), tools
+        messages = tell_unanswered(messages, approved_in(body.get("input")))
+        if body.get("instructions"):
+            head.insert(0, {"role": "system", "content": body["instructions"]})
+        # Only a summary among what follows can fold what came before.
+        if any(is_summary(m) for m in messages):
+            return fold(head + messages), tools
+        return head + messages, tools
+
+    async def _carried(
+        self, previous_id: str
+    ) -> tuple[list[JSONDict], list[JSONDict], list[JSONDict]]:
+        """What a response continuing `previous_id` starts from: the messages
+        of that response's last model call as it sent them (its context and
+        every round, less system messages, which do not carry over), that
+        call's answer, and the function tools it had, its own or carried (an
+        MCP server is named again each turn: its headers were never kept).
+
+        Read from that response alone, whatever the chain's length. One kept
+        before responses recorded their carried tools, or that did not end on
+        a model call's answer, is rebuilt from the chain instead."""
+        kept, previous_body, outcome = await self._previous_kept(previous_id)
+        request_id = _core.request_id_of(previous_id)
+        if kept is not None and "carried_tools" in kept:
+            steps = [s for s in await self.store.steps(request_id) if s.scope_parent is None]
+            last = steps[-1] if steps else None
+            if last is not None and last.kind is StepKind.MODEL_CALL:
+                if last.state is StepState.COMPLETED:
+                    sent = last.request_payload.get("messages") or []
+                    mcp = kept.get("mcp") or {}
+                    routes = {n: tuple(r) for n, r in (mcp.get("routes") or {}).items()}
+                    answer = output_items(request_id, [last], routes)
+                    messages = [m for m in sent if m.get("role") != "system"]
+                    told = input_messages(answer, "previous_response_id")
+                    return messages, told, list(kept["carried_tools"])
+        earlier, earlier_tools = await self.context(previous_body)
+        messages = [m for m in earlier if m["role"] != "system"]
+        told = input_messages(
+            self._unfold(outcome.get("output") or [], "previous_response_id"),
+            "previous_response_id",
+        )
+        functions = [t for t in earlier_tools if t.get("type", "function") == "function"]
+        return messages, told, functions
 
     def _unfold(self, items: Any, param: str) -> Any:
         return items if self.compaction is None else self.compaction.unfold(items, param)
 
     async def _previous(self, previous_id: str) -> tuple[JSONDict, JSONDict]:
         """The request body and outcome of the response a request continues."""
+        _, body, outcome = await self._previous_kept(previous_id)
+        return body, outcome
+
+    async def _previous_kept(self, previous_id: str) -> tuple[JSONDict | None, JSONDict, JSONDict]:
+        """What the store keeps of the response a request continues (`None`
+        for one only this connection holds), its request body and outcome."""
         request_id = _core.request_id_of(previous_id)
         if request_id in self.earlier:
-            return self.earlier[request_id]
+            return None, *self.earlier[request_id]
         previous = await self.store.load_request(request_id, tenant=self.tenant)
         outcome = await self.store.outcome(request_id)
         if previous is None or outcome is None:
@@ -404,7 +459,7 @@ class ResponsesTransition:
                 "previous_response_id",
                 code="previous_response_not_found",
             )
-        return previous["request"], outcome[1]
+        return previous, previous["request"], outcome[1]
 
     async def _agent_context(
         self, scope_parent: str
