@@ -27,13 +27,13 @@ import hashlib
 import hmac
 import json
 import os
-from collections.abc import Sequence
 from typing import Any
 
 from .. import _core
 from ..errors import StepwellError, ToolExecutionError
 from ..protocols import ToolExecutor
-from ..types import JSON, RequestContext, ToolSchema, UpstreamTarget
+from ..types import JSON, UpstreamTarget
+from .intercepting import Intercepting
 from .request import InvalidRequest, JSONDict
 from .upstream import post_json
 
@@ -167,7 +167,7 @@ def fold(messages: list[JSONDict]) -> list[JSONDict]:
     return kept + messages[last:]
 
 
-class Compacting:
+class Compacting(Intercepting):
     """A `ToolExecutor` that runs compaction steps (the tool
     `_core.COMPACTION_TOOL`, whose arguments are the model call to
     summarize) and hands every other call to `tools`. A compaction step's
@@ -181,23 +181,17 @@ class Compacting:
         key: CompactionKey,
         client: _core.HttpClient | None = None,
     ) -> None:
-        self._tools = tools
+        super().__init__(tools)
         self._target = target
         self._key = key
         self._client = client
-        # A Toolbox carries its agents; whoever reads them from here finds them.
-        self.agents = getattr(tools, "agents", ())
 
-    async def tools(self, ctx: RequestContext) -> Sequence[ToolSchema]:
-        """The wrapped executor's tools (a compaction step needs no listing)."""
-        return await self._tools.tools(ctx)
+    def handles(self, tool_name: str) -> bool:
+        """Whether the call is a compaction step."""
+        return tool_name == _core.COMPACTION_TOOL
 
-    async def execute(
-        self, tool_name: str, tool_call_id: str, arguments: JSON, ctx: RequestContext
-    ) -> JSON:
-        """Runs a compaction step, or the wrapped executor's tool."""
-        if tool_name != _core.COMPACTION_TOOL:
-            return await self._tools.execute(tool_name, tool_call_id, arguments, ctx)
+    async def run(self, tool_name: str, arguments: JSON) -> JSON:
+        """Summarizes the model call `arguments` names; the sealed summary."""
         if not isinstance(arguments, dict) or not isinstance(arguments.get("messages"), list):
             raise ToolExecutionError("a compaction step needs the model call it summarizes")
         try:

@@ -21,14 +21,15 @@ and the call runs (approved) or the model is told it was refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from .. import _core
 from ..errors import ToolExecutionError
 from ..protocols import ToolExecutor
-from ..types import JSON, MCP_SEPARATOR, RequestContext, ToolSchema
+from ..types import JSON, MCP_SEPARATOR
+from .intercepting import Intercepting
 from .request import InvalidRequest, JSONDict
 
 if TYPE_CHECKING:
@@ -244,27 +245,21 @@ class RequestMcp:
             await self._own.aclose()
 
 
-class McpCalls:
+class McpCalls(Intercepting):
     """A `ToolExecutor` that runs a request's MCP calls and hands every other
     call to `tools`."""
 
     def __init__(self, tools: ToolExecutor, mcp: RequestMcp) -> None:
-        self._tools = tools
+        super().__init__(tools)
         self._mcp = mcp
-        # A Toolbox carries its agents; whoever reads them from here finds them.
-        self.agents = getattr(tools, "agents", ())
 
-    async def tools(self, ctx: RequestContext) -> Sequence[ToolSchema]:
-        """The wrapped executor's tools (the MCP ones are routed by name)."""
-        return await self._tools.tools(ctx)
+    def handles(self, tool_name: str) -> bool:
+        """Whether the call is of a function one of the request's MCP servers serves."""
+        return tool_name in self._mcp.routes
 
-    async def execute(
-        self, tool_name: str, tool_call_id: str, arguments: JSON, ctx: RequestContext
-    ) -> JSON:
-        """Runs an MCP call on its server, or the wrapped executor's tool."""
-        if tool_name in self._mcp.routes:
-            return await self._mcp.call(tool_name, arguments)
-        return await self._tools.execute(tool_name, tool_call_id, arguments, ctx)
+    async def run(self, tool_name: str, arguments: JSON) -> JSON:
+        """Runs the call on its server."""
+        return await self._mcp.call(tool_name, arguments)
 
 
 def _listed(tool: Any) -> JSONDict:
