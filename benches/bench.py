@@ -4,7 +4,7 @@ peers in one run on one machine.
 
     bash benches/run.sh            # full run: prints the tables, writes RESULTS.md + results.png
     bash benches/run.sh --quick    # small sizes, one repetition: proves every scenario works
-    bash benches/run.sh --only S8  # one server scenario alone, its table printed
+    bash benches/run.sh --only S8  # one server scenario alone (S6-S10), its table printed
 
 Every pipeline reads the same stream from a Rust upstream on loopback that
 serves pre-rendered bytes from memory; its raw rate, read by curl into
@@ -778,6 +778,48 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
     return f"{setup}\n\n{text}\n\n{ttfd}"
 
 
+def s10_soak(upstream: Upstream, quick: bool) -> str:
+    """One `stepwell serve` on SQLite under rounds of steady streaming load:
+    its RSS after each round, and what the store holds per response and per
+    streamed delta."""
+    chunks, clients = (20, 8) if quick else (200, 32)
+    rounds, per_round = (2, 40) if quick else (8, 3_000)
+    body = {"model": f"stream-{chunks}", "input": "Tell me about foxes.", "stream": True}
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        db = Path(scratch) / "s10.db"
+        server = stepwell_server(upstream, db)
+        try:
+            responses = deltas = errors = 0
+            for number in range(1, rounds + 1):
+                result = load(f"{server.url}/v1/responses", body, clients, per_round,
+                              RESPONSES_DELTA)  # fmt: skip
+                responses += per_round - result["errors"]
+                deltas += result["markers"]
+                errors += result["errors"]
+                status = Path(f"/proc/{server.process.pid}/status").read_text()
+                found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+                rss = int(found.group(1)) / 1024 if found else float("nan")
+                stored = sum(p.stat().st_size for p in Path(scratch).glob("s10.db*"))
+                rows.append([
+                    str(number), f"{responses:,}", f"{rss:.1f} MiB", f"{stored / 2**20:,.1f} MiB",
+                    f"{stored / max(responses, 1):,.0f}", f"{stored / max(deltas, 1):,.0f}",
+                    str(errors),
+                ])  # fmt: skip
+                say(f"  S10 round {number}/{rounds}: RSS {rss:.1f} MiB, store {stored:,} bytes")
+        finally:
+            server.stop()
+    setup = (
+        f"{clients} streaming clients, {per_round:,} responses of {chunks} deltas per round, "
+        "one `stepwell serve` on SQLite (event log on), RSS read after each round."
+    )
+    return f"{setup}\n\n" + table(
+        ["round", "responses", "server RSS", "store size", "bytes/response", "bytes/delta",
+         "errors"],
+        rows,
+    )  # fmt: skip
+
+
 def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
     clients, requests = 64, (200 if quick else 4000)
     body = {"model": "json", "input": "Tell me about foxes."}
@@ -862,7 +904,7 @@ async def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["S6", "S7", "S8", "S9"],
+        choices=["S6", "S7", "S8", "S9", "S10"],
         help="run this server scenario alone and print its table (writes nothing)",
     )
     args = parser.parse_args()
@@ -875,6 +917,8 @@ async def main() -> None:
                 print(s7_non_streaming(upstream, quick))
             elif args.only == "S9":
                 print(await depth.depth(upstream.url, quick))
+            elif args.only == "S10":
+                print(s10_soak(upstream, quick))
             else:
                 print(await s8_scale_out(upstream, quick))
         return
@@ -913,6 +957,8 @@ async def main() -> None:
             s8 = await s8_scale_out(upstream, quick)
             say("S9 conversation depth")
             s9 = await depth.depth(upstream.url, quick)
+            say("S10 soak")
+            s10 = s10_soak(upstream, quick)
         finally:
             await pipelines.close()
 
@@ -930,6 +976,7 @@ async def main() -> None:
         ("S7 non-streaming through `stepwell serve`", s7),
         ("S8 scale-out: server processes on one store", s8),
         ("S9 conversation depth (library, SQLiteStore)", s9),
+        ("S10 soak: memory and storage under steady load", s10),
     ]
     if not quick:
         say("the Rust stream path and the chunk parsers")
