@@ -207,12 +207,11 @@ def kept_user_messages(messages: list[JSONDict]) -> list[JSONDict]:
     kept = []
     for message in messages:
         content = message.get("content")
-        if message.get("role") == "user" and isinstance(content, str):
-            if not content.startswith(SUMMARY_PREFIX):
-                kept.append(
-                    {"type": "message", "role": "user",
-                     "content": [{"type": "input_text", "text": content}]}
-                )  # fmt: skip
+        if message.get("role") == "user" and isinstance(content, str) and not is_summary(message):
+            kept.append(
+                {"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": content}]}
+            )  # fmt: skip
     return kept
 
 

@@ -273,6 +273,13 @@ def _listed(tool: Any) -> JSONDict:
     }
 
 
+def kept_routes(kept: JSONDict) -> dict[str, Route]:
+    """The routes of the MCP functions a kept request recorded (`{}` for one
+    that named no MCP server)."""
+    recorded = (kept.get("mcp") or {}).get("routes") or {}
+    return {name: (str(r[0]), str(r[1]), bool(r[2])) for name, r in recorded.items()}
+
+
 def approved_in(given: Any) -> set[str]:
     """The ids of the approval requests an input approves."""
     if not isinstance(given, list):

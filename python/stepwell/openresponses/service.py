@@ -30,7 +30,7 @@ from .compaction import (
     summarize,
 )
 from .errors import loop_error
-from .mcp import McpCalls, RequestMcp, mcp_entries, without_secrets
+from .mcp import McpCalls, RequestMcp, kept_routes, mcp_entries, without_secrets
 from .request import InvalidRequest, JSONDict
 from .tokens import count_tokens
 from .transition import Agent, ResponsesTransition, stored
@@ -223,9 +223,8 @@ class Responses:
             tools=saved["request"].get("tools") or [],
         )
         steps = [s for s in await self.store.steps(request_id) if s.scope_parent is None]
-        mcp = saved.get("mcp") or {}
-        routes = {name: tuple(route) for name, route in (mcp.get("routes") or {}).items()}
-        output = [*(mcp.get("items") or []), *output_items(request_id, steps, routes)]
+        listed = (saved.get("mcp") or {}).get("items") or []
+        output = [*listed, *output_items(request_id, steps, kept_routes(saved))]
         return {**announced, "output": output, "usage": usage(steps)}
 
     async def drive(

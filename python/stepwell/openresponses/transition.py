@@ -47,6 +47,7 @@ from .mcp import (
     approval_requests,
     approved_in,
     function_name,
+    kept_routes,
     listings_in,
     tell_unanswered,
 )
@@ -176,7 +177,7 @@ class ResponsesTransition:
             agent, context, tools = await self._agent_context(scope_parent)
             model_body = {**body, "model": agent.model or body["model"]}
 
-        routes = self.mcp.routes if self.mcp is not None else {}
+        routes = self._routes()
 
         def finish(status: str, error: JSONDict | None = None) -> JSONDict:
             return assemble(
@@ -308,7 +309,7 @@ class ResponsesTransition:
         if previous:
             _, outcome = await self._previous(str(previous))
             requested = list(outcome.get("output") or []) + requested
-        routes = self.mcp.routes if self.mcp is not None else {}
+        routes = self._routes()
         steps = []
         for request in approval_requests(requested):
             name = function_name(str(request.get("server_label")), str(request.get("name")))
@@ -317,6 +318,10 @@ class ResponsesTransition:
                 payload = {"name": name, "args": _arguments(arguments), "call_id": request["id"]}
                 steps.append(StepDescriptor(StepKind.TOOL_CALL, payload))
         return steps
+
+    def _routes(self) -> dict[str, tuple[str, str, bool]]:
+        """The functions the request's MCP servers serve, by name."""
+        return self.mcp.routes if self.mcp is not None else {}
 
     async def mcp_listings(self, body: JSONDict) -> dict[str, list[JSONDict]]:
         """The last tool listing of each MCP server in the chain a request
@@ -419,15 +424,16 @@ class ResponsesTransition:
         if kept is not None and "carried_tools" in kept:
             steps = [s for s in await self.store.steps(request_id) if s.scope_parent is None]
             last = steps[-1] if steps else None
-            if last is not None and last.kind is StepKind.MODEL_CALL:
-                if last.state is StepState.COMPLETED:
-                    sent = last.request_payload.get("messages") or []
-                    mcp = kept.get("mcp") or {}
-                    routes = {n: tuple(r) for n, r in (mcp.get("routes") or {}).items()}
-                    answer = output_items(request_id, [last], routes)
-                    messages = [m for m in sent if m.get("role") != "system"]
-                    told = input_messages(answer, "previous_response_id")
-                    return messages, told, list(kept["carried_tools"])
+            if (
+                last is not None
+                and last.kind is StepKind.MODEL_CALL
+                and (last.state is StepState.COMPLETED)
+            ):
+                sent = last.request_payload.get("messages") or []
+                answer = output_items(request_id, [last], kept_routes(kept))
+                messages = [m for m in sent if m.get("role") != "system"]
+                told = input_messages(answer, "previous_response_id")
+                return messages, told, list(kept["carried_tools"])
         earlier, earlier_tools = await self.context(previous_body)
         messages = [m for m in earlier if m["role"] != "system"]
         told = input_messages(
