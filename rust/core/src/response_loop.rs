@@ -282,7 +282,6 @@ impl LoopRun<'_> {
     ) -> Result<(), LoopError> {
         self.store.mark_step_processing(&step.id).await?;
         let payload = &descriptor.request_payload;
-        let request = payload;
         let tool_name = match descriptor.kind {
             StepKind::ModelCall => None,
             StepKind::ToolCall => {
@@ -331,20 +330,20 @@ impl LoopRun<'_> {
             }
             Err(error @ LoopError::Store(_)) => Err(error),
             Err(error) => {
-                let payload = error.to_payload();
+                let failure = error.to_payload();
                 let upstream_status = match &error {
                     LoopError::Executor(e) => e.status(),
                     _ => None,
                 };
-                self.store.fail_step(&step.id, payload.clone()).await?;
+                self.store.fail_step(&step.id, failure.clone()).await?;
                 if let Some(name) = tool_name.filter(|_| level.sink.is_some()) {
                     // What the model is told: the error's message.
-                    let message = payload
+                    let message = failure
                         .get("message")
                         .cloned()
                         .unwrap_or_else(|| json!("the tool failed"));
                     let output = compact_json(&json!({ "error": message }));
-                    let result = tool_result(step, request, name, output, Some(message));
+                    let result = tool_result(step, payload, name, output, Some(message));
                     level.emit(step.sequence, LoopEventKind::OutputItemDone, result);
                 }
                 let end = StepEnd {
@@ -352,7 +351,7 @@ impl LoopRun<'_> {
                     duration: started.elapsed(),
                     upstream_status,
                     usage: None,
-                    error: Some(&payload),
+                    error: Some(&failure),
                 };
                 self.observer.step_finished(&info, &end);
                 Ok(())
