@@ -12,6 +12,7 @@ from typing_extensions import Self
 
 __all__ = [
     "COMPACTION_TOOL",
+    "SEALED_LOG",
     "TERMINAL_EVENTS",
     "CountingSink",
     "HttpClient",
@@ -33,7 +34,10 @@ __all__ = [
     "request_id_of",
     "response_id",
     "run_response_loop",
+    "seal_log",
+    "sealed_count",
     "terminal_event",
+    "unseal_log",
 ]
 
 @final
@@ -175,3 +179,18 @@ def mcp_list_tools_item(
     request_id: str, index: int, server_label: str, tools: Any, error: str | None = None
 ) -> dict[str, Any]: ...
 def compact_json(value: Any) -> str: ...
+
+# ------------------------------------------------------------ sealed event logs
+
+SEALED_LOG: str
+
+def seal_log(frames: str, first_sequence: int) -> str | None:
+    """`frames` (numbered from `first_sequence`) as a sealed log, or `None`
+    when they cannot be sealed."""
+
+def unseal_log(sealed: str, first_sequence: int, after: int, limit: int | None = None) -> list[str]:
+    """The frames of a sealed log numbered above `after`, at most `limit`;
+    `ValueError` for a malformed log."""
+
+def sealed_count(sealed: str) -> int:
+    """How many frames a sealed log holds."""

@@ -118,8 +118,21 @@ class ResponseStore(MultiStepStore, Protocol):
         while its lease has that token. Returns the responses refused."""
         ...
 
-    async def events_after(self, request_id: str, after: int) -> list[str]:
-        """The kept stream frames numbered above ``after``, in order."""
+    async def events_after(
+        self, request_id: str, after: int, *, limit: int | None = None
+    ) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order; at most
+        ``limit`` of them."""
+        ...
+
+    async def seal_events(self, request_ids: list[str]) -> None:
+        """Store the logs of these ended responses compactly: the same frames,
+        read back byte for byte (``stores._events.sealed`` makes the row)."""
+        ...
+
+    async def prune_events(self, older_than: float, *, batch: int = 500) -> int:
+        """Forget the event logs of up to ``batch`` responses that ended more
+        than ``older_than`` seconds ago, keeping the responses; how many went."""
         ...
 
     async def claim_idempotency_key(self, tenant: str, key: str, request_id: str) -> str:

@@ -84,8 +84,14 @@ def create_app(responses: Responses, settings: ServerSettings | None = None) -> 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await runs.begin()
         pruning = None
-        if settings.retention is not None:
-            pruning = asyncio.ensure_future(keep_pruning(responses.store, settings.retention))
+        if settings.retention is not None or settings.replay_window is not None:
+            pruning = asyncio.ensure_future(
+                keep_pruning(
+                    responses.store,
+                    retention=settings.retention,
+                    replay_window=settings.replay_window,
+                )
+            )
         try:
             yield
         finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -27,16 +28,27 @@ log = logging.getLogger("stepwell.server")
 _RETRY_AFTER = 0.2  # seconds before a failed group commit is tried again
 
 
+TAIL_CHARS = 64 * 1024
+"""How much of a running response's log the hub keeps in memory (at least its
+last batch): a reader at the tail takes frames from there, one further behind
+reads them from the store."""
+
+READ_WINDOW = 512
+"""Most frames a reader takes from the store at once: a reader far behind (a
+slow client, a late one) holds a window of the log, never the whole of it."""
+
+
 class LogHub:
     """Wakes the readers of a response when its log grows or its run ends, and
-    keeps the persisted batches of the responses running here in memory, so a
-    reader at the tail takes them from here rather than reading back what was
-    just written."""
+    keeps the last persisted batches of the responses running here in memory
+    (`TAIL_CHARS` of each), so a reader at the tail takes them from here rather
+    than reading back what was just written."""
 
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}
         self._readers: dict[str, int] = {}
-        self._recent: dict[str, list[tuple[int, int, str]]] = {}
+        self._recent: dict[str, deque[tuple[int, int, str]]] = {}
+        self._recent_chars: dict[str, int] = {}
 
     def changed(self, request_id: str) -> asyncio.Event:
         """The event the next change of `request_id` sets. Take it before
@@ -64,12 +76,18 @@ class LogHub:
 
     def kept(self, request_id: str, first_sequence: int, count: int, frames: str) -> None:
         """A batch of `count` frames the store now holds."""
-        self._recent.setdefault(request_id, []).append((first_sequence, count, frames))
+        batches = self._recent.setdefault(request_id, deque())
+        batches.append((first_sequence, count, frames))
+        kept = self._recent_chars.get(request_id, 0) + len(frames)
+        while kept > TAIL_CHARS and len(batches) > 1:
+            kept -= len(batches.popleft()[2])
+        self._recent_chars[request_id] = kept
         self.notify(request_id)
 
     def ended(self, request_id: str) -> None:
         """The run is over: readers go back to the store for what remains."""
         self._recent.pop(request_id, None)
+        self._recent_chars.pop(request_id, None)
         self.notify(request_id)
 
     def text_after(self, request_id: str, after: int) -> tuple[str, int] | None:
@@ -151,11 +169,24 @@ class EventLog:
                 self._fences = {**fences, **self._fences}
                 self._retry_later()
                 raise
-            for request_id, first, count, frames in queued:
-                # A refused batch's run lost its lease: another process logs
-                # the response now, and readers read that from the store.
-                if request_id not in refused:
-                    self.hub.kept(request_id, first, count, frames)
+            # A refused batch's run lost its lease: another process logs the
+            # response now, and readers read that from the store.
+            kept = [batch for batch in queued if batch[0] not in refused]
+            ended = [request_id for request_id, _, _, frames in kept if is_terminal(frames)]
+            if ended:
+                # Before readers get the terminal event: once a client has
+                # it, the log it may read again is the sealed one.
+                await self._seal(ended)
+            for request_id, first, count, frames in kept:
+                self.hub.kept(request_id, first, count, frames)
+
+    async def _seal(self, request_ids: list[str]) -> None:
+        """Stores the logs of responses that just ended compactly. A log left
+        unsealed (the store was unreachable) is still whole, only larger."""
+        try:
+            await self.store.seal_events(request_ids)
+        except Exception as error:
+            log.warning("ended responses' event logs could not be sealed: %r", error)
 
 
 class LogWriter:
@@ -213,14 +244,15 @@ async def follow(
     it. A response this process runs wakes its readers as its log grows
     (`local`); one run elsewhere is looked for in the store every `poll`
     seconds. A response that ended without a terminal event (cancelled), or
-    whose terminal event was never logged, ends its stream when its outcome is
-    kept; `ended` ends it early (the server is stopping)."""
+    whose terminal event was never logged (or whose log was pruned), ends its
+    stream when its outcome is kept; `ended` ends it early (the server is
+    stopping)."""
     while True:
         changed = hub.changed(request_id)
         try:
             found = hub.text_after(request_id, after)
             if found is None:
-                frames = await store.events_after(request_id, after)
+                frames = await store.events_after(request_id, after, limit=READ_WINDOW)
                 found = "".join(frames), len(frames)
             text, count = found
             if count:
@@ -235,11 +267,13 @@ async def follow(
                 continue
             outcome = await store.outcome(request_id)
             if outcome is not None:
-                frames = await store.events_after(request_id, after)
+                frames = await store.events_after(request_id, after, limit=1)
                 if frames:
                     continue  # written just before the outcome: read them first
+                # Also a log pruned after its replay window: the stream is
+                # then the terminal event alone, which carries the response.
                 last = terminal_frame(outcome[1], after + 1)
-                if last is not None and after >= 0:
+                if last is not None:
                     yield last
                 return
             if ended():

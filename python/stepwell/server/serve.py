@@ -63,6 +63,9 @@ class Settings:
     retention: str | None = None
     """Delete responses this long after they ended (``30d``, ``12h``, ``90m``,
     ``45s``), with their steps and events; ``None`` keeps them."""
+    replay_window: str = "10m"
+    """Keep an ended response's event log this long (for its stream to be read
+    again), then only the response; ``forever`` keeps it with the response."""
     keys: str | None = None
     """A TOML file whose ``[keys]`` table maps each API key to its tenant."""
     no_auth: bool = False
@@ -127,6 +130,7 @@ def load_settings(
         raise SystemExit("an upstream is needed: --upstream URL (or STEPWELL_UPSTREAM)")
     if settings.retention is not None:
         parse_duration(settings.retention)
+    replay_window(settings)  # a bad one stops the start, not a later prune
     if serving and not settings.keys and not settings.no_auth:
         raise SystemExit("API keys are needed: --keys FILE (or --no-auth, for local use only)")
     return settings
@@ -145,6 +149,13 @@ def parse_duration(text: str) -> float:
     if not seconds >= 0:
         raise SystemExit(f"a duration is a number with s, m, h or d, like 30d; not {text!r}")
     return seconds
+
+
+def replay_window(settings: Settings) -> float | None:
+    """The replay window in seconds; `None` for `forever`."""
+    if settings.replay_window == "forever":
+        return None
+    return parse_duration(settings.replay_window)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +182,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--retention", help="delete responses this long after they end, e.g. 30d (default: keep)"
+    )
+    parser.add_argument(
+        "--replay-window",
+        help="keep an ended response's event log this long for replay, then only the "
+        "response (default 10m; 'forever' keeps it)",
     )
 
 
@@ -260,6 +276,7 @@ def serve(args: argparse.Namespace) -> int:
         lease_ttl=settings.lease_ttl,
         max_runs=settings.max_runs,
         retention=parse_duration(settings.retention) if settings.retention else None,
+        replay_window=replay_window(settings),
     )
     app = create_app(responses, server_settings)
     # Bound here, not by uvicorn, so port 0 works and the address is known

@@ -30,6 +30,11 @@ class ServerSettings:
     retention: float | None = None
     """Seconds after its end a response is deleted (with its steps, events and
     keys); `None` keeps every response."""
+    replay_window: float | None = 600.0
+    """Seconds after its end a response's event log is kept, for its stream to
+    be read again (`GET /v1/responses/{id}?stream=true`); then only the
+    response itself is, and such a read gets the terminal event alone. `None`
+    keeps the log as long as the response."""
     websocket_max_age: float = 3600.0
     """Seconds a WebSocket connection lasts: then it gets
     `websocket_connection_limit_reached` and is closed."""

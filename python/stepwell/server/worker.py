@@ -14,7 +14,14 @@ import signal
 from .log import EventLog, LogHub
 from .retention import keep_pruning
 from .runs import Runs
-from .serve import Settings, add_run_arguments, build_responses, load_settings, parse_duration
+from .serve import (
+    Settings,
+    add_run_arguments,
+    build_responses,
+    load_settings,
+    parse_duration,
+    replay_window,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,14 +50,13 @@ async def _work(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await runs.begin()
-    pruning = None
-    if settings.retention:
-        older_than = parse_duration(settings.retention)
-        pruning = asyncio.ensure_future(keep_pruning(responses.store, older_than))
+    retention = parse_duration(settings.retention) if settings.retention else None
+    pruning = asyncio.ensure_future(
+        keep_pruning(responses.store, retention=retention, replay_window=replay_window(settings))
+    )
     print(f"stepwell worker running as {runs.owner}", flush=True)
     await stop.wait()
-    if pruning is not None:
-        pruning.cancel()
+    pruning.cancel()
     await runs.stop()
     close = getattr(responses.store, "close", None)
     if close is not None:

@@ -6,11 +6,17 @@ batch are consecutive events numbered from the batch's first
 `sequence_number`, so a replay from any cursor is exact and byte for byte what
 the live stream sent. A frame is `event: <type>\\ndata: <one line>\\n\\n`: its
 JSON never holds a raw newline, so a blank line always ends a frame.
+
+Once the response ended, its batches are *sealed*: replaced by one row holding
+the whole log compactly (each delta frame as its text and two bytes, every
+other frame as it was), from which the same frames are rendered again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+
+from .._core import SEALED_LOG, seal_log, unseal_log
 
 FRAME_END = "\n\n"
 
@@ -25,10 +31,47 @@ def split_frames(text: str) -> list[str]:
     return [frame + FRAME_END for frame in text.split(FRAME_END) if frame]
 
 
-def frames_after(batches: Iterable[tuple[int, str]], after: int) -> list[str]:
-    """The frames numbered above `after`, from `(first_sequence, text)` batches
-    given in order."""
+def is_sealed(text: str) -> bool:
+    """Whether a row holds a sealed log rather than a batch."""
+    return text.startswith(SEALED_LOG)
+
+
+def frames_after(
+    batches: Iterable[tuple[int, str]], after: int, limit: int | None = None
+) -> list[str]:
+    """The frames numbered above `after`, at most `limit` of them, from
+    `(first_sequence, text)` rows (batches or a sealed log) given in order."""
     kept: list[str] = []
     for first, text in batches:
-        kept += split_frames(text)[max(0, after + 1 - first) :]
+        room = None if limit is None else limit - len(kept)
+        if room is not None and room <= 0:
+            break
+        if is_sealed(text):
+            kept += unseal_log(text, first, after, room)
+        else:
+            start = max(0, after + 1 - first)
+            kept += split_frames(text)[start : None if room is None else start + room]
     return kept
+
+
+def sealed(rows: list[tuple[int, str]]) -> tuple[int, int, str] | None:
+    """A response's whole log, its `(first_sequence, text)` rows in order, as
+    one sealed row `(first_sequence, last_sequence, text)`; `None` when it
+    is one already, or empty, or holds what a sealed log cannot."""
+    if not rows or (len(rows) == 1 and is_sealed(rows[0][1])):
+        return None
+    first = rows[0][0]
+    frames = "".join(frames_after(rows, first - 1))
+    text = seal_log(frames, first)
+    if text is None:
+        return None
+    return first, first + count_frames(frames) - 1, text
+
+
+def last_wanted(after: int, limit: int | None) -> int:
+    """The highest first sequence number of a row a read of `limit` frames
+    after `after` may need (a store's sequence numbers are 32-bit)."""
+    return _LAST if limit is None else min(after + limit, _LAST)
+
+
+_LAST = 2**31 - 1

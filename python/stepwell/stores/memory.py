@@ -24,7 +24,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import count_frames, frames_after
+from ._events import count_frames, frames_after, sealed
 from ._transition import Decide, check_move, decide_next, previous_of, stored_response
 
 _Scope = tuple[str, str | None]
@@ -317,11 +317,32 @@ class MemoryStore:
                     self._events.setdefault(request_id, []).append((first_sequence, frames))
         return refused
 
-    async def events_after(self, request_id: str, after: int) -> list[str]:
-        """The kept stream frames numbered above ``after``, in order."""
+    async def events_after(
+        self, request_id: str, after: int, *, limit: int | None = None
+    ) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order; at most
+        ``limit`` of them."""
         with self._lock:
             batches = list(self._events.get(request_id, ()))
-        return frames_after(batches, after)
+        return frames_after(batches, after, limit)
+
+    async def seal_events(self, request_ids: list[str]) -> None:
+        """Replace each ended response's logged batches by one sealed log."""
+        with self._lock:
+            for request_id in request_ids:
+                one = sealed(self._events.get(request_id, []))
+                if one is not None:
+                    self._events[request_id] = [(one[0], one[2])]
+
+    async def prune_events(self, older_than: float, *, batch: int = 500) -> int:
+        """Forgets the event logs of up to ``batch`` responses that ended more
+        than ``older_than`` seconds ago, keeping the responses; how many went."""
+        cutoff = time.time() - older_than
+        with self._lock:
+            gone = [r for r in self._events if self._ended.get(r, cutoff) < cutoff][:batch]
+            for request_id in gone:
+                del self._events[request_id]
+        return len(gone)
 
     async def record_step(
         self,

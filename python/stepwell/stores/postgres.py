@@ -53,7 +53,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import count_frames, frames_after
+from ._events import count_frames, frames_after, last_wanted, sealed
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -727,16 +727,64 @@ class PostgresStore:
             )
         return list(refused)
 
-    async def events_after(self, request_id: str, after: int) -> list[str]:
-        """The kept stream frames numbered above ``after``, in order."""
+    async def events_after(
+        self, request_id: str, after: int, *, limit: int | None = None
+    ) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order; at most
+        ``limit`` of them."""
         async with self._connection() as db:
             rows = await db.fetch(
                 "SELECT first_sequence, frames FROM events WHERE request_id = $1 "
-                "AND last_sequence > $2 ORDER BY first_sequence",
+                "AND last_sequence > $2 AND first_sequence <= $3 ORDER BY first_sequence",
                 request_id,
                 after,
+                last_wanted(after, limit),
             )
-        return frames_after([(row[0], row[1]) for row in rows], after)
+        return frames_after([(row[0], row[1]) for row in rows], after, limit)
+
+    async def seal_events(self, request_ids: list[str]) -> None:
+        """Replace each ended response's logged batches by one sealed row, in
+        one transaction: the same frames, stored compactly."""
+        async with self._connection() as db, db.transaction():
+            rows = await db.fetch(
+                "SELECT request_id, first_sequence, frames FROM events "
+                "WHERE request_id = ANY($1) ORDER BY request_id, first_sequence",
+                request_ids,
+            )
+            logs: dict[str, list[tuple[int, str]]] = {}
+            for row in rows:
+                logs.setdefault(row[0], []).append((row[1], row[2]))
+            replaced = [
+                (request_id, *one)
+                for request_id, batches in logs.items()
+                if (one := sealed(batches)) is not None
+            ]
+            if replaced:
+                await db.execute(
+                    "DELETE FROM events WHERE request_id = ANY($1)", [r[0] for r in replaced]
+                )
+                await db.executemany(
+                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+                    "VALUES ($1, $2, $3, $4)",
+                    replaced,
+                )
+
+    async def prune_events(self, older_than: float, *, batch: int = 500) -> int:
+        """Deletes the event logs of up to ``batch`` responses that ended more
+        than ``older_than`` seconds ago, keeping the responses themselves;
+        returns how many logs went."""
+        async with self._connection() as db, db.transaction():
+            rows = await db.fetch(
+                "SELECT DISTINCT e.request_id FROM events e JOIN responses r "
+                "ON r.request_id = e.request_id "
+                "WHERE r.output IS NOT NULL AND r.completed_at < $1 LIMIT $2",
+                time.time() - older_than,
+                batch,
+            )
+            ids = [row[0] for row in rows]
+            if ids:
+                await db.execute("DELETE FROM events WHERE request_id = ANY($1)", ids)
+        return len(ids)
 
     # ------------------------------------------------------------ leases
 

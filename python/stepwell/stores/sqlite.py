@@ -34,7 +34,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import count_frames, frames_after
+from ._events import count_frames, frames_after, last_wanted, sealed
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -441,15 +441,54 @@ class SQLiteStore:
                 )
         return refused
 
-    async def events_after(self, request_id: str, after: int) -> list[str]:
-        """The kept stream frames numbered above ``after``, in order."""
+    async def events_after(
+        self, request_id: str, after: int, *, limit: int | None = None
+    ) -> list[str]:
+        """The kept stream frames numbered above ``after``, in order; at most
+        ``limit`` of them."""
         with self._errors(), self._lock:
             rows = self._db.execute(
                 "SELECT first_sequence, frames FROM events WHERE request_id = ? "
-                "AND last_sequence > ? ORDER BY first_sequence",
-                (request_id, after),
+                "AND last_sequence > ? AND first_sequence <= ? ORDER BY first_sequence",
+                (request_id, after, last_wanted(after, limit)),
             ).fetchall()
-        return frames_after(rows, after)
+        return frames_after(rows, after, limit)
+
+    async def seal_events(self, request_ids: list[str]) -> None:
+        """Replace each ended response's logged batches by one sealed row, in
+        one transaction: the same frames, stored compactly."""
+        with self._transaction() as db:
+            for request_id in request_ids:
+                rows = db.execute(
+                    "SELECT first_sequence, frames FROM events WHERE request_id = ? "
+                    "ORDER BY first_sequence",
+                    (request_id,),
+                ).fetchall()
+                one = sealed(rows)
+                if one is not None:
+                    db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+                    db.execute(
+                        "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+                        "VALUES (?, ?, ?, ?)",
+                        (request_id, *one),
+                    )
+
+    async def prune_events(self, older_than: float, *, batch: int = 500) -> int:
+        """Deletes the event logs of up to ``batch`` responses that ended more
+        than ``older_than`` seconds ago, keeping the responses themselves;
+        returns how many logs went."""
+        with self._transaction() as db:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT DISTINCT e.request_id FROM events e JOIN responses r "
+                    "ON r.request_id = e.request_id "
+                    "WHERE r.output IS NOT NULL AND r.completed_at < ? LIMIT ?",
+                    (time.time() - older_than, batch),
+                ).fetchall()
+            ]
+            db.executemany("DELETE FROM events WHERE request_id = ?", [(i,) for i in ids])
+        return len(ids)
 
     async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
         """The request a response was created from, if saved (and, when

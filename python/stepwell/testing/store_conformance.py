@@ -31,6 +31,7 @@ __all__ = [
     "test_a_lease_is_held_by_one_owner_until_it_expires",
     "test_a_lost_lease_refuses_every_write_of_its_run",
     "test_a_request_kept_leased_is_never_claimable_first",
+    "test_a_sealed_event_log_replays_the_same_frames",
     "test_a_tenant_finds_only_its_own_requests",
     "test_an_idempotency_key_is_held_by_its_first_response",
     "test_chain_order_and_links",
@@ -42,6 +43,7 @@ __all__ = [
     "test_life_cycle",
     "test_payloads_round_trip",
     "test_prune_deletes_old_responses_but_keeps_what_a_kept_one_continues",
+    "test_pruned_event_logs_keep_their_responses",
     "test_recording_a_link_twice_returns_the_same_step",
     "test_requests_and_outcomes",
     "test_scopes_are_separate_chains",
@@ -205,6 +207,48 @@ async def test_event_log_replays_from_any_cursor(make_store: Any) -> None:
     )
     assert await store.events_after("s", -1) == frames[:2]
     assert await store.events_after("t", 0) == frames[1:2]
+    # A bounded read: a reader far behind takes the log a window at a time.
+    for after in range(-1, 7):
+        for limit in (1, 2, 5):
+            got = await store.events_after("r", after, limit=limit)
+            assert got == frames[after + 1 : after + 1 + limit]
+
+
+def _delta(sequence: int, text: str) -> str:
+    body = (
+        f'{{"type":"response.output_text.delta","sequence_number":{sequence},'
+        f'"item_id":"msg_1","output_index":0,"content_index":0,"delta":"{text}"}}'
+    )
+    return f"event: response.output_text.delta\ndata: {body}\n\n"
+
+
+async def test_a_sealed_event_log_replays_the_same_frames(make_store: Any) -> None:
+    store = make_store()
+    frames = ["event: response.created\ndata: {}\n\n"]
+    frames += [_delta(n, f'tok\\"{n}') for n in range(1, 40)]
+    frames.append("event: response.completed\ndata: {}\n\n")
+    for first in range(0, len(frames), 3):
+        await store.append_events("r", first, "".join(frames[first : first + 3]))
+    await store.append_events("other", 0, frames[0])
+    await store.seal_events(["r", "missing"])
+    await store.seal_events(["r"])  # sealing twice changes nothing
+    for after in range(-1, len(frames) + 1):
+        assert await store.events_after("r", after) == frames[after + 1 :]
+        assert await store.events_after("r", after, limit=4) == frames[after + 1 : after + 5]
+    assert await store.events_after("other", -1) == frames[:1]
+
+
+async def test_pruned_event_logs_keep_their_responses(make_store: Any) -> None:
+    store = make_store()
+    for request_id in ("ended", "running"):
+        await store.save_request(request_id, {"request": {}, "created_at": 1})
+        await store.append_events(request_id, 0, "event: e\ndata: {}\n\n")
+    await store.set_outcome("ended", "completed", {"status": "completed"})
+    assert await store.prune_events(3600.0) == 0  # ended just now: in its window
+    assert await store.prune_events(-1.0) == 1
+    assert await store.events_after("ended", -1) == []
+    assert await store.outcome("ended") == ("completed", {"status": "completed"})
+    assert len(await store.events_after("running", -1)) == 1
 
 
 async def test_delete_response_forgets_everything_of_it(make_store: Any) -> None:

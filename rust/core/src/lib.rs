@@ -19,6 +19,7 @@ pub mod observe;
 pub mod reassemble;
 pub mod response_loop;
 pub mod responses_stream;
+pub mod sealed_log;
 pub mod sse;
 pub mod tool_post;
 pub mod traits;

@@ -20,6 +20,7 @@ mod local;
 mod observer;
 mod responses_sink;
 mod run;
+mod sealed_log;
 mod sink;
 mod store;
 
@@ -36,6 +37,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::loop_config_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_loop_config, m)?)?;
     items::register(m)?;
+    sealed_log::register(m)?;
     // A test hook, not part of the module's API: only a process that asks
     // for it (the test suite) gets it.
     if std::env::var_os("STEPWELL_TEST_HOOKS").is_some_and(|v| !v.is_empty()) {

@@ -1,0 +1,134 @@
+"""The event log of `stepwell serve`: a finished response's log is sealed (kept
+compactly, replayed byte for byte), readers far behind take it a window at a
+time, the hub keeps only a tail of a running response, and a log pruned after
+its replay window still ends a stream with the response."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from stepwell._core import SEALED_LOG
+from stepwell.server.log import READ_WINDOW, TAIL_CHARS, EventLog, LogHub, follow
+from stepwell.server.serve import load_settings, replay_window
+from stepwell.stores import MemoryStore
+from stepwell.testing import (
+    JsonReply,
+    ScriptedUpstream,
+    StreamReply,
+    UpstreamRequest,
+    chat_completion,
+    text_chunks,
+)
+
+from .test_server import Server, events_of
+
+PIECES = [f'piece {n} "quoted" é\n' for n in range(300)]
+
+
+def model(request: UpstreamRequest) -> StreamReply | JsonReply:
+    if request.body.get("stream"):
+        return StreamReply(text_chunks(PIECES))
+    return JsonReply(chat_completion("".join(PIECES)))
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Server, Path]]:
+    with ScriptedUpstream(model) as upstream:
+        running = Server(upstream.endpoint, tmp_path / "serve.db")
+        yield running, tmp_path / "serve.db"
+        running.stop()
+
+
+def _log_rows(db: Path, request_id: str) -> list[str]:
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT frames FROM events WHERE request_id = ? ORDER BY first_sequence",
+            (request_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+async def test_a_finished_log_is_sealed_and_replays_byte_for_byte(
+    server: tuple[Server, Path],
+) -> None:
+    running, db = server
+    async with httpx.AsyncClient(base_url=running.url) as http:
+        live = await http.post("/v1/responses", json={"model": "m", "input": "q", "stream": True})
+        events = events_of(live.text)
+        response_id = events[0]["response"]["id"]
+        request_id = response_id.removeprefix("resp_")
+        # Sealed before the client got the terminal event: one compact row.
+        rows = _log_rows(db, request_id)
+        assert len(rows) == 1 and rows[0].startswith(SEALED_LOG)
+        sent = live.text.removesuffix("data: [DONE]\n\n")
+        deltas = sum(len(e["delta"]) for e in events if e["type"].endswith(".delta"))
+        assert len(rows[0].encode()) < len(sent.encode()) / 3
+        assert len(rows[0]) < deltas * 1.2 + 2 * len(events) + 4096
+        for cursor in (-1, 0, 7, len(events) - 2):
+            replay = await http.get(
+                f"/v1/responses/{response_id}",
+                params={"stream": "true", "starting_after": cursor},
+            )
+            frames = sent.split("\n\n")[cursor + 1 : -1]
+            assert replay.text == "".join(f + "\n\n" for f in frames) + "data: [DONE]\n\n"
+
+
+async def test_a_pruned_log_streams_the_terminal_event_alone(
+    server: tuple[Server, Path],
+) -> None:
+    running, db = server
+    async with httpx.AsyncClient(base_url=running.url) as http:
+        created = await http.post("/v1/responses", json={"model": "m", "input": "q"})
+        response = created.json()
+        with sqlite3.connect(db) as connection:  # what the replay window's pruning does
+            connection.execute("DELETE FROM events")
+        replay = await http.get(f"/v1/responses/{response['id']}", params={"stream": "true"})
+    [terminal] = events_of(replay.text)
+    assert terminal["type"] == "response.completed"
+    assert terminal["sequence_number"] == 0
+    assert terminal["response"] == response
+
+
+async def test_a_reader_behind_the_tail_reads_the_store_a_window_at_a_time() -> None:
+    store = MemoryStore()
+    hub = LogHub()
+    log = EventLog(store, hub)
+    frames = [
+        f'event: e\ndata: {{"sequence_number":{n},"pad":"{"x" * 90}"}}\n\n' for n in range(3000)
+    ]
+    for first in range(0, len(frames), 10):
+        log.append("r", first, "".join(frames[first : first + 10]))
+        await log.flush()
+    # The hub holds a tail of the running response, not its whole log.
+    held = hub.text_after("r", len(frames) - 2)
+    assert held is not None and held[1] == 1
+    assert hub.text_after("r", -1) is None
+    assert sum(len(b[2]) for b in hub._recent["r"]) <= TAIL_CHARS + len("".join(frames[:10]))
+
+    log.append("r", len(frames), "event: response.completed\ndata: {}\n\n")
+    await log.flush()
+    hub.ended("r")
+    chunks = [
+        chunk
+        async for chunk in follow(store, hub, "r", -1, local=lambda: False, ended=lambda: True)
+    ]
+    assert "".join(chunks) == "".join(frames) + "event: response.completed\ndata: {}\n\n"
+    assert max(chunk.count("\n\n") for chunk in chunks) == READ_WINDOW
+    # The log was sealed when its terminal event was written.
+    assert (await store.events_after("r", -1, limit=1)) == frames[:1]
+    assert store._events["r"][0][1].startswith(SEALED_LOG)
+
+
+def test_the_replay_window_is_a_duration_or_forever() -> None:
+    def settings(value: str) -> object:
+        flags = {"upstream": "http://127.0.0.1:1/v1", "no_auth": True, "replay_window": value}
+        return load_settings(flags, {}, None)
+
+    assert replay_window(settings("90s")) == 90.0  # type: ignore[arg-type]
+    assert replay_window(settings("forever")) is None  # type: ignore[arg-type]
+    with pytest.raises(SystemExit, match="duration"):
+        settings("soon")
