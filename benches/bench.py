@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import gc
 import json
 import os
 import platform
 import re
+import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -56,6 +59,7 @@ from stepwell.testing import CountingSink, ScriptedTransition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import depth
+import http_layer
 import scale_out
 from pyloop import py_run_response_loop
 
@@ -667,6 +671,15 @@ class Served:
         assert match
         return int(match.group(1)) / 1024
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the server process has used so far."""
+        return scale_out.cpu_seconds(self.process.pid)
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        return int(match.group(1)) / 1024 if match else float("nan")
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait()
@@ -690,6 +703,10 @@ RESPONSES_DELTA = "event: response.output_text.delta"
 CHAT_DELTA = '"delta":{"content"'
 
 
+STEPWELL_S6 = "stepwell serve (SQLite, event log on)"
+REFERENCE_S6 = "reference: Starlette + httpx + httpx-sse"
+
+
 def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
     chunks, clients = (50, 32) if quick else (500, 256)
     requests = clients * (1 if quick else 4)
@@ -704,12 +721,12 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
                     stream_request(chunks),
                     CHAT_DELTA,
                 ),
-                "stepwell serve (SQLite, event log on)": (
+                STEPWELL_S6: (
                     f"{stepwell.url}/v1/responses",
                     body,
                     RESPONSES_DELTA,
                 ),
-                "reference: Starlette + httpx + httpx-sse": (
+                REFERENCE_S6: (
                     f"{reference.url}/v1/responses",
                     body,
                     RESPONSES_DELTA,
@@ -719,9 +736,16 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
                 load(url, payload, 4, 8, marker)
             rates: dict[str, list[float]] = {name: [] for name in targets}
             errors = dict.fromkeys(targets, 0)
+            servers = {STEPWELL_S6: stepwell, REFERENCE_S6: reference}
+            cpu = dict.fromkeys(servers, 0.0)
+            served = dict.fromkeys(servers, 0)
             for rep in range(reps):
                 for name, (url, payload, marker) in targets.items():
+                    before = servers[name].cpu_seconds() if name in servers else 0.0
                     result = load(url, payload, clients, requests, marker)
+                    if name in servers:
+                        cpu[name] += servers[name].cpu_seconds() - before
+                        served[name] += requests - result["errors"]
                     # Streams cut short count as errors too: deltas missing.
                     short = requests - result["markers"] // chunks - result["errors"]
                     errors[name] += result["errors"] + max(short, 0)
@@ -737,29 +761,23 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
             stepwell.stop()
             reference.stop()
     median = {name: statistics.median(r) for name, r in rates.items()}
-    ours = median["stepwell serve (SQLite, event log on)"]
-    ratio = ours / median["reference: Starlette + httpx + httpx-sse"]
-    added = (
-        firsts["stepwell serve (SQLite, event log on)"] - firsts["direct to the upstream (ceiling)"]
-    )
+    ours = median[STEPWELL_S6]
+    ratio = ours / median[REFERENCE_S6] if median[REFERENCE_S6] else float("inf")
+    added = firsts[STEPWELL_S6] - firsts["direct to the upstream (ceiling)"]
     rows = [
         [
             name,
             f"{rate:,.0f}",
             f"{rate / chunks:,.1f}",
+            f"{1000 * cpu[name] / served[name]:.2f}" if served.get(name) else "",
             str(errors[name]),
-            {
-                "stepwell serve (SQLite, event log on)": (
-                    f">= 150k deltas/s: {verdict(ours >= 150_000)}"
-                ),
-                "reference: Starlette + httpx + httpx-sse": (
-                    f"stepwell {ratio:.2f}x (>= 5x: {verdict(ratio >= 5)})"
-                ),
-            }.get(name, ""),
+            f"stepwell {ratio:.2f}x (>= 8x: {verdict(ratio >= 8)})" if name == REFERENCE_S6 else "",
         ]
         for name, rate in median.items()
     ]
-    text = table(["target", "deltas/s", "responses/s", "errors", "goal"], rows)
+    text = table(
+        ["target", "deltas/s", "responses/s", "server CPU ms/response", "errors", "goal"], rows
+    )
     ttfd = table(
         ["one client at a time", "time to first delta, p50", "goal"],
         [
@@ -767,7 +785,7 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
             [
                 "stepwell serve",
                 f"{firsts['stepwell serve (SQLite, event log on)']:.2f} ms",
-                f"added {added:.2f} ms (p50 <= 2 ms: {verdict(added <= 2)})",
+                f"added {added:.2f} ms (p50 <= 1 ms: {verdict(added <= 1)})",
             ],
         ],
     )
@@ -779,10 +797,11 @@ def s6_streaming_server(upstream: Upstream, quick: bool, reps: int) -> str:
 
 
 def s10_soak(upstream: Upstream, quick: bool) -> str:
-    """One `stepwell serve` on SQLite under rounds of steady streaming load:
-    its RSS after each round, and what the store holds per response and per
-    streamed delta."""
-    chunks, clients = (20, 8) if quick else (200, 32)
+    """One `stepwell serve` on SQLite under rounds of steady load, streaming
+    and non-streaming clients at once: its RSS after each round, and what the
+    store holds per response and per streamed delta; then one long response
+    streamed to a slow reader, and the RSS that costs."""
+    chunks, streaming, plain = (20, 8, 4) if quick else (200, 32, 16)
     rounds, per_round = (2, 40) if quick else (8, 3_000)
     body = {"model": f"stream-{chunks}", "input": "Tell me about foxes.", "stream": True}
     rows = []
@@ -792,14 +811,20 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
         try:
             responses = deltas = errors = 0
             for number in range(1, rounds + 1):
-                result = load(f"{server.url}/v1/responses", body, clients, per_round,
-                              RESPONSES_DELTA)  # fmt: skip
-                responses += per_round - result["errors"]
+                with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                    streamed = pool.submit(
+                        load, f"{server.url}/v1/responses", body, streaming, per_round,
+                        RESPONSES_DELTA,
+                    )  # fmt: skip
+                    answered = pool.submit(
+                        load, f"{server.url}/v1/responses", {**body, "stream": False}, plain,
+                        per_round // 2, "",
+                    )  # fmt: skip
+                    result, other = streamed.result(), answered.result()
+                responses += per_round + per_round // 2 - result["errors"] - other["errors"]
                 deltas += result["markers"]
-                errors += result["errors"]
-                status = Path(f"/proc/{server.process.pid}/status").read_text()
-                found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-                rss = int(found.group(1)) / 1024 if found else float("nan")
+                errors += result["errors"] + other["errors"]
+                rss = server.rss_mib()
                 stored = sum(p.stat().st_size for p in Path(scratch).glob("s10.db*"))
                 rows.append([
                     str(number), f"{responses:,}", f"{rss:.1f} MiB", f"{stored / 2**20:,.1f} MiB",
@@ -807,23 +832,100 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
                     str(errors),
                 ])  # fmt: skip
                 say(f"  S10 round {number}/{rounds}: RSS {rss:.1f} MiB, store {stored:,} bytes")
+            logged = event_log_bytes(db)
+            slow = slow_reader(server, 10_000 if quick else 100_000)
         finally:
             server.stop()
     setup = (
-        f"{clients} streaming clients, {per_round:,} responses of {chunks} deltas per round, "
-        "one `stepwell serve` on SQLite (event log on), RSS read after each round."
+        f"{streaming} streaming clients ({chunks} deltas each) and {plain} non-streaming ones "
+        f"at once, {per_round:,} + {per_round // 2:,} responses per round, one `stepwell "
+        "serve` on SQLite (event log on, replay window 10 minutes: every log is still kept), "
+        "RSS read after each round."
     )
-    return f"{setup}\n\n" + table(
-        ["round", "responses", "server RSS", "store size", "bytes/response", "bytes/delta",
-         "errors"],
-        rows,
+    per_delta = (logged["bytes"] - logged["text"]) / max(logged["deltas"], 1)
+    log_table = table(
+        ["sealed logs", "deltas in them", "bytes", "delta text bytes", "overhead/delta", "goal"],
+        [[
+            f"{logged['logs']:,}", f"{logged['deltas']:,}", f"{logged['bytes']:,}",
+            f"{logged['text']:,}", f"{per_delta:.1f} bytes",
+            f"<= 40 bytes: {verdict(per_delta <= 40)}",
+        ]],
     )  # fmt: skip
+    slow_table = table(
+        ["one response to a slow reader", "deltas read", "seconds", "server RSS before",
+         "server RSS peak while read", "growth"],
+        [[
+            f"{slow['deltas_asked']:,} deltas", f"{slow['deltas']:,}", f"{slow['seconds']:.1f}",
+            f"{slow['before']:.1f} MiB", f"{slow['peak']:.1f} MiB",
+            f"{slow['peak'] - slow['before']:.1f} MiB",
+        ]],
+    )  # fmt: skip
+    headers = ["round", "responses", "server RSS", "store size", "bytes/response",
+               "bytes/delta", "errors"]  # fmt: skip
+    return (
+        f"{setup}\n\n"
+        + table(headers, rows)
+        + "\n\nThe event log alone (the `events` table's rows, all sealed):\n\n"
+        + log_table
+        + "\n\n"
+        + slow_table
+    )
+
+
+def event_log_bytes(db: Path) -> dict[str, int]:
+    """What the sealed event logs of a store hold: how many logs and deltas,
+    their bytes, and the bytes of the delta text in them."""
+    found = dict.fromkeys(["logs", "deltas", "bytes", "text"], 0)
+    with sqlite3.connect(db) as connection:
+        for (frames,) in connection.execute("SELECT frames FROM events"):
+            found["logs"] += 1
+            found["bytes"] += len(frames.encode())
+            for line in frames.split("\n"):
+                if line.startswith(":"):
+                    found["deltas"] += 1
+                    found["text"] += len(line.encode()) - 1
+    return found
+
+
+def slow_reader(server: Served, deltas: int) -> dict[str, float]:
+    """Streams one response of `deltas` deltas, reading it slowly (4 KiB at a
+    time, a pause between reads), while the server's RSS is sampled."""
+    request = json.dumps({"model": f"stream-{deltas}", "input": "Go on.", "stream": True})
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    marker = RESPONSES_DELTA.encode()
+    before = server.rss_mib()
+    peak, tail, started = before, b"", time.perf_counter()
+    with socket.create_connection((host, int(port))) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        connection.sendall(
+            f"POST /v1/responses HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(request)}\r\nConnection: close\r\n\r\n{request}".encode()
+        )
+        counted, reads = 0, 0
+        while chunk := connection.recv(4096):
+            # The tail is shorter than a marker: a marker split between two
+            # reads is counted once.
+            window = tail + chunk
+            counted += window.count(marker)
+            tail = window[-(len(marker) - 1) :]
+            reads += 1
+            if reads % 64 == 0:
+                peak = max(peak, server.rss_mib())
+            time.sleep(0.0002)
+    return {
+        "deltas_asked": deltas,
+        "deltas": counted,
+        "seconds": time.perf_counter() - started,
+        "before": before,
+        "peak": max(peak, server.rss_mib()),
+    }
 
 
 def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
     clients, requests = 64, (200 if quick else 4000)
     body = {"model": "json", "input": "Tell me about foxes."}
-    rows = []
+    rows: list[list[str]] = []
+    rates: list[float] = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, start in (
             (
@@ -836,18 +938,25 @@ def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
             try:
                 url = f"{served.url}/v1/responses"
                 load(url, body, 4, 16, "")
+                before = served.cpu_seconds()
                 result = load(url, body, clients, requests, "")
+                done = requests - result["errors"]
+                cpu = 1000 * (served.cpu_seconds() - before) / done if done else float("nan")
                 seconds = result["seconds"]
-                rate = (requests - result["errors"]) / seconds if seconds > 0 else 0.0
+                rate = done / seconds if seconds > 0 else 0.0
                 peak = served.peak_rss_mib()
             finally:
                 served.stop()
-            goal = f">= 1,000/s: {verdict(rate >= 1000)}" if name.startswith("stepwell") else ""
-            rows.append([name, f"{rate:,.0f}", str(result["errors"]), f"{peak:.0f} MiB", goal])
-            say(f"  S7 {name:<42} {rate:>8,.0f} responses/s, peak RSS {peak:.0f} MiB")
+            rates.append(rate)
+            rows.append([name, f"{rate:,.0f}", f"{cpu:.2f}", str(result["errors"]),
+                         f"{peak:.0f} MiB", ""])  # fmt: skip
+            say(f"  S7 {name:<42} {rate:>8,.0f} responses/s, {cpu:.2f} CPU ms each")
+    ratio = rates[0] / rates[1] if rates[1] else float("inf")
+    rows[1][-1] = f"stepwell {ratio:.2f}x (>= 2.5x: {verdict(ratio >= 2.5)})"
     setup = f"{clients} concurrent clients, {requests:,} responses, one model call each."
     return f"{setup}\n\n" + table(
-        ["server", "responses/s", "errors", "server peak RSS", "goal"], rows
+        ["server", "responses/s", "server CPU ms/response", "errors", "server peak RSS", "goal"],
+        rows,
     )
 
 
@@ -904,7 +1013,7 @@ async def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["S6", "S7", "S8", "S9", "S10"],
+        choices=["S6", "S7", "S8", "S9", "S10", "S11"],
         help="run this server scenario alone and print its table (writes nothing)",
     )
     args = parser.parse_args()
@@ -919,6 +1028,8 @@ async def main() -> None:
                 print(await depth.depth(upstream.url, quick))
             elif args.only == "S10":
                 print(s10_soak(upstream, quick))
+            elif args.only == "S11":
+                print(http_layer.http_layer(upstream.url, quick, Served, table))
             else:
                 print(await s8_scale_out(upstream, quick))
         return
@@ -959,6 +1070,8 @@ async def main() -> None:
             s9 = await depth.depth(upstream.url, quick)
             say("S10 soak")
             s10 = s10_soak(upstream, quick)
+            say("S11 the HTTP layer")
+            s11 = http_layer.http_layer(upstream.url, quick, Served, table)
         finally:
             await pipelines.close()
 
@@ -977,6 +1090,7 @@ async def main() -> None:
         ("S8 scale-out: server processes on one store", s8),
         ("S9 conversation depth (library, SQLiteStore)", s9),
         ("S10 soak: memory and storage under steady load", s10),
+        ("S11 the HTTP layer: `stepwell serve --server` and granian", s11),
     ]
     if not quick:
         say("the Rust stream path and the chunk parsers")

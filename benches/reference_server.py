@@ -123,7 +123,10 @@ def main() -> None:
     sock.bind(("127.0.0.1", 0))
     sock.listen(1024)
     print(f"serving on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    # What `pip install uvicorn` runs: asyncio's loop and the h11 parser, even
+    # where the bench's environment also has httptools and uvloop.
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", http="h11", loop="asyncio")
+    server = uvicorn.Server(config)
     asyncio.run(server.serve(sockets=[sock]))
 
 

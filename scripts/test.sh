@@ -16,5 +16,10 @@ echo "== ruff / mypy"
 .venv/bin/mypy python/stepwell
 echo "== stubtest (python/stepwell/_core.pyi against the built module)"
 .venv/bin/python -m mypy.stubtest stepwell._core
+echo "== pytest, the server tests on the other --server choices"
+server_tests=$(grep -l 'stepwell.cli", "serve"\|from .test_server import' tests/test_*.py)
+for server in uvicorn-h11 uvicorn-uvloop; do
+    STEPWELL_SERVER=$server .venv/bin/pytest -q $server_tests
+done
 echo "== pytest"
 .venv/bin/pytest -q

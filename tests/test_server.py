@@ -649,3 +649,12 @@ def test_settings_come_from_flags_then_environment_then_file(tmp_path: Path) -> 
         bad = tmp_path / "bad.toml"
         bad.write_text("colour = 'red'\n")
         load_settings({}, {}, str(bad))
+
+
+def test_the_http_server_is_one_of_the_named_ways() -> None:
+    flags = {"upstream": "http://127.0.0.1:1/v1", "no_auth": True}
+    assert load_settings(flags, {}, None).server == "uvicorn"
+    for server in ("uvicorn-h11", "uvicorn-uvloop"):
+        assert load_settings({**flags, "server": server}, {}, None).server == server
+    with pytest.raises(SystemExit, match="--server is one of uvicorn, uvicorn-h11"):
+        load_settings({**flags, "server": "gunicorn"}, {}, None)

@@ -1,14 +1,47 @@
 """uvicorn's server, told about a stop signal as soon as it arrives, and its
-HTTP protocol with a deadline on request headers."""
+HTTP protocol with a deadline on request headers, run one of the ways
+`stepwell serve --server` names (see `SERVERS`)."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from .serve import SERVERS
+
+
+def check(server: str) -> None:
+    """Stops the start when what `server` runs on is not installed."""
+    loop, parser = SERVERS[server]
+    for module in {loop, parser} - {"asyncio", "h11"}:
+        if importlib.util.find_spec(module) is None:
+            raise SystemExit(f"--server {server} needs {module}: pip install {module}")
+
+
+def protocol(server: str) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol for `server`."""
+    if SERVERS[server][1] == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    return H11Protocol
+
+
+def run(server: str, main: Coroutine[Any, Any, None]) -> None:
+    """Runs `main` on the event loop `server` uses."""
+    if SERVERS[server][0] == "uvloop":
+        import uvloop
+
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 class StoppingServer(uvicorn.Server):
@@ -31,11 +64,12 @@ class StoppingServer(uvicorn.Server):
             self._captured_signals = [s for s in self._captured_signals if s != sig]
 
 
-def with_header_deadline(seconds: float) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol, closing a connection whose request headers have
-    not all arrived `seconds` after it opened or after its last response: a
-    client that never finishes its headers holds no connection for long."""
-    base: Any = AutoHTTPProtocol
+def with_header_deadline(seconds: float, server: str) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (for `server`), closing a connection whose
+    request headers have not all arrived `seconds` after it opened or after
+    its last response: a client that never finishes its headers holds no
+    connection for long."""
+    base: Any = protocol(server)
 
     class HeaderDeadline(base):  # type: ignore[misc]
         _deadline: asyncio.TimerHandle | None = None

@@ -9,7 +9,6 @@ the flags: `upstream = "..."`, `max_body = 1048576`), then the default.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import sys
@@ -50,6 +49,9 @@ class Settings:
     """Largest request body, in bytes."""
     grace: float = 30.0
     """Seconds foreground responses get to finish on SIGTERM."""
+    server: str = "uvicorn"
+    """How HTTP is served: ``uvicorn`` (asyncio's loop, the httptools parser),
+    ``uvicorn-h11`` (the pure-Python parser) or ``uvicorn-uvloop``."""
     header_timeout: float = 10.0
     """Seconds a client may take to send a request's headers."""
     body_timeout: float = 30.0
@@ -70,6 +72,18 @@ class Settings:
     """A TOML file whose ``[keys]`` table maps each API key to its tenant."""
     no_auth: bool = False
     """Serve without authentication, as one tenant (local use only)."""
+
+
+SERVERS = {
+    "uvicorn": ("asyncio", "httptools"),
+    "uvicorn-h11": ("asyncio", "h11"),
+    "uvicorn-uvloop": ("uvloop", "httptools"),
+}
+"""How `stepwell serve --server` runs uvicorn: `(event loop, HTTP parser)`.
+The default, asyncio's loop with the httptools parser (the `server` extra
+installs it), served the most responses per CPU second in `benches/` (S11);
+`uvicorn-h11` is what a plain install of uvicorn runs, `uvicorn-uvloop` needs
+uvloop installed."""
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -131,6 +145,8 @@ def load_settings(
     if settings.retention is not None:
         parse_duration(settings.retention)
     replay_window(settings)  # a bad one stops the start, not a later prune
+    if serving and settings.server not in SERVERS:
+        raise SystemExit(f"--server is one of {', '.join(SERVERS)}; not {settings.server!r}")
     if serving and not settings.keys and not settings.no_auth:
         raise SystemExit("API keys are needed: --keys FILE (or --no-auth, for local use only)")
     return settings
@@ -194,6 +210,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `serve` flags."""
     add_run_arguments(parser)
     parser.add_argument("--host", help="default 127.0.0.1")
+    parser.add_argument(
+        "--server",
+        help="how HTTP is served: 'uvicorn' (asyncio + httptools; the default), "
+        "'uvicorn-h11' (asyncio + h11) or 'uvicorn-uvloop' (uvloop + httptools)",
+    )
     parser.add_argument("--port", help="default 8080; 0 picks a free one")
     parser.add_argument("--max-body", help="largest request body in bytes (default 16 MiB)")
     parser.add_argument(
@@ -249,11 +270,12 @@ def serve(args: argparse.Namespace) -> int:
     """Builds the app from the settings and serves it until interrupted."""
     import uvicorn
 
-    from ._uvicorn import StoppingServer, with_header_deadline
+    from ._uvicorn import StoppingServer, check, run, with_header_deadline
     from .app import ServerSettings, create_app
     from .auth import load_keys
 
     settings = load_settings(vars(args), os.environ, args.config)
+    check(settings.server)
     responses = build_responses(settings)
     keys = None
     if settings.keys:
@@ -296,9 +318,9 @@ def serve(args: argparse.Namespace) -> int:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=int(settings.grace),
-        http=with_header_deadline(settings.header_timeout),
+        http=with_header_deadline(settings.header_timeout, settings.server),
     )
     server = StoppingServer(config, app.state.begin_stop)
     print(f"stepwell serving on http://{host}:{port}", flush=True)
-    asyncio.run(server.serve(sockets=[sock]))
+    run(settings.server, server.serve(sockets=[sock]))
     return 0
