@@ -29,7 +29,12 @@ from .test_server import Server, events_of
 PIECES = [f'piece {n} "quoted" é\n' for n in range(300)]
 
 
+BURST = [f"b{n} " for n in range(6000)]
+
+
 def model(request: UpstreamRequest) -> StreamReply | JsonReply:
+    if "burst" in str(request.body["messages"][-1].get("content")):
+        return StreamReply(text_chunks(BURST))
     if request.body.get("stream"):
         return StreamReply(text_chunks(PIECES))
     return JsonReply(chat_completion("".join(PIECES)))
@@ -75,6 +80,22 @@ async def test_a_finished_log_is_sealed_and_replays_byte_for_byte(
             )
             frames = sent.split("\n\n")[cursor + 1 : -1]
             assert replay.text == "".join(f + "\n\n" for f in frames) + "data: [DONE]\n\n"
+
+
+async def test_a_burst_of_deltas_reaches_the_log_whole(server: tuple[Server, Path]) -> None:
+    # Faster than the server frames them: they wait for it, none is dropped.
+    running, _ = server
+    async with httpx.AsyncClient(base_url=running.url, timeout=60) as http:
+        live = await http.post(
+            "/v1/responses", json={"model": "m", "input": "burst", "stream": True}
+        )
+    events = events_of(live.text)
+    deltas = [e["delta"] for e in events if e["type"] == "response.output_text.delta"]
+    assert (
+        "".join(deltas)
+        == "".join(BURST)
+        == events[-1]["response"]["output"][0]["content"][0]["text"]
+    )
 
 
 async def test_a_pruned_log_streams_the_terminal_event_alone(

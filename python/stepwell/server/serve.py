@@ -245,6 +245,7 @@ def build_responses(settings: Settings) -> Any:
     from .._config import store_named, upstream_target
     from ..openresponses import Responses
     from ..tools import HttpTools, Toolbox
+    from ..types import LoopConfig
 
     tools: Any = HttpTools.from_file(settings.tools) if settings.tools else HttpTools([])
     mcp = None
@@ -263,7 +264,13 @@ def build_responses(settings: Settings) -> Any:
         if not value:
             raise SystemExit(f"--compaction-key-env: ${settings.compaction_key_env} is not set")
         secret = value.encode()
-    return Responses(store_named(settings.store), tools, target, compaction_key=secret, mcp=mcp)
+    # The sink is the event log, which never waits for a client: a burst of
+    # deltas faster than this process frames them waits for it rather than
+    # being dropped, so the log (and every stream of it) holds every delta.
+    config = LoopConfig(bridge_overflow="block")
+    return Responses(
+        store_named(settings.store), tools, target, compaction_key=secret, mcp=mcp, config=config
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
