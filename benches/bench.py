@@ -800,7 +800,7 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
     """One `stepwell serve` on SQLite under rounds of steady load, streaming
     and non-streaming clients at once: its RSS after each round, and what the
     store holds per response and per streamed delta; then one long response
-    streamed to a slow reader, and the RSS that costs."""
+    from a fresh server, read fast and read slowly, and the RSS each costs."""
     chunks, streaming, plain = (20, 8, 4) if quick else (200, 32, 16)
     rounds, per_round = (2, 40) if quick else (8, 3_000)
     body = {"model": f"stream-{chunks}", "input": "Tell me about foxes.", "stream": True}
@@ -833,9 +833,13 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
                 ])  # fmt: skip
                 say(f"  S10 round {number}/{rounds}: RSS {rss:.1f} MiB, store {stored:,} bytes")
             logged = event_log_bytes(db)
-            slow = slow_reader(server, 10_000 if quick else 100_000)
         finally:
             server.stop()
+        long = 100_000
+        reads = {
+            "as fast as it comes": long_response(upstream, Path(scratch), long, 0.0),
+            "slowly (4 KiB / 2 ms)": long_response(upstream, Path(scratch), long, 0.002),
+        }
     setup = (
         f"{streaming} streaming clients ({chunks} deltas each) and {plain} non-streaming ones "
         f"at once, {per_round:,} + {per_round // 2:,} responses per round, one `stepwell "
@@ -852,20 +856,19 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
         ]],
     )  # fmt: skip
     slow_table = table(
-        ["one response to a slow reader", "deltas read", "seconds", "server RSS before",
-         "server RSS peak while read", "growth"],
+        [f"one {long:,}-delta response, read", "deltas read", "seconds", "server RSS before",
+         "server RSS peak", "growth"],
         [[
-            f"{slow['deltas_asked']:,} deltas", f"{slow['deltas']:,}", f"{slow['seconds']:.1f}",
-            f"{slow['before']:.1f} MiB", f"{slow['peak']:.1f} MiB",
-            f"{slow['peak'] - slow['before']:.1f} MiB",
-        ]],
+            name, f"{read['deltas']:,}", f"{read['seconds']:.1f}", f"{read['before']:.1f} MiB",
+            f"{read['peak']:.1f} MiB", f"{read['peak'] - read['before']:.1f} MiB",
+        ] for name, read in reads.items()],
     )  # fmt: skip
     headers = ["round", "responses", "server RSS", "store size", "bytes/response",
                "bytes/delta", "errors"]  # fmt: skip
     return (
         f"{setup}\n\n"
         + table(headers, rows)
-        + "\n\nThe event log alone (the `events` table's rows, all sealed):\n\n"
+        + "\n\nThe event logs of the streamed responses (their `events` rows, all sealed):\n\n"
         + log_table
         + "\n\n"
         + slow_table
@@ -878,47 +881,54 @@ def event_log_bytes(db: Path) -> dict[str, int]:
     found = dict.fromkeys(["logs", "deltas", "bytes", "text"], 0)
     with sqlite3.connect(db) as connection:
         for (frames,) in connection.execute("SELECT frames FROM events"):
-            found["logs"] += 1
-            found["bytes"] += len(frames.encode())
-            for line in frames.split("\n"):
-                if line.startswith(":"):
-                    found["deltas"] += 1
-                    found["text"] += len(line.encode()) - 1
+            deltas = [line for line in frames.split("\n") if line.startswith(":")]
+            if deltas:  # a streamed response's (the others have no delta)
+                found["logs"] += 1
+                found["bytes"] += len(frames.encode())
+                found["deltas"] += len(deltas)
+                found["text"] += sum(len(line.encode()) - 1 for line in deltas)
     return found
 
 
-def slow_reader(server: Served, deltas: int) -> dict[str, float]:
-    """Streams one response of `deltas` deltas, reading it slowly (4 KiB at a
-    time, a pause between reads), while the server's RSS is sampled."""
-    request = json.dumps({"model": f"stream-{deltas}", "input": "Go on.", "stream": True})
-    host, port = server.url.removeprefix("http://").rsplit(":", 1)
-    marker = RESPONSES_DELTA.encode()
-    before = server.rss_mib()
-    peak, tail, started = before, b"", time.perf_counter()
-    with socket.create_connection((host, int(port))) as connection:
-        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-        connection.sendall(
-            f"POST /v1/responses HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(request)}\r\nConnection: close\r\n\r\n{request}".encode()
-        )
-        counted, reads = 0, 0
-        while chunk := connection.recv(4096):
-            # The tail is shorter than a marker: a marker split between two
-            # reads is counted once.
-            window = tail + chunk
-            counted += window.count(marker)
-            tail = window[-(len(marker) - 1) :]
-            reads += 1
-            if reads % 64 == 0:
-                peak = max(peak, server.rss_mib())
-            time.sleep(0.0002)
-    return {
-        "deltas_asked": deltas,
-        "deltas": counted,
-        "seconds": time.perf_counter() - started,
-        "before": before,
-        "peak": max(peak, server.rss_mib()),
-    }
+def long_response(upstream: Upstream, scratch: Path, deltas: int, pause: float) -> dict[str, Any]:
+    """Streams one response of `deltas` deltas from a fresh `stepwell serve`,
+    reading 4 KiB every `pause` seconds (0: as fast as it comes; 0.002: about
+    2 MB/s, far slower than the server writes it), while the server's RSS is
+    sampled."""
+    server = stepwell_server(upstream, scratch / f"long-{pause}.db")
+    try:
+        request = json.dumps({"model": f"stream-{deltas}", "input": "Go on.", "stream": True})
+        host, port = server.url.removeprefix("http://").rsplit(":", 1)
+        marker = RESPONSES_DELTA.encode()
+        before = server.rss_mib()
+        peak, tail, started = before, b"", time.perf_counter()
+        with socket.create_connection((host, int(port))) as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            connection.sendall(
+                f"POST /v1/responses HTTP/1.1\r\nHost: {host}\r\n"
+                "Content-Type: application/json\r\n"
+                f"Content-Length: {len(request)}\r\nConnection: close\r\n\r\n{request}".encode()
+            )
+            counted, reads = 0, 0
+            while chunk := connection.recv(4096):
+                # The tail is shorter than a marker: a marker split between two
+                # reads is counted once.
+                window = tail + chunk
+                counted += window.count(marker)
+                tail = window[-(len(marker) - 1) :]
+                reads += 1
+                if reads % 64 == 0:
+                    peak = max(peak, server.rss_mib())
+                if pause:
+                    time.sleep(pause)
+        return {
+            "deltas": counted,
+            "seconds": time.perf_counter() - started,
+            "before": before,
+            "peak": max(peak, server.rss_mib()),
+        }
+    finally:
+        server.stop()
 
 
 def s7_non_streaming(upstream: Upstream, quick: bool) -> str:

@@ -16,6 +16,7 @@ __all__ = [
     "TERMINAL_EVENTS",
     "CountingSink",
     "HttpClient",
+    "LogSealer",
     "LoopEvent",
     "ResponsesStream",
     "check_loop_config",
@@ -34,7 +35,6 @@ __all__ = [
     "request_id_of",
     "response_id",
     "run_response_loop",
-    "seal_log",
     "sealed_count",
     "terminal_event",
     "unseal_log",
@@ -184,9 +184,16 @@ def compact_json(value: Any) -> str: ...
 
 SEALED_LOG: str
 
-def seal_log(frames: str, first_sequence: int) -> str | None:
-    """`frames` (numbered from `first_sequence`) as a sealed log, or `None`
-    when they cannot be sealed."""
+@final
+class LogSealer:
+    """Seals a log a batch at a time: `push` each batch in order, then
+    `finish` (`None` when it cannot be sealed)."""
+
+    def __new__(cls, first_sequence: int) -> Self: ...
+    def push(self, frames: str) -> None:
+        """Adds the next batch of frames."""
+    def finish(self) -> str | None:
+        """The sealed log, or `None` when a batch held a reserved character."""
 
 def unseal_log(sealed: str, first_sequence: int, after: int, limit: int | None = None) -> list[str]:
     """The frames of a sealed log numbered above `after`, at most `limit`;

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._core import SEALED_LOG, seal_log, unseal_log
+from .._core import SEALED_LOG, LogSealer, unseal_log
 
 FRAME_END = "\n\n"
 
@@ -54,18 +54,49 @@ def frames_after(
     return kept
 
 
-def sealed(rows: list[tuple[int, str]]) -> tuple[int, int, str] | None:
+class Sealing:
+    """A response's log being sealed, a row at a time in order (batches, or a
+    sealed log), so a long log is never held whole: only its sealed form
+    grows."""
+
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.count = 0
+        self.rows = 0
+        self.already_sealed = False
+        self._sealer: LogSealer | None = None
+
+    def add(self, first_sequence: int, text: str) -> None:
+        if self._sealer is None:
+            self.first = first_sequence
+            self._sealer = LogSealer(first_sequence)
+        self.rows += 1
+        if is_sealed(text):
+            self.already_sealed = True
+            frames = unseal_log(text, first_sequence, first_sequence - 1)
+            self._sealer.push("".join(frames))
+            self.count += len(frames)
+        else:
+            self._sealer.push(text)
+            self.count += count_frames(text)
+
+    def result(self) -> tuple[int, int, str] | None:
+        """The sealed row `(first_sequence, last_sequence, text)`; `None` when
+        there was nothing, or it was sealed already, or it holds what a sealed
+        log cannot."""
+        if self._sealer is None or self.first is None or (self.rows == 1 and self.already_sealed):
+            return None
+        text = self._sealer.finish()
+        return None if text is None else (self.first, self.first + self.count - 1, text)
+
+
+def sealed(rows: Iterable[tuple[int, str]]) -> tuple[int, int, str] | None:
     """A response's whole log, its `(first_sequence, text)` rows in order, as
-    one sealed row `(first_sequence, last_sequence, text)`; `None` when it
-    is one already, or empty, or holds what a sealed log cannot."""
-    if not rows or (len(rows) == 1 and is_sealed(rows[0][1])):
-        return None
-    first = rows[0][0]
-    frames = "".join(frames_after(rows, first - 1))
-    text = seal_log(frames, first)
-    if text is None:
-        return None
-    return first, first + count_frames(frames) - 1, text
+    one sealed row (see `Sealing.result`)."""
+    sealing = Sealing()
+    for first, text in rows:
+        sealing.add(first, text)
+    return sealing.result()
 
 
 def last_wanted(after: int, limit: int | None) -> int:

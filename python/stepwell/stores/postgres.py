@@ -53,7 +53,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import count_frames, frames_after, last_wanted, sealed
+from ._events import Sealing, count_frames, frames_after, last_wanted
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -746,19 +746,19 @@ class PostgresStore:
         """Replace each ended response's logged batches by one sealed row, in
         one transaction: the same frames, stored compactly."""
         async with self._connection() as db, db.transaction():
-            rows = await db.fetch(
-                "SELECT request_id, first_sequence, frames FROM events "
-                "WHERE request_id = ANY($1) ORDER BY request_id, first_sequence",
-                request_ids,
-            )
-            logs: dict[str, list[tuple[int, str]]] = {}
-            for row in rows:
-                logs.setdefault(row[0], []).append((row[1], row[2]))
-            replaced = [
-                (request_id, *one)
-                for request_id, batches in logs.items()
-                if (one := sealed(batches)) is not None
-            ]
+            replaced = []
+            for request_id in request_ids:
+                # A cursor, a few rows at a time: a long log is not read whole.
+                sealing = Sealing()
+                async for row in db.cursor(
+                    "SELECT first_sequence, frames FROM events WHERE request_id = $1 "
+                    "ORDER BY first_sequence",
+                    request_id,
+                    prefetch=16,
+                ):
+                    sealing.add(row[0], row[1])
+                if (one := sealing.result()) is not None:
+                    replaced.append((request_id, *one))
             if replaced:
                 await db.execute(
                     "DELETE FROM events WHERE request_id = ANY($1)", [r[0] for r in replaced]

@@ -459,11 +459,12 @@ class SQLiteStore:
         one transaction: the same frames, stored compactly."""
         with self._transaction() as db:
             for request_id in request_ids:
+                # The cursor yields a row at a time: a long log is not read whole.
                 rows = db.execute(
                     "SELECT first_sequence, frames FROM events WHERE request_id = ? "
                     "ORDER BY first_sequence",
                     (request_id,),
-                ).fetchall()
+                )
                 one = sealed(rows)
                 if one is not None:
                     db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))

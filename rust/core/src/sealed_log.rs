@@ -51,49 +51,89 @@ impl std::error::Error for Malformed {}
 /// `frames` (consecutive frames numbered from `first_sequence`) as a sealed
 /// log, or `None` when they hold a character the format reserves.
 pub fn seal(frames: &str, first_sequence: u64) -> Option<String> {
-    if frames
-        .chars()
-        .any(|c| matches!(c, SEALED | NEWLINE | DELTA_HOLE | SEQUENCE_HOLE | REPEAT))
-    {
-        return None;
+    let mut sealer = Sealer::new(first_sequence);
+    sealer.push(frames);
+    sealer.finish()
+}
+
+/// Seals a log given a batch at a time, so a long one is never held whole:
+/// only its sealed form grows.
+#[derive(Debug)]
+pub struct Sealer {
+    out: String,
+    templates: HashMap<String, usize>,
+    texts: Vec<String>,
+    current: Option<usize>,
+    sequence: u64,
+    reserved: bool,
+}
+
+impl Sealer {
+    /// A sealer for a log whose first frame is numbered `first_sequence`.
+    pub fn new(first_sequence: u64) -> Self {
+        let mut out = String::new();
+        out.push(SEALED);
+        out.push('\n');
+        Sealer {
+            out,
+            templates: HashMap::new(),
+            texts: Vec::new(),
+            current: None,
+            sequence: first_sequence,
+            reserved: false,
+        }
     }
-    let mut out = String::with_capacity(frames.len() / 2);
-    out.push(SEALED);
-    out.push('\n');
-    let mut templates: HashMap<String, usize> = HashMap::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut current: Option<usize> = None;
-    for (sequence, frame) in (first_sequence..).zip(frames.split_inclusive(FRAME_END)) {
-        match delta_shape(frame, sequence) {
+
+    /// Adds the next batch: whole frames, numbered on from the last.
+    pub fn push(&mut self, frames: &str) {
+        self.reserved |= frames
+            .chars()
+            .any(|c| matches!(c, SEALED | NEWLINE | DELTA_HOLE | SEQUENCE_HOLE | REPEAT));
+        if self.reserved {
+            return;
+        }
+        for frame in frames.split_inclusive(FRAME_END) {
+            self.frame(frame);
+            self.sequence += 1;
+        }
+    }
+
+    /// The sealed log, or `None` when a batch held a reserved character.
+    pub fn finish(self) -> Option<String> {
+        (!self.reserved).then_some(self.out)
+    }
+
+    fn frame(&mut self, frame: &str) {
+        let out = &mut self.out;
+        match delta_shape(frame, self.sequence) {
             Some((template, delta)) => {
-                let known = templates.len();
-                let index = *templates.entry(template.clone()).or_insert(known);
-                if current != Some(index) {
+                let known = self.templates.len();
+                let index = *self.templates.entry(template.clone()).or_insert(known);
+                if self.current != Some(index) {
                     if index == known {
                         out.push('=');
-                        push_escaped(&mut out, &template);
-                        texts.push(String::new());
+                        push_escaped(out, &template);
+                        self.texts.push(String::new());
                     } else {
                         out.push('@');
                         out.push_str(&index.to_string());
                     }
                     out.push('\n');
-                    current = Some(index);
+                    self.current = Some(index);
                 }
                 out.push(':');
                 out.push_str(delta);
-                if let Some(text) = texts.get_mut(index) {
+                if let Some(text) = self.texts.get_mut(index) {
                     text.push_str(delta);
                 }
             }
             None => {
                 out.push('!');
-                push_escaped(&mut out, &with_references(frame, &texts));
+                push_escaped(out, &with_references(frame, &self.texts));
             }
         }
         out.push('\n');
     }
-    Some(out)
 }
 
 /// The frames of a sealed log numbered above `after`, at most `limit` of them,
@@ -308,6 +348,20 @@ mod tests {
             "{sealed:?}"
         );
         assert_eq!(unseal(&sealed, 3, -1, usize::MAX).unwrap().concat(), frames);
+    }
+
+    #[test]
+    fn a_log_sealed_a_batch_at_a_time_is_the_same_as_sealed_whole() {
+        let frames = stream();
+        let mut sealer = Sealer::new(3);
+        for frame in frames.split_inclusive(FRAME_END) {
+            sealer.push(frame);
+        }
+        assert_eq!(sealer.finish(), seal(&frames, 3));
+        let mut reserved = Sealer::new(0);
+        reserved.push(&frames);
+        reserved.push("event: x\ndata: \u{1d}\n\n");
+        assert_eq!(reserved.finish(), None);
     }
 
     #[test]

@@ -5,11 +5,40 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use stepwell_core::sealed_log;
 
-/// `frames` (numbered from `first_sequence`) as a sealed log, or `None` when
-/// they cannot be sealed (they are then kept as they are).
-#[pyfunction]
-fn seal_log(frames: &str, first_sequence: u64) -> Option<String> {
-    sealed_log::seal(frames, first_sequence)
+/// Seals a log a batch at a time: `push` each batch in order, then `finish`
+/// for the sealed log (`None` when it cannot be sealed: it is then kept as
+/// it is).
+#[pyclass(name = "LogSealer", module = "stepwell._core")]
+struct PyLogSealer {
+    inner: Option<sealed_log::Sealer>,
+}
+
+#[pymethods]
+impl PyLogSealer {
+    #[new]
+    fn new(first_sequence: u64) -> Self {
+        PyLogSealer {
+            inner: Some(sealed_log::Sealer::new(first_sequence)),
+        }
+    }
+
+    /// Adds the next batch of frames.
+    fn push(&mut self, frames: &str) -> PyResult<()> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this LogSealer is finished"))?
+            .push(frames);
+        Ok(())
+    }
+
+    /// The sealed log, or `None` when a batch held a reserved character.
+    fn finish(&mut self) -> PyResult<Option<String>> {
+        let sealer = self
+            .inner
+            .take()
+            .ok_or_else(|| PyValueError::new_err("this LogSealer is finished"))?;
+        Ok(sealer.finish())
+    }
 }
 
 /// The frames of a sealed log numbered above `after`, at most `limit`.
@@ -32,7 +61,7 @@ fn sealed_count(sealed: &str) -> usize {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(seal_log, m)?)?;
+    m.add_class::<PyLogSealer>()?;
     m.add_function(wrap_pyfunction!(unseal_log, m)?)?;
     m.add_function(wrap_pyfunction!(sealed_count, m)?)?;
     m.add("SEALED_LOG", sealed_log::SEALED.to_string())?;
