@@ -114,24 +114,31 @@ class EventLog:
     def __init__(self, store: Any, hub: LogHub) -> None:
         self.store = store
         self.hub = hub
-        self._queued: list[tuple[str, int, int, str]] = []
+        self._queued: list[tuple[str, int, int, str, bool]] = []
         self._fences: dict[str, int] = {}
         # One write at a time, so a response's batches reach the store in order.
         self._writing = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def append(
-        self, request_id: str, first_sequence: int, frames: str, fence: int | None = None
+        self,
+        request_id: str,
+        first_sequence: int,
+        frames: str,
+        fence: int | None = None,
+        *,
+        streamed: bool = True,
     ) -> int:
         """Queues a batch, written only while the run's lease has `fence`;
-        returns how many frames it holds."""
+        returns how many frames it holds. The log of a response that
+        `streamed` deltas is sealed once it ends (one without is as small)."""
         count = count_frames(frames)
         if count:
             if not self._queued:
                 # Starts on the next turn of the loop: every batch queued
                 # until then goes in the same commit.
                 self._schedule()
-            self._queued.append((request_id, first_sequence, count, frames))
+            self._queued.append((request_id, first_sequence, count, frames, streamed))
             if fence is not None:
                 self._fences[request_id] = fence
         return count
@@ -160,7 +167,7 @@ class EventLog:
                 return
             try:
                 refused = await self.store.append_events_many(
-                    [(r, first, frames) for r, first, _, frames in queued], fences=fences
+                    [(r, first, frames) for r, first, _, frames, _ in queued], fences=fences
                 )
             except Exception:
                 # Nothing of the commit was kept (a restarting database, say):
@@ -172,12 +179,12 @@ class EventLog:
             # A refused batch's run lost its lease: another process logs the
             # response now, and readers read that from the store.
             kept = [batch for batch in queued if batch[0] not in refused]
-            ended = [request_id for request_id, _, _, frames in kept if is_terminal(frames)]
+            ended = [r for r, _, _, frames, streamed in kept if streamed and is_terminal(frames)]
             if ended:
                 # Before readers get the terminal event: once a client has
                 # it, the log it may read again is the sealed one.
                 await self._seal(ended)
-            for request_id, first, count, frames in kept:
+            for request_id, first, count, frames, _ in kept:
                 self.hub.kept(request_id, first, count, frames)
 
     async def _seal(self, request_ids: list[str]) -> None:
@@ -191,7 +198,8 @@ class EventLog:
 
 class LogWriter:
     """The `on_frames` of a running response: numbers each batch and queues it
-    under the run's lease token."""
+    under the run's lease token, noting whether the response streamed deltas
+    (a resumed run counts as one that did)."""
 
     def __init__(
         self, log: EventLog, request_id: str, *, fence: int | None = None, next_sequence: int = 0
@@ -200,11 +208,16 @@ class LogWriter:
         self.request_id = request_id
         self.fence = fence
         self.next_sequence = next_sequence
+        self.streamed = next_sequence > 0
 
     def __call__(self, frames: str) -> None:
+        self.streamed = self.streamed or _DELTA in frames
         self.next_sequence += self.log.append(
-            self.request_id, self.next_sequence, frames, self.fence
+            self.request_id, self.next_sequence, frames, self.fence, streamed=self.streamed
         )
+
+
+_DELTA = ".delta\ndata: "  # in a batch holding a delta frame, only there
 
 
 def terminal_frame(response: dict[str, Any], sequence_number: int) -> str | None:
