@@ -9,6 +9,7 @@ the flags: `upstream = "..."`, `max_body = 1048576`), then the default.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import socket
 import sys
@@ -165,6 +166,18 @@ def parse_duration(text: str) -> float:
     if not seconds >= 0:
         raise SystemExit(f"a duration is a number with s, m, h or d, like 30d; not {text!r}")
     return seconds
+
+
+def settle_garbage_collector() -> None:
+    """Tunes the cyclic garbage collector for a long-running server, once it
+    is set up: what exists now (modules, the app) is frozen out of every
+    later collection, and the youngest generation is collected every 20,000
+    allocations rather than 700. A response allocates thousands of short-lived
+    objects that reference counting frees anyway; a collection after every
+    700 of them was CPU spent on each response for next to nothing found."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 10, 10)
 
 
 def replay_window(settings: Settings) -> float | None:
@@ -328,6 +341,7 @@ def serve(args: argparse.Namespace) -> int:
         http=with_header_deadline(settings.header_timeout, settings.server),
     )
     server = StoppingServer(config, app.state.begin_stop)
+    settle_garbage_collector()
     print(f"stepwell serving on http://{host}:{port}", flush=True)
     run(settings.server, server.serve(sockets=[sock]))
     return 0

@@ -21,6 +21,7 @@ from .serve import (
     load_settings,
     parse_duration,
     replay_window,
+    settle_garbage_collector,
 )
 
 
@@ -54,6 +55,7 @@ async def _work(settings: Settings) -> int:
     pruning = asyncio.ensure_future(
         keep_pruning(responses.store, retention=retention, replay_window=replay_window(settings))
     )
+    settle_garbage_collector()
     print(f"stepwell worker running as {runs.owner}", flush=True)
     await stop.wait()
     pruning.cancel()
