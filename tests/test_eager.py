@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 
 import pytest
-from stepwell._eager import EAGER, start
+from stepwell._eager import EAGER, runs_without_task, start
 
 who = contextvars.ContextVar("who", default="nobody")
 
@@ -92,6 +92,79 @@ async def test_cancelling_the_task_cancels_the_coroutine() -> None:
         except asyncio.CancelledError:
             cancelled.set()
             raise
+
+    _, task = start(contextvars.copy_context(), forever())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cancelled.is_set()
+
+
+# A function marked `runs_without_task` starts at once on every Python; what
+# suspends goes on in a task that carries it, with the same outcomes.
+
+
+async def test_a_marked_coroutine_that_never_suspends_answers_at_once() -> None:
+    @runs_without_task
+    async def answer() -> int:
+        return 42
+
+    assert start(contextvars.copy_context(), answer()) == (True, 42)
+
+
+async def test_a_marked_coroutine_that_suspends_is_carried_on_in_its_context() -> None:
+    event = asyncio.Event()
+    seen = []
+
+    @runs_without_task
+    async def waits() -> str:
+        seen.append(who.get())
+        await event.wait()
+        await asyncio.sleep(0)  # a bare yield, too
+        seen.append(who.get())
+        return "woken"
+
+    context = contextvars.copy_context()
+    context.run(who.set, "caller")
+    finished, task = start(context, waits())
+    assert finished is False and seen == ["caller"]  # its first step already ran
+    event.set()
+    assert await task == "woken"
+    assert seen == ["caller", "caller"]
+
+
+async def test_a_marked_coroutine_fails_and_is_cancelled_as_a_task_would() -> None:
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    cancelled = asyncio.Event()
+
+    @runs_without_task
+    async def fails_later() -> None:
+        await future
+
+    @runs_without_task
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    @runs_without_task
+    async def catches() -> str:
+        try:
+            await future
+        except Boom:
+            return "caught"
+        return "not raised"
+
+    _, failing = start(contextvars.copy_context(), fails_later())
+    _, catching = start(contextvars.copy_context(), catches())
+    future.set_exception(Boom("later"))
+    with pytest.raises(Boom, match="later"):
+        await failing
+    assert await catching == "caught"
 
     _, task = start(contextvars.copy_context(), forever())
     await asyncio.sleep(0)

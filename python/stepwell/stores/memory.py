@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from .._eager import runs_without_task
 from ..errors import LeaseLost
 from ..types import (
     JSON,
@@ -344,6 +345,7 @@ class MemoryStore:
                 del self._events[request_id]
         return len(gone)
 
+    @runs_without_task
     async def record_step(
         self,
         request_id: str,
@@ -384,15 +386,19 @@ class MemoryStore:
             self._scopes.setdefault((request_id, scope_parent), []).append(step.id)
         return RecordedStep(step.id, step.sequence, step.sub_request_id)
 
+    @runs_without_task
     async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
         self._move(step_id, StepState.PROCESSING, fence)
 
+    @runs_without_task
     async def complete_step(self, step_id: str, payload: JSON, *, fence: int | None = None) -> None:
         self._move(step_id, StepState.COMPLETED, fence, response_payload=payload)
 
+    @runs_without_task
     async def fail_step(self, step_id: str, error: JSON, *, fence: int | None = None) -> None:
         self._move(step_id, StepState.FAILED, fence, error=error)
 
+    @runs_without_task
     async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         return self._chain(request_id, scope_parent)
 

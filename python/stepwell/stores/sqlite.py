@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .._eager import runs_without_task
 from ..errors import LeaseLost, StepwellError
 from ..types import (
     JSON,
@@ -177,6 +178,7 @@ class SQLiteStore:
         chain = self._chain(request_id, scope_parent)
         return await decide_next(self, self.decide, chain, request_id, scope_parent)
 
+    @runs_without_task
     async def record_step(
         self,
         request_id: str,
@@ -224,15 +226,19 @@ class SQLiteStore:
             ).fetchone()
         return RecordedStep(step_id, sequence, sub_request_id)
 
+    @runs_without_task
     async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
         self._move(step_id, StepState.PROCESSING, fence)
 
+    @runs_without_task
     async def complete_step(self, step_id: str, payload: JSON, *, fence: int | None = None) -> None:
         self._move(step_id, StepState.COMPLETED, fence, response_payload=json.dumps(payload))
 
+    @runs_without_task
     async def fail_step(self, step_id: str, error: JSON, *, fence: int | None = None) -> None:
         self._move(step_id, StepState.FAILED, fence, error=json.dumps(error))
 
+    @runs_without_task
     async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         return self._chain(request_id, scope_parent)
 
