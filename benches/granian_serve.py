@@ -13,7 +13,6 @@ import asyncio
 import os
 import socket
 import sys
-import time
 
 from granian.constants import HTTPModes, Interfaces
 from granian.server.embed import Server
@@ -50,7 +49,7 @@ def main() -> None:
             except OSError:
                 if task.done():
                     await task
-                time.sleep(0.01)
+                await asyncio.sleep(0.01)
         print(f"serving on http://127.0.0.1:{port}", flush=True)
         await task
 
