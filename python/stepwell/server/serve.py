@@ -81,10 +81,10 @@ SERVERS = {
     "uvicorn-uvloop": ("uvloop", "httptools"),
 }
 """How `stepwell serve --server` runs uvicorn: `(event loop, HTTP parser)`.
-The default, asyncio's loop with the httptools parser (the `server` extra
-installs it), served the most responses per CPU second in `benches/` (S11);
-`uvicorn-h11` is what a plain install of uvicorn runs, `uvicorn-uvloop` needs
-uvloop installed."""
+The default is asyncio's loop with the httptools parser (the `server` extra
+installs it): `benches/` S11 found the three within about 10% of each other,
+httptools ahead on streaming and not on short responses; `uvicorn-h11` is what
+a plain install of uvicorn runs, `uvicorn-uvloop` needs uvloop installed."""
 
 
 def _coerce(name: str, value: Any) -> Any:
