@@ -236,3 +236,39 @@ async def test_a_file_from_before_tenants_is_migrated(tmp_path: Path) -> None:
     assert await store.load_request("old", tenant="acme") is None
     await store.save_request("new", {"x": 1}, tenant="acme")
     assert await store.load_request("new", tenant="acme") == {"x": 1}
+
+
+async def test_a_file_with_payloads_in_its_steps_rows_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE steps (id TEXT PRIMARY KEY, request_id TEXT NOT NULL, "
+            "scope_parent TEXT, prev_step_id TEXT, kind TEXT NOT NULL, state TEXT NOT NULL, "
+            "sequence INTEGER NOT NULL, request_payload TEXT NOT NULL, response_payload TEXT, "
+            "error TEXT, sub_request_id TEXT, created_at REAL NOT NULL, "
+            "UNIQUE (request_id, sequence))"
+        )
+        db.execute(
+            "INSERT INTO steps (id, request_id, kind, state, sequence, request_payload, "
+            "response_payload, created_at) VALUES "
+            "('step_old', 'r', 'tool_call', 'completed', 1, '{\"name\": \"t\"}', '\"done\"', 1)"
+        )
+    store = SQLiteStore(path)
+    [old] = await store.steps("r")
+    assert (old.id, old.request_payload, old.response_payload) == (
+        "step_old",
+        {"name": "t"},
+        "done",
+    )
+    # New steps follow it, and the old column is gone.
+    recorded = await store.record_step("r", None, "step_old", StepDescriptor.tool_call("u"))
+    assert recorded.sequence == 2
+    assert [s.request_payload for s in await store.steps("r")] == [{"name": "t"}, {"name": "u"}]
+    store.close()
+    with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(steps)")}
+    assert "request_payload" not in columns
+    # Opening it again finds nothing more to move.
+    again = SQLiteStore(path)
+    assert len(await again.steps("r")) == 2
+    again.close()

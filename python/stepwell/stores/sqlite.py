@@ -71,7 +71,6 @@ CREATE TABLE IF NOT EXISTS steps (
     kind             TEXT NOT NULL,
     state            TEXT NOT NULL,
     sequence         INTEGER NOT NULL,
-    request_payload  TEXT NOT NULL,
     response_payload TEXT,
     error            TEXT,
     sub_request_id   TEXT,
@@ -83,6 +82,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
     request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
 );
 CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
+-- A step's request payload, apart from its row: it never changes and can be
+-- large (a model call carries the whole conversation so far), and SQLite
+-- writes a whole row again when any of its columns changes.
+CREATE TABLE IF NOT EXISTS step_requests (
+    request_id TEXT NOT NULL,
+    sequence   INTEGER NOT NULL,
+    payload    TEXT NOT NULL,
+    PRIMARY KEY (request_id, sequence)
+);
 CREATE INDEX IF NOT EXISTS responses_unfinished ON responses (created_at) WHERE output IS NULL;
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     tenant     TEXT NOT NULL,
@@ -111,6 +119,13 @@ CREATE TABLE IF NOT EXISTS conversation_items (
     UNIQUE (conversation_id, item_id)
 );
 """
+
+
+_STEP_COLUMNS = ", ".join(
+    "p.payload" if column == "request_payload" else f"s.{column}"
+    for column in STEP_COLUMNS.split(", ")
+)
+"""`STEP_COLUMNS` of steps `s` joined with their `step_requests` `p`."""
 
 
 class StoreLocked(StepwellError, RuntimeError):
@@ -167,6 +182,22 @@ class SQLiteStore:
         step_columns = {row[1] for row in self._db.execute("PRAGMA table_info(steps)")}
         if "updated_at" not in step_columns:
             self._db.execute("ALTER TABLE steps ADD COLUMN updated_at REAL")
+        if "request_payload" in step_columns:
+            self._move_request_payloads()
+
+    def _move_request_payloads(self) -> None:
+        """Moves the request payloads a file made before `step_requests`
+        keeps in its steps rows into that table, in one transaction (another
+        process opening the file at once finds them moved)."""
+        with self._transaction() as db:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(steps)")}
+            if "request_payload" not in columns:
+                return
+            db.execute(
+                "INSERT OR IGNORE INTO step_requests (request_id, sequence, payload) "
+                "SELECT request_id, sequence, request_payload FROM steps"
+            )
+            db.execute("ALTER TABLE steps DROP COLUMN request_payload")
 
     def close(self) -> None:
         """Close the database connection."""
@@ -204,26 +235,26 @@ class SQLiteStore:
             ).fetchone()
             if existing is not None:
                 return RecordedStep(existing[0], existing[1], existing[2])
-            db.execute(
+            (sequence,) = db.execute(
                 "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
-                "sequence, request_payload, sub_request_id, created_at) "
-                "SELECT ?, ?, ?, ?, ?, 'pending', coalesce(max(sequence), 0) + 1, ?, ?, ? "
-                "FROM steps WHERE request_id = ?",
+                "sequence, sub_request_id, created_at) "
+                "SELECT ?, ?, ?, ?, ?, 'pending', coalesce(max(sequence), 0) + 1, ?, ? "
+                "FROM steps WHERE request_id = ? RETURNING sequence",
                 (
                     step_id,
                     request_id,
                     scope_parent,
                     prev_step,
                     kind.value,
-                    json.dumps(descriptor.request_payload),
                     sub_request_id,
                     time.time(),
                     request_id,
                 ),
-            )
-            (sequence,) = db.execute(
-                "SELECT sequence FROM steps WHERE id = ?", (step_id,)
             ).fetchone()
+            db.execute(
+                "INSERT INTO step_requests (request_id, sequence, payload) VALUES (?, ?, ?)",
+                (request_id, sequence, descriptor.request_json()),
+            )
         return RecordedStep(step_id, sequence, sub_request_id)
 
     @runs_without_task
@@ -301,6 +332,7 @@ class SQLiteStore:
         with self._transaction() as db:
             deleted = db.execute("DELETE FROM responses WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM steps WHERE request_id = ?", (request_id,))
+            db.execute("DELETE FROM step_requests WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
             db.execute("DELETE FROM idempotency_keys WHERE request_id = ?", (request_id,))
             return deleted.rowcount > 0
@@ -405,7 +437,8 @@ class SQLiteStore:
                     (time.time() - older_than, time.time() - older_than, batch),
                 ).fetchall()
             ]
-            for table in ("steps", "events", "idempotency_keys", "responses"):
+            tables = ("steps", "step_requests", "events", "idempotency_keys", "responses")
+            for table in tables:
                 db.executemany(f"DELETE FROM {table} WHERE request_id = ?", [(i,) for i in ids])
         return len(ids)
 
@@ -603,27 +636,29 @@ class SQLiteStore:
 
     async def step(self, step_id: str) -> ChainStep:
         """One step by id."""
-        rows = self._steps("id = ?", (step_id,))
+        rows = self._steps("s.id = ?", (step_id,))
         if not rows:
             raise KeyError(f"no step {step_id!r}")
         return rows[0]
 
     async def steps(self, request_id: str) -> list[ChainStep]:
         """Every step of a request, in all scopes, ordered by sequence."""
-        return self._steps("request_id = ?", (request_id,))
+        return self._steps("s.request_id = ?", (request_id,))
 
     # ------------------------------------------------------------ internals
 
     def _chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         return self._steps(
-            "request_id = ? AND coalesce(scope_parent, '') = coalesce(?, '')",
+            "s.request_id = ? AND coalesce(s.scope_parent, '') = coalesce(?, '')",
             (request_id, scope_parent),
         )
 
     def _steps(self, where: str, args: tuple[Any, ...]) -> list[ChainStep]:
         with self._errors(), self._lock:
             rows = self._db.execute(
-                f"SELECT {STEP_COLUMNS} FROM steps WHERE {where} ORDER BY sequence",
+                f"SELECT {_STEP_COLUMNS} FROM steps s JOIN step_requests p "
+                f"ON p.request_id = s.request_id AND p.sequence = s.sequence "
+                f"WHERE {where} ORDER BY s.sequence",
                 args,
             ).fetchall()
         return [step_from_row(r) for r in rows]
