@@ -78,3 +78,20 @@ def test_every_exception_stepwell_raises_shares_one_root() -> None:
         assert issubclass(kind, StepwellError), kind
     # Still what they were, for code that catches the built-in kinds.
     assert issubclass(InvalidRequest, ValueError) and issubclass(StoreLocked, RuntimeError)
+
+
+def test_a_step_with_an_encoded_request_is_a_step_like_any_other() -> None:
+    from dataclasses import replace
+
+    from stepwell import ChainStep, StepKind, StepState
+
+    fields = {"id": "s", "sequence": 1, "kind": StepKind.MODEL_CALL, "state": StepState.PENDING}
+    plain = ChainStep(request_payload={"messages": [{"role": "user", "content": "hi"}]}, **fields)
+    encoded = ChainStep.with_encoded_request('{"messages": [{"role": "user", "content": "hi"}]}',
+                                             **fields)  # fmt: skip
+    assert encoded == plain and repr(encoded) == repr(plain)
+    assert encoded.request_payload is encoded.request_payload  # decoded once
+    moved = replace(ChainStep.with_encoded_request("{}", **fields), state=StepState.COMPLETED)
+    assert (moved.request_payload, moved.state) == ({}, StepState.COMPLETED)
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        _ = encoded.missing  # type: ignore[attr-defined]

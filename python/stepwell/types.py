@@ -8,10 +8,14 @@ core as JSON.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _core
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 JSON = Any
 """A JSON-shaped value."""
@@ -44,8 +48,46 @@ class ToolKind(str, enum.Enum):
     """Runs a sub-loop scoped under the calling step."""
 
 
+class _EncodedRequest:
+    """What `StepDescriptor` and `ChainStep` share: a ``request_payload`` that
+    may be kept as the JSON text it came as, and decoded when first read. A
+    model call's payload carries the whole conversation so far: the core hands
+    it to a store already encoded, a store reads it back from a row as text,
+    and neither the store's write nor most rounds of a transition need the
+    decoded value."""
+
+    if TYPE_CHECKING:
+        request_payload: dict[str, JSON]
+
+    @classmethod
+    def with_encoded_request(cls, request_json: str, **fields: Any) -> Self:
+        """One with ``request_payload`` given as JSON text, and every other
+        field by name."""
+        made = cls.__new__(cls)
+        for name, value in fields.items():
+            object.__setattr__(made, name, value)
+        object.__setattr__(made, "_request_json", request_json)
+        return made
+
+    def request_json(self) -> str:
+        """``request_payload`` as JSON text (as it came, when it came encoded)."""
+        encoded: str | None = self.__dict__.get("_request_json")
+        return encoded if encoded is not None else json.dumps(self.request_payload)
+
+    if not TYPE_CHECKING:  # so mypy still checks attribute names
+
+        def __getattr__(self, name: str) -> Any:
+            # Reached only for an attribute not set: a payload left encoded.
+            encoded = self.__dict__.get("_request_json")
+            if name != "request_payload" or encoded is None:
+                raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+            payload = json.loads(encoded)
+            object.__setattr__(self, "request_payload", payload)
+            return payload
+
+
 @dataclass(frozen=True)
-class StepDescriptor:
+class StepDescriptor(_EncodedRequest):
     """A step the transition function wants appended to the chain."""
 
     kind: StepKind
@@ -101,7 +143,7 @@ class RecordedStep:
 
 
 @dataclass(frozen=True)
-class ChainStep:
+class ChainStep(_EncodedRequest):
     """One persisted step, as ``list_chain`` returns it."""
 
     id: str

@@ -97,12 +97,12 @@ STEP_COLUMNS = (
 
 def step_from_row(row: Any) -> ChainStep:
     """A step from a database row of `STEP_COLUMNS` (payloads as JSON text)."""
-    return ChainStep(
+    return ChainStep.with_encoded_request(
+        row[4],
         id=row[0],
         sequence=row[1],
         kind=StepKind(row[2]),
         state=StepState(row[3]),
-        request_payload=json.loads(row[4]),
         response_payload=json.loads(row[5]) if row[5] is not None else None,
         error=json.loads(row[6]) if row[6] is not None else None,
         prev_step_id=row[7],

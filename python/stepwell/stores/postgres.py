@@ -403,7 +403,7 @@ class PostgresStore:
         kind = StepKind(descriptor.kind)
         step_id = f"step_{uuid.uuid4().hex}"
         sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
-        payload = json.dumps(descriptor.request_payload)
+        payload = descriptor.request_json()
         async with self._connection() as db:
             for _ in range(_RECORD_ATTEMPTS):
                 row = await db.fetchrow(

@@ -7,6 +7,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 use serde_json::Value;
 use stepwell_core::{
     ChainStep, NextAction, RecordedStep, StepDescriptor, StepKind, ToolKind, ToolSchema,
@@ -106,18 +107,21 @@ pub fn step_descriptor(obj: &Bound<'_, PyAny>) -> PyResult<StepDescriptor> {
     })
 }
 
-/// The core's `StepDescriptor` → a Python `StepDescriptor`.
-pub fn py_step_descriptor<'py>(
+/// A Python `StepDescriptor` of `kind` whose request payload is the JSON text
+/// `encoded` (decoded only if Python reads it).
+pub fn py_encoded_step_descriptor<'py>(
     py: Python<'py>,
-    descriptor: &StepDescriptor,
+    kind: StepKind,
+    encoded: String,
 ) -> PyResult<Bound<'py, PyAny>> {
     let types = PyTypes::get(py)?;
-    let kind = types
-        .step_kind
+    let kind = types.step_kind.bind(py).call1((kind.as_str(),))?;
+    let fields = PyDict::new(py);
+    fields.set_item("kind", kind)?;
+    types
+        .step_descriptor
         .bind(py)
-        .call1((descriptor.kind.as_str(),))?;
-    let payload = to_py(py, &descriptor.request_payload)?;
-    types.step_descriptor.bind(py).call1((kind, payload))
+        .call_method("with_encoded_request", (encoded,), Some(&fields))
 }
 
 /// A Python `NextAction` (`AppendSteps`, `Complete` or `Fail`) → the core's.

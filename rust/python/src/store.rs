@@ -70,15 +70,25 @@ impl MultiStepStore for PyStore {
             scope_parent.map(str::to_owned),
             prev_step.map(str::to_owned),
         );
-        let descriptor = descriptor.clone();
-        Box::pin(self.call(
-            "record_step",
-            move |py| {
-                let descriptor = convert::py_step_descriptor(py, &descriptor)?;
-                (ids.0, ids.1, ids.2, descriptor).into_pyobject(py)
-            },
-            convert::recorded_step,
-        ))
+        // Encoded here, off the interpreter, and handed over as text: the
+        // shipped stores write it as it is, and a payload that carries a long
+        // conversation is never rebuilt as Python objects only to be encoded.
+        let kind = descriptor.kind;
+        let encoded = serde_json::to_string(&descriptor.request_payload);
+        Box::pin(async move {
+            let encoded = encoded.map_err(|error| {
+                StoreError::new(format!("store.record_step: payload not encodable: {error}"))
+            })?;
+            self.call(
+                "record_step",
+                move |py| {
+                    let descriptor = convert::py_encoded_step_descriptor(py, kind, encoded)?;
+                    (ids.0, ids.1, ids.2, descriptor).into_pyobject(py)
+                },
+                convert::recorded_step,
+            )
+            .await
+        })
     }
 
     fn mark_step_processing<'a>(
