@@ -22,6 +22,7 @@ from stepwell import (
     StepDescriptor,
     StepKind,
     StepState,
+    StoreError,
     ToolKind,
     UpstreamTarget,
     run_response_loop,
@@ -308,3 +309,30 @@ async def test_request_id_header_name_is_configurable(
     assert request.headers["x-fusillade-request-id"] == step.sub_request_id
     assert "x-request-id" not in request.headers
     assert request.headers["x-extra"] == "1"
+
+
+async def test_payloads_cross_as_json_whatever_python_types_carry_them(
+    ctx: RequestContext, target: UpstreamTarget
+) -> None:
+    class Named(dict[str, Any]):
+        pass
+
+    deep: Any = "bottom"
+    for _ in range(300):  # deeper than the plain walk goes
+        deep = [deep]
+    payload = {
+        "tuple": (1, 2.5, True, None),
+        "flags": [True, False, 0, 1],
+        "big": 2**63 + 1,
+        "subclass": Named(a=1),
+        "text": "é ✓",
+        "deep": deep,
+    }
+    store = MemoryStore(ScriptedTransition([Complete(payload)]))
+    result = await run_response_loop(store, Tools(), ctx, target, request_id="r1")
+    assert result == {**payload, "tuple": [1, 2.5, True, None], "subclass": {"a": 1}}
+    assert [type(flag) for flag in result["flags"]] == [bool, bool, int, int]
+    for bad in ({1: "not a string key"}, {"x": object()}, {"x": "\ud800"}):
+        store = MemoryStore(ScriptedTransition([Complete(bad)]))
+        with pytest.raises(StoreError, match=r"Complete\.payload is not JSON-serialisable"):
+            await run_response_loop(store, Tools(), ctx, target, request_id="r2")

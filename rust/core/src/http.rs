@@ -87,7 +87,7 @@ pub struct PostRequest<'a> {
     /// The full URL.
     pub url: &'a str,
     /// The JSON body.
-    pub body: Vec<u8>,
+    pub body: Bytes,
     /// The Bearer key, if any.
     pub bearer: Option<&'a str>,
     /// Stamped in the request-id header, when there is one.
@@ -186,7 +186,7 @@ impl HttpClient {
         builder = if request.body.len() > UPLOAD_PIECE {
             let length = request.body.len();
             let pieces = UploadPieces {
-                body: Bytes::from(request.body),
+                body: request.body,
                 sent: 0,
                 progress: progress.clone(),
             };

@@ -23,8 +23,11 @@ use crate::types::UpstreamTarget;
 pub struct ModelCall {
     /// Where to send it.
     pub target: UpstreamTarget,
-    /// The chat-completions body; `stream: true` selects the streaming path.
-    pub request_payload: Value,
+    /// The chat-completions body, encoded (once, without a copy of the
+    /// step's payload: it carries the whole conversation so far).
+    pub body: Bytes,
+    /// Whether the body asks for a stream (`stream: true`).
+    pub stream: bool,
     /// Stamped in the request-id header.
     pub sub_request_id: String,
     /// The step's sequence, carried by every live event.
@@ -91,18 +94,11 @@ pub async fn fire_model_call(
     call: &ModelCall,
     live: Option<&BridgeSender>,
 ) -> Result<ModelAnswer, ExecutorError> {
-    let stream_flag = call
-        .request_payload
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let streaming = client.is_streaming(&call.target.path, stream_flag);
-    let body = serde_json::to_vec(&call.request_payload)
-        .map_err(|e| ExecutorError::Execution(format!("model call body serialize: {e}")))?;
+    let streaming = client.is_streaming(&call.target.path, call.stream);
     let url = call.target.url();
     let request = PostRequest {
         url: &url,
-        body,
+        body: call.body.clone(),
         bearer: call.target.bearer(),
         request_id: Some(&call.sub_request_id),
         headers: &call.headers,

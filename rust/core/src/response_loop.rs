@@ -375,9 +375,15 @@ impl LoopRun<'_> {
                     .into(),
             )
         })?;
+        let body = serde_json::to_vec(request_payload)
+            .map_err(|e| ExecutorError::Execution(format!("model call body serialize: {e}")))?;
         let call = ModelCall {
             target: self.target.clone(),
-            request_payload: request_payload.clone(),
+            body: body.into(),
+            stream: request_payload
+                .get("stream")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
             sub_request_id: sub_request_id.to_owned(),
             sequence: step.sequence,
             scope: level.scope.clone(),

@@ -31,7 +31,7 @@ pub async fn post_tool(
         let mut deadlines = Deadlines::start_within(client.config(), limit);
         let request = PostRequest {
             url: &url,
-            body,
+            body: body.into(),
             bearer: None,
             request_id: None,
             headers: &headers,

@@ -1,6 +1,7 @@
 //! Conversions between the Python face's types and the core's.
 //!
-//! JSON payloads cross as `serde_json::Value` (via pythonize). The Python data
+//! JSON payloads cross as `serde_json::Value` (via pythonize, and a direct
+//! walk of the plain types on the way in). The Python data
 //! classes live in `stepwell.types` and `stepwell.errors`; they are imported once
 //! per process and read by attribute, so any object of the right shape works.
 
@@ -48,7 +49,7 @@ pub fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>>
 
 /// Python object → JSON value; `what` names it in the error.
 pub fn from_py(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Value> {
-    pythonize::depythonize::<Value>(obj)
+    crate::json_value::json_value(obj)
         .map_err(|e| PyTypeError::new_err(format!("{what} is not JSON-serialisable: {e}")))
 }
 

@@ -16,6 +16,7 @@ mod event;
 mod executor;
 mod http_tool;
 mod items;
+mod json_value;
 mod local;
 mod observer;
 mod responses_sink;
