@@ -60,20 +60,26 @@ async def test_store_exception_becomes_store_error_with_cause(
     ctx: RequestContext, target: UpstreamTarget
 ) -> None:
     class BrokenStore(MemoryStore):
+        record_steps = None  # type: ignore[assignment]  # steps one by one
+
         async def mark_step_processing(self, step_id: str) -> None:
             raise Boom("disk on fire")
 
-    store = BrokenStore(
-        ScriptedTransition([AppendSteps([StepDescriptor.tool_call("t")]), Complete(None)])
-    )
-    with pytest.raises(StoreError) as raised:
-        await run_response_loop(store, Tools(t=lambda a: {}), ctx, target, request_id="r")
-    assert isinstance(raised.value.__cause__, Boom)
-    assert "disk on fire" in str(raised.value)
-    assert raised.value.payload["type"] == "store_error"
-    # What was persisted before the failure is still there.
-    [step] = await store.steps("r")
-    assert step.state is StepState.PENDING
+    class BrokenBatches(MemoryStore):
+        async def record_steps(self, *args: Any) -> Any:
+            raise Boom("disk on fire")
+
+    for kind, persisted in ((BrokenStore, [StepState.PENDING]), (BrokenBatches, [])):
+        store = kind(
+            ScriptedTransition([AppendSteps([StepDescriptor.tool_call("t")]), Complete(None)])
+        )
+        with pytest.raises(StoreError) as raised:
+            await run_response_loop(store, Tools(t=lambda a: {}), ctx, target, request_id="r")
+        assert isinstance(raised.value.__cause__, Boom)
+        assert "disk on fire" in str(raised.value)
+        assert raised.value.payload["type"] == "store_error"
+        # What was persisted before the failure is still there.
+        assert [step.state for step in await store.steps("r")] == persisted
 
 
 async def test_store_answer_of_the_wrong_shape_is_a_store_error(

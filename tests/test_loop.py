@@ -285,11 +285,16 @@ async def test_model_call_without_sub_request_id_is_an_executor_error(
             recorded = await super().record_step(*args)
             return type(recorded)(recorded.id, recorded.sequence, None)
 
-    store = NoSubRequestId(
-        ScriptedTransition([AppendSteps([StepDescriptor.model_call(MODEL_REQUEST)])])
-    )
-    with pytest.raises(ExecutorError, match="sub_request_id"):
-        await run_response_loop(store, Tools(), ctx, target, request_id="r")
+        async def record_steps(self, *args: Any) -> Any:
+            return [type(r)(r.id, r.sequence, None) for r in await super().record_steps(*args)]
+
+    class OneByOne(NoSubRequestId):
+        record_steps = None  # type: ignore[assignment]
+
+    for kind in (NoSubRequestId, OneByOne):
+        store = kind(ScriptedTransition([AppendSteps([StepDescriptor.model_call(MODEL_REQUEST)])]))
+        with pytest.raises(ExecutorError, match="sub_request_id"):
+            await run_response_loop(store, Tools(), ctx, target, request_id="r")
 
 
 async def test_request_id_header_name_is_configurable(

@@ -84,10 +84,10 @@ async def test_the_loser_of_a_race_never_overwrites_the_winner(tmp_path: Path) -
     b_waiting = asyncio.Event()
 
     class HeldBack(SQLiteStore):
-        async def record_step(self, *args: Any) -> Any:
+        async def record_steps(self, *args: Any) -> Any:
             b_waiting.set()
             await a_finished.wait()
-            return await super().record_step(*args)
+            return await super().record_steps(*args)
 
     with ScriptedUpstream(model) as upstream:
         await killed_after_the_tool(SQLiteStore(path), "r1")

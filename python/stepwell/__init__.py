@@ -25,7 +25,14 @@ from .errors import (
     ToolNotFound,
     ToolTimeout,
 )
-from .protocols import BatchEventSink, EventSink, MultiStepStore, ResponseStore, ToolExecutor
+from .protocols import (
+    BatchEventSink,
+    BatchStepStore,
+    EventSink,
+    MultiStepStore,
+    ResponseStore,
+    ToolExecutor,
+)
 from .types import (
     AppendSteps,
     ChainStep,
@@ -47,6 +54,7 @@ from .types import (
 __all__ = [
     "AppendSteps",
     "BatchEventSink",
+    "BatchStepStore",
     "ChainStep",
     "Complete",
     "EmptyAction",

@@ -62,6 +62,25 @@ class MultiStepStore(Protocol):
         ...
 
 
+class BatchStepStore(MultiStepStore, Protocol):
+    """A store that also records a batch of steps at once; the loop then makes
+    one call for an `AppendSteps`, not one `record_step` per step and one
+    `mark_step_processing` before each runs."""
+
+    def record_steps(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptors: list[StepDescriptor],
+    ) -> Awaitable[list[RecordedStep]]:
+        """Record ``descriptors`` in order, each after the one before (the first
+        after ``prev_step``), every one already processing: what ``record_step``
+        then ``mark_step_processing`` do for each, all or none of them. A link
+        already recorded is that step, moved to processing if it was pending."""
+        ...
+
+
 class ResponseStore(MultiStepStore, Protocol):
     """Everything `Responses` and the server keep of a response, beside its
     steps: its request, its outcome, its event log and idempotency keys.
@@ -276,4 +295,11 @@ class BatchEventSink(EventSink, Protocol):
         ...
 
 
-__all__ = ["BatchEventSink", "EventSink", "MultiStepStore", "ResponseStore", "ToolExecutor"]
+__all__ = [
+    "BatchEventSink",
+    "BatchStepStore",
+    "EventSink",
+    "MultiStepStore",
+    "ResponseStore",
+    "ToolExecutor",
+]

@@ -163,6 +163,9 @@ class WithTransition:
         self.decide = decide
         self.fence = fence
         self._fenced: dict[str, int] = {} if fence is None else {"fence": fence}
+        # Offered only when the store offers it: the loop asks, once.
+        if callable(getattr(store, "record_steps", None)):
+            self.record_steps = self._record_steps
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = await self.store.list_chain(request_id, scope_parent)
@@ -179,6 +182,17 @@ class WithTransition:
     ) -> Awaitable[RecordedStep]:
         return self.store.record_step(  # type: ignore[no-any-return]
             request_id, scope_parent, prev_step, descriptor, **self._fenced
+        )
+
+    def _record_steps(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptors: list[StepDescriptor],
+    ) -> Awaitable[list[RecordedStep]]:
+        return self.store.record_steps(  # type: ignore[no-any-return]
+            request_id, scope_parent, prev_step, descriptors, **self._fenced
         )
 
     def mark_step_processing(self, step_id: str) -> Awaitable[None]:

@@ -355,36 +355,110 @@ class MemoryStore:
         *,
         fence: int | None = None,
     ) -> RecordedStep:
-        kind = StepKind(descriptor.kind)
         with self._lock:
             if fence is not None:
                 self._check_fence(request_id, fence)
-            # The same link recorded twice is the same step (a re-run transition).
-            for existing_id in self._scopes.get((request_id, scope_parent), []):
-                existing = self._steps[existing_id]
-                if existing.prev_step_id == prev_step and existing.kind is kind:
-                    return RecordedStep(existing.id, existing.sequence, existing.sub_request_id)
-            if prev_step is not None and prev_step not in self._steps:
-                raise KeyError(f"prev_step {prev_step!r} does not exist")
-            if scope_parent is not None and scope_parent not in self._steps:
-                raise KeyError(f"scope_parent {scope_parent!r} does not exist")
-            sequence = self._last_sequence.get(request_id, 0) + 1
-            self._last_sequence[request_id] = sequence
-            step = ChainStep(
-                id=f"step_{uuid.uuid4().hex}",
-                sequence=sequence,
-                kind=kind,
-                state=StepState.PENDING,
-                request_payload=descriptor.request_payload,
-                prev_step_id=prev_step,
-                scope_parent=scope_parent,
-                sub_request_id=str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None,
-                created_at=time.time(),
+            recorded, _ = self._record(
+                request_id, scope_parent, prev_step, descriptor, StepState.PENDING
             )
-            self._steps[step.id] = step
-            self._step_requests[step.id] = request_id
-            self._scopes.setdefault((request_id, scope_parent), []).append(step.id)
-        return RecordedStep(step.id, step.sequence, step.sub_request_id)
+        return recorded
+
+    @runs_without_task
+    async def record_steps(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptors: list[StepDescriptor],
+        *,
+        fence: int | None = None,
+    ) -> list[RecordedStep]:
+        """Every step of an `AppendSteps`, chained and already processing; all
+        or none of them."""
+        recorded: list[RecordedStep] = []
+        moved: list[ChainStep] = []
+        with self._lock:
+            if fence is not None:
+                self._check_fence(request_id, fence)
+            last_sequence = self._last_sequence.get(request_id)
+            try:
+                for descriptor in descriptors:
+                    step, found = self._record(
+                        request_id, scope_parent, prev_step, descriptor, StepState.PROCESSING
+                    )
+                    if found is not None:
+                        check_move(found.id, found.state, StepState.PROCESSING)
+                        moved.append(found)
+                        self._steps[found.id] = replace(
+                            found, state=StepState.PROCESSING, updated_at=time.time()
+                        )
+                    recorded.append(step)
+                    prev_step = step.id
+            except BaseException:
+                self._undo(request_id, scope_parent, recorded, moved, last_sequence)
+                raise
+        return recorded
+
+    def _record(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptor: StepDescriptor,
+        state: StepState,
+    ) -> tuple[RecordedStep, ChainStep | None]:
+        """Records a step in ``state`` after ``prev_step``, under the lock: the
+        step, and ``None`` or the step the link already held (the same link
+        recorded twice is the same step: a re-run transition)."""
+        kind = StepKind(descriptor.kind)
+        for existing_id in self._scopes.get((request_id, scope_parent), []):
+            existing = self._steps[existing_id]
+            if existing.prev_step_id == prev_step and existing.kind is kind:
+                found = RecordedStep(existing.id, existing.sequence, existing.sub_request_id)
+                return found, existing
+        if prev_step is not None and prev_step not in self._steps:
+            raise KeyError(f"prev_step {prev_step!r} does not exist")
+        if scope_parent is not None and scope_parent not in self._steps:
+            raise KeyError(f"scope_parent {scope_parent!r} does not exist")
+        sequence = self._last_sequence.get(request_id, 0) + 1
+        self._last_sequence[request_id] = sequence
+        step = ChainStep(
+            id=f"step_{uuid.uuid4().hex}",
+            sequence=sequence,
+            kind=kind,
+            state=state,
+            request_payload=descriptor.request_payload,
+            prev_step_id=prev_step,
+            scope_parent=scope_parent,
+            sub_request_id=str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None,
+            created_at=time.time(),
+        )
+        self._steps[step.id] = step
+        self._step_requests[step.id] = request_id
+        self._scopes.setdefault((request_id, scope_parent), []).append(step.id)
+        return RecordedStep(step.id, step.sequence, step.sub_request_id), None
+
+    def _undo(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        recorded: list[RecordedStep],
+        moved: list[ChainStep],
+        last_sequence: int | None,
+    ) -> None:
+        """Takes back what a failed `record_steps` did, under the lock."""
+        for before in moved:
+            self._steps[before.id] = before
+        kept = {before.id for before in moved}
+        scope = self._scopes.get((request_id, scope_parent), [])
+        for step in recorded:
+            if step.id not in kept:
+                del self._steps[step.id], self._step_requests[step.id]
+                scope.remove(step.id)
+        if last_sequence is None:
+            self._last_sequence.pop(request_id, None)
+        else:
+            self._last_sequence[request_id] = last_sequence
 
     @runs_without_task
     async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:

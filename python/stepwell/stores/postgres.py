@@ -203,26 +203,27 @@ WITH lease AS (
 ), allowed AS (
     SELECT $9::BIGINT IS NULL OR coalesce((SELECT lease_token FROM lease), -1) = $9 AS ok
 ), existing AS (
-    SELECT id, sequence, sub_request_id FROM steps WHERE request_id = $2
+    SELECT id, sequence, sub_request_id, state FROM steps WHERE request_id = $2
         AND coalesce(scope_parent, '') = coalesce($3, '')
         AND coalesce(prev_step_id, '') = coalesce($4, '') AND kind = $5
 ), inserted AS (
     INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, sequence,
                        request_payload, sub_request_id, created_at)
-    SELECT $1, $2, $3, $4, $5, 'pending', coalesce(max(sequence), 0) + 1, $6, $7, $8
+    SELECT $1, $2, $3, $4, $5, $10, coalesce(max(sequence), 0) + 1, $6, $7, $8
     FROM steps WHERE request_id = $2
     HAVING (SELECT ok FROM allowed) AND NOT EXISTS (SELECT 1 FROM existing)
     ON CONFLICT DO NOTHING
-    RETURNING id, sequence, sub_request_id
+    RETURNING id, sequence, sub_request_id, NULL::TEXT
 )
 SELECT allowed.ok, found.* FROM allowed LEFT JOIN (
     SELECT * FROM inserted UNION ALL SELECT * FROM existing
 ) found ON allowed.ok
 """
-"""Records a step once per chain link, numbered after the response's last
-one; with a fence ($9), only while the lease has that token. Answers
-whether the fence held, and the step (none when a concurrent recorder took
-its sequence or link first: the statement is run again)."""
+"""Records a step in state $10 once per chain link, numbered after the
+response's last one; with a fence ($9), only while the lease has that token.
+Answers whether the fence held, and the step with, when the link already held
+it, its state (no step when a concurrent recorder took its sequence or link
+first: the statement is run again)."""
 _RECORD_ATTEMPTS = 50
 
 _MOVE_STEP = """
@@ -400,31 +401,39 @@ class PostgresStore:
         *,
         fence: int | None = None,
     ) -> RecordedStep:
-        kind = StepKind(descriptor.kind)
-        step_id = f"step_{uuid.uuid4().hex}"
-        sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
-        payload = descriptor.request_json()
         async with self._connection() as db:
-            for _ in range(_RECORD_ATTEMPTS):
-                row = await db.fetchrow(
-                    _RECORD_STEP,
-                    step_id,
-                    request_id,
-                    scope_parent,
-                    prev_step,
-                    kind.value,
-                    payload,
-                    sub_request_id,
-                    time.time(),
-                    fence,
+            recorded, _ = await _record(
+                db, request_id, scope_parent, prev_step, descriptor, StepState.PENDING, fence
+            )
+        return recorded
+
+    async def record_steps(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptors: list[StepDescriptor],
+        *,
+        fence: int | None = None,
+    ) -> list[RecordedStep]:
+        """Every step of an `AppendSteps`, chained and already processing, in
+        one transaction."""
+        recorded: list[RecordedStep] = []
+        async with self._connection() as db, db.transaction():
+            for descriptor in descriptors:
+                step, found = await _record(
+                    db, request_id, scope_parent, prev_step, descriptor, StepState.PROCESSING, fence
                 )
-                if not row[0]:
-                    raise LeaseLost(f"response {request_id} is held under another lease")
-                if row[1] is not None:
-                    return RecordedStep(row[1], row[2], row[3])
-                # A concurrent recorder took the sequence (or the link): again,
-                # with a snapshot that sees its step.
-        raise StoreUnavailable(f"response {request_id}: no sequence for its step was free")
+                if found is not None:
+                    check_move(step.id, found, StepState.PROCESSING)
+                    await db.execute(
+                        "UPDATE steps SET state = 'processing', updated_at = $2 WHERE id = $1",
+                        step.id,
+                        time.time(),
+                    )
+                recorded.append(step)
+                prev_step = step.id
+        return recorded
 
     async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
         await self._move(step_id, StepState.PROCESSING, fence, {})
@@ -938,6 +947,45 @@ async def upgrade(url: str) -> list[int]:
         return applied
     finally:
         await connection.close()
+
+
+async def _record(
+    db: asyncpg.Connection,
+    request_id: str,
+    scope_parent: str | None,
+    prev_step: str | None,
+    descriptor: StepDescriptor,
+    state: StepState,
+    fence: int | None,
+) -> tuple[RecordedStep, StepState | None]:
+    """Records a step in ``state`` after ``prev_step``: the step, and ``None``
+    or, when the link already held it, the state that step is in."""
+    kind = StepKind(descriptor.kind)
+    step_id = f"step_{uuid.uuid4().hex}"
+    sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
+    payload = descriptor.request_json()
+    for _ in range(_RECORD_ATTEMPTS):
+        row = await db.fetchrow(
+            _RECORD_STEP,
+            step_id,
+            request_id,
+            scope_parent,
+            prev_step,
+            kind.value,
+            payload,
+            sub_request_id,
+            time.time(),
+            fence,
+            state.value,
+        )
+        if not row[0]:
+            raise LeaseLost(f"response {request_id} is held under another lease")
+        if row[1] is not None:
+            found = StepState(row[4]) if row[4] is not None else None
+            return RecordedStep(row[1], row[2], row[3]), found
+        # A concurrent recorder took the sequence (or the link): again, with a
+        # snapshot that sees its step.
+    raise StoreUnavailable(f"response {request_id}: no sequence for its step was free")
 
 
 async def _keep_session(connection: asyncpg.Connection) -> None:

@@ -219,43 +219,41 @@ class SQLiteStore:
         *,
         fence: int | None = None,
     ) -> RecordedStep:
-        kind = StepKind(descriptor.kind)
-        step_id = f"step_{uuid.uuid4().hex}"
-        sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
         with self._transaction() as db:
             if fence is not None:
                 _check_fence(db, request_id, fence)
-            # The same link recorded twice is the same step: a re-run transition
-            # gets back what it recorded the first time.
-            existing = db.execute(
-                "SELECT id, sequence, sub_request_id FROM steps WHERE request_id = ? "
-                "AND coalesce(scope_parent, '') = coalesce(?, '') "
-                "AND coalesce(prev_step_id, '') = coalesce(?, '') AND kind = ?",
-                (request_id, scope_parent, prev_step, kind.value),
-            ).fetchone()
-            if existing is not None:
-                return RecordedStep(existing[0], existing[1], existing[2])
-            (sequence,) = db.execute(
-                "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
-                "sequence, sub_request_id, created_at) "
-                "SELECT ?, ?, ?, ?, ?, 'pending', coalesce(max(sequence), 0) + 1, ?, ? "
-                "FROM steps WHERE request_id = ? RETURNING sequence",
-                (
-                    step_id,
-                    request_id,
-                    scope_parent,
-                    prev_step,
-                    kind.value,
-                    sub_request_id,
-                    time.time(),
-                    request_id,
-                ),
-            ).fetchone()
-            db.execute(
-                "INSERT INTO step_requests (request_id, sequence, payload) VALUES (?, ?, ?)",
-                (request_id, sequence, descriptor.request_json()),
-            )
-        return RecordedStep(step_id, sequence, sub_request_id)
+            recorded, _ = _record(db, request_id, scope_parent, prev_step, descriptor, "pending")
+        return recorded
+
+    @runs_without_task
+    async def record_steps(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptors: list[StepDescriptor],
+        *,
+        fence: int | None = None,
+    ) -> list[RecordedStep]:
+        """Every step of an `AppendSteps`, chained and already processing, in
+        one transaction."""
+        recorded: list[RecordedStep] = []
+        with self._transaction() as db:
+            if fence is not None:
+                _check_fence(db, request_id, fence)
+            for descriptor in descriptors:
+                step, found = _record(
+                    db, request_id, scope_parent, prev_step, descriptor, "processing"
+                )
+                if found is not None:
+                    check_move(step.id, found, StepState.PROCESSING)
+                    db.execute(
+                        "UPDATE steps SET state = 'processing', updated_at = ? WHERE id = ?",
+                        (time.time(), step.id),
+                    )
+                recorded.append(step)
+                prev_step = step.id
+        return recorded
 
     @runs_without_task
     async def mark_step_processing(self, step_id: str, *, fence: int | None = None) -> None:
@@ -739,6 +737,44 @@ class SQLiteStore:
 _FENCE_OF_STEP = (
     "EXISTS (SELECT 1 FROM responses r WHERE r.request_id = steps.request_id AND r.lease_token = ?)"
 )
+
+
+def _record(
+    db: sqlite3.Connection,
+    request_id: str,
+    scope_parent: str | None,
+    prev_step: str | None,
+    descriptor: StepDescriptor,
+    state: str,
+) -> tuple[RecordedStep, StepState | None]:
+    """Records a step in ``state`` after ``prev_step``, inside the caller's
+    transaction: the step, and ``None`` or, when the link was already
+    recorded, the state that step is in. The same link recorded twice is the
+    same step: a re-run transition gets back what it recorded the first time."""
+    kind = StepKind(descriptor.kind)
+    existing = db.execute(
+        "SELECT id, sequence, sub_request_id, state FROM steps WHERE request_id = ? "
+        "AND coalesce(scope_parent, '') = coalesce(?, '') "
+        "AND coalesce(prev_step_id, '') = coalesce(?, '') AND kind = ?",
+        (request_id, scope_parent, prev_step, kind.value),
+    ).fetchone()
+    if existing is not None:
+        return RecordedStep(existing[0], existing[1], existing[2]), StepState(existing[3])
+    step_id = f"step_{uuid.uuid4().hex}"
+    sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
+    (sequence,) = db.execute(
+        "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
+        "sequence, sub_request_id, created_at) "
+        "SELECT ?, ?, ?, ?, ?, ?, coalesce(max(sequence), 0) + 1, ?, ? "
+        "FROM steps WHERE request_id = ? RETURNING sequence",
+        (step_id, request_id, scope_parent, prev_step, kind.value, state, sub_request_id,
+         time.time(), request_id),
+    ).fetchone()  # fmt: skip
+    db.execute(
+        "INSERT INTO step_requests (request_id, sequence, payload) VALUES (?, ?, ?)",
+        (request_id, sequence, descriptor.request_json()),
+    )
+    return RecordedStep(step_id, sequence, sub_request_id), None
 
 
 def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:

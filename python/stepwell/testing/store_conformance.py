@@ -10,10 +10,11 @@ In a test module of yours::
 
 Every test below then runs against your store: sequences, chain order, scopes,
 the step life cycle (illegal moves rejected), idempotent links, concurrent
-siblings, payload round trips, and the whole `ResponseStore` contract the Open
-Responses layer and the server use: requests, outcomes, the event log,
-idempotency keys, leases with their fencing tokens, cancel requests, and
-conversations with their items.
+siblings, batches of steps (for a store that offers `record_steps`), payload
+round trips, and the whole `ResponseStore` contract the Open Responses layer
+and the server use: requests, outcomes, the event log, idempotency keys,
+leases with their fencing tokens, cancel requests, and conversations with
+their items.
 """
 
 from __future__ import annotations
@@ -27,8 +28,11 @@ from ..errors import LeaseLost
 from ..types import StepDescriptor, StepKind, StepState
 
 __all__ = [
+    "test_a_batch_is_recorded_whole_or_not_at_all",
+    "test_a_batch_of_steps_is_recorded_chained_and_processing",
     "test_a_cancel_request_reaches_the_lease_holder",
     "test_a_lease_is_held_by_one_owner_until_it_expires",
+    "test_a_lost_lease_refuses_a_batch",
     "test_a_lost_lease_refuses_every_write_of_its_run",
     "test_a_request_kept_leased_is_never_claimable_first",
     "test_a_sealed_event_log_replays_the_same_frames",
@@ -160,6 +164,64 @@ async def test_concurrent_siblings_get_distinct_sequences(make_store: Any) -> No
     chain = await store.list_chain("r", None)
     assert [s.sequence for s in chain] == list(range(1, 41))
     assert all(s.response_payload == {"n": s.sequence} for s in chain[20:])
+
+
+def _batching(store: Any) -> Any:
+    if not callable(getattr(store, "record_steps", None)):
+        pytest.skip("the store does not offer record_steps")
+    return store
+
+
+async def test_a_batch_of_steps_is_recorded_chained_and_processing(make_store: Any) -> None:
+    store = _batching(make_store())
+    anchor = await store.record_step("r", None, None, TOOL)
+    batch = await store.record_steps("r", None, anchor.id, [TOOL, MODEL, TOOL])
+    assert [s.sequence for s in batch] == [2, 3, 4]
+    assert [s.sub_request_id is None for s in batch] == [True, False, True]
+    chain = await store.list_chain("r", None)
+    assert [s.id for s in chain] == [anchor.id, *(s.id for s in batch)]
+    assert [s.prev_step_id for s in chain[1:]] == [s.id for s in chain[:-1]]
+    assert [s.state for s in chain] == [StepState.PENDING, *[StepState.PROCESSING] * 3]
+    assert chain[2].request_payload == MODEL.request_payload
+    for step in batch:
+        await store.complete_step(step.id, {"n": step.sequence})
+    # Recorded again, the links are the same steps, which no longer can start.
+    with pytest.raises(ValueError):
+        await store.record_steps("r", None, anchor.id, [TOOL, MODEL, TOOL])
+    assert len(await store.list_chain("r", None)) == 4
+
+
+async def test_a_batch_is_recorded_whole_or_not_at_all(make_store: Any) -> None:
+    store = _batching(make_store())
+    pending = await store.record_step("r", None, None, TOOL)
+    done = await store.record_step("r", None, pending.id, MODEL)
+    await store.mark_step_processing(done.id)
+    await store.complete_step(done.id, {})
+    # The first link is the pending step (it would start); the second has ended.
+    with pytest.raises(ValueError):
+        await store.record_steps("r", None, None, [TOOL, MODEL, TOOL])
+    chain = await store.list_chain("r", None)
+    assert [(s.id, s.state) for s in chain] == [
+        (pending.id, StepState.PENDING),
+        (done.id, StepState.COMPLETED),
+    ]
+    # A pending step a batch links to again is that step, started.
+    [again] = await store.record_steps("r", None, None, [TOOL])
+    assert again.id == pending.id
+    assert (await store.list_chain("r", None))[0].state is StepState.PROCESSING
+
+
+async def test_a_lost_lease_refuses_a_batch(make_store: Any) -> None:
+    store = _batching(make_store())
+    await _kept(store, "r")
+    old = await store.claim("r", "a", -1)  # expires at once
+    new = await store.claim("r", "b", 30)
+    assert new is not None and new != old
+    with pytest.raises(LeaseLost):
+        await store.record_steps("r", None, None, [TOOL, MODEL], fence=old)
+    assert await store.list_chain("r", None) == []
+    batch = await store.record_steps("r", None, None, [TOOL, MODEL], fence=new)
+    assert len(batch) == 2
 
 
 async def test_payloads_round_trip(make_store: Any) -> None:

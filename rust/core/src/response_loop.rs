@@ -28,7 +28,7 @@ use futures::{StreamExt, stream};
 use serde_json::{Value, json};
 
 use crate::bridge::{self, BridgeSender};
-use crate::error::{ExecutorError, LoopError};
+use crate::error::{ExecutorError, LoopError, StoreError};
 use crate::events::{EventData, EventScope, LoopEvent, LoopEventKind};
 use crate::http::HttpClient;
 use crate::items::{compact_json, response_id};
@@ -219,14 +219,35 @@ impl LoopRun<'_> {
                         if descriptors.is_empty() {
                             return Err(LoopError::EmptyAction);
                         }
-                        let recorded = self
-                            .record_siblings(scope_parent, prev_step.as_deref(), &descriptors)
-                            .await?;
+                        let prev = prev_step.as_deref();
+                        let (recorded, marked) = match self
+                            .store
+                            .record_steps(self.request_id, scope_parent, prev, &descriptors)
+                            .await?
+                        {
+                            Some(recorded) if recorded.len() == descriptors.len() => {
+                                (recorded, true)
+                            }
+                            Some(recorded) => {
+                                return Err(LoopError::Store(StoreError::new(format!(
+                                    "record_steps returned {} steps for {} descriptors",
+                                    recorded.len(),
+                                    descriptors.len()
+                                ))));
+                            }
+                            None => (
+                                self.record_siblings(scope_parent, prev, &descriptors)
+                                    .await?,
+                                false,
+                            ),
+                        };
                         // Built in a loop, not with a closure: a closure here makes the
                         // boxed future's lifetimes too general for the compiler.
                         let mut runs = Vec::with_capacity(recorded.len());
                         for (descriptor, step) in descriptors.iter().zip(&recorded) {
-                            runs.push(self.execute_step(&level, sink, &kinds, step, descriptor));
+                            let run =
+                                self.execute_step(&level, sink, &kinds, step, descriptor, marked);
+                            runs.push(run);
                         }
                         // Bounded, siblings start in order and results come back in
                         // order; a sibling waits for a slot, never for a sibling's sibling.
@@ -269,9 +290,10 @@ impl LoopRun<'_> {
         Ok(recorded)
     }
 
-    /// Runs one step. The step's own failure is persisted with `fail_step` and
-    /// swallowed; store failures and malformed steps abort the loop. `sink` is the
-    /// response's bridge, handed on to a sub-agent this step may run.
+    /// Runs one step, first marking it processing unless `marked` (recorded so).
+    /// The step's own failure is persisted with `fail_step` and swallowed; store
+    /// failures and malformed steps abort the loop. `sink` is the response's
+    /// bridge, handed on to a sub-agent this step may run.
     async fn execute_step(
         &self,
         level: &Level<'_>,
@@ -279,8 +301,11 @@ impl LoopRun<'_> {
         kinds: &ToolKinds,
         step: &RecordedStep,
         descriptor: &StepDescriptor,
+        marked: bool,
     ) -> Result<(), LoopError> {
-        self.store.mark_step_processing(&step.id).await?;
+        if !marked {
+            self.store.mark_step_processing(&step.id).await?;
+        }
         let payload = &descriptor.request_payload;
         let tool_name = match descriptor.kind {
             StepKind::ModelCall => None,

@@ -31,6 +31,22 @@ pub trait MultiStepStore: Send + Sync {
         descriptor: &'a StepDescriptor,
     ) -> BoxFuture<'a, Result<RecordedStep, StoreError>>;
 
+    /// Records `descriptors` in order, each chained to the one before it (the
+    /// first to `prev_step`), every one already `processing`: what
+    /// `record_step` then `mark_step_processing` do for each, in one write
+    /// where the store can make it one. `None` when the store does not offer
+    /// it (the default): the loop then records each step and marks it before
+    /// it runs.
+    fn record_steps<'a>(
+        &'a self,
+        _request_id: &'a str,
+        _scope_parent: Option<&'a str>,
+        _prev_step: Option<&'a str>,
+        _descriptors: &'a [StepDescriptor],
+    ) -> BoxFuture<'a, Result<Option<Vec<RecordedStep>>, StoreError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
     /// Moves a step from `pending` to `processing`.
     fn mark_step_processing<'a>(
         &'a self,

@@ -72,7 +72,7 @@ pub fn run_response_loop<'py>(
     let locals = pyo3_async_runtimes::tokio::get_current_locals(py)?;
     let event_loop = locals.event_loop(py);
     let handle = LoopHandle::new(&event_loop, locals.context(py))?;
-    let store = PyStore(Callee::new(store, handle.clone()));
+    let store = PyStore::new(py, Callee::new(store, handle.clone()));
     let executor = PyToolExecutor {
         callee: Callee::new(tool_executor, handle.clone()),
         ctx: Arc::new(ctx),

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::Value;
 use stepwell_core::{
-    ChainStep, MultiStepStore, NextAction, RecordedStep, StepDescriptor, StoreError,
+    ChainStep, MultiStepStore, NextAction, RecordedStep, StepDescriptor, StepKind, StoreError,
 };
 
 use crate::callee::Callee;
@@ -13,9 +13,19 @@ use crate::convert;
 
 /// Adapts a Python store. Any exception it raises, or a malformed answer,
 /// becomes a [`StoreError`] that keeps the Python exception as its cause.
-pub struct PyStore(pub Callee);
+pub struct PyStore {
+    callee: Callee,
+    /// Whether the store offers `record_steps`.
+    batched: bool,
+}
 
 impl PyStore {
+    /// Wraps a store, checking once whether it offers `record_steps`.
+    pub fn new(py: Python<'_>, callee: Callee) -> Self {
+        let batched = callee.has_method(py, "record_steps");
+        Self { callee, batched }
+    }
+
     /// Awaits `method` on the Python store and converts its answer on the loop
     /// thread.
     async fn call<T: Send + 'static>(
@@ -31,11 +41,25 @@ impl PyStore {
                     StoreError::with_source(format!("store.{method} raised {error}"), error)
                 })
         };
-        match self.0.call(method, args, finish).await {
+        match self.callee.call(method, args, finish).await {
             Ok(result) => result,
             Err(gone) => Err(StoreError::new(format!("store.{method}: {gone}"))),
         }
     }
+}
+
+/// A descriptor's kind and its payload as JSON text, encoded here, off the
+/// interpreter, and handed over as text: the shipped stores write it as it
+/// is, and a payload that carries a long conversation is never rebuilt as
+/// Python objects only to be encoded.
+fn encode(descriptor: &StepDescriptor) -> Result<(StepKind, String), StoreError> {
+    serde_json::to_string(&descriptor.request_payload)
+        .map(|text| (descriptor.kind, text))
+        .map_err(|error| StoreError::new(format!("a step's payload is not encodable: {error}")))
+}
+
+fn encode_all(descriptors: &[StepDescriptor]) -> Result<Vec<(StepKind, String)>, StoreError> {
+    descriptors.iter().map(encode).collect()
 }
 
 fn ignore(_: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -70,15 +94,9 @@ impl MultiStepStore for PyStore {
             scope_parent.map(str::to_owned),
             prev_step.map(str::to_owned),
         );
-        // Encoded here, off the interpreter, and handed over as text: the
-        // shipped stores write it as it is, and a payload that carries a long
-        // conversation is never rebuilt as Python objects only to be encoded.
-        let kind = descriptor.kind;
-        let encoded = serde_json::to_string(&descriptor.request_payload);
+        let encoded = encode(descriptor);
         Box::pin(async move {
-            let encoded = encoded.map_err(|error| {
-                StoreError::new(format!("store.record_step: payload not encodable: {error}"))
-            })?;
+            let (kind, encoded) = encoded?;
             self.call(
                 "record_step",
                 move |py| {
@@ -88,6 +106,46 @@ impl MultiStepStore for PyStore {
                 convert::recorded_step,
             )
             .await
+        })
+    }
+
+    fn record_steps<'a>(
+        &'a self,
+        request_id: &'a str,
+        scope_parent: Option<&'a str>,
+        prev_step: Option<&'a str>,
+        descriptors: &'a [StepDescriptor],
+    ) -> BoxFuture<'a, Result<Option<Vec<RecordedStep>>, StoreError>> {
+        if !self.batched {
+            return Box::pin(std::future::ready(Ok(None)));
+        }
+        let ids = (
+            request_id.to_owned(),
+            scope_parent.map(str::to_owned),
+            prev_step.map(str::to_owned),
+        );
+        let encoded = encode_all(descriptors);
+        Box::pin(async move {
+            let encoded = encoded?;
+            let steps = self
+                .call(
+                    "record_steps",
+                    move |py| {
+                        let descriptors = encoded
+                            .into_iter()
+                            .map(|(kind, text)| convert::py_encoded_step_descriptor(py, kind, text))
+                            .collect::<PyResult<Vec<_>>>()?;
+                        (ids.0, ids.1, ids.2, descriptors).into_pyobject(py)
+                    },
+                    |answer| {
+                        answer
+                            .try_iter()?
+                            .map(|step| convert::recorded_step(&step?))
+                            .collect::<PyResult<Vec<_>>>()
+                    },
+                )
+                .await?;
+            Ok(Some(steps))
         })
     }
 
