@@ -82,9 +82,10 @@ SERVERS = {
 }
 """How `stepwell serve --server` runs uvicorn: `(event loop, HTTP parser)`.
 The default is asyncio's loop with the httptools parser (the `server` extra
-installs it): `benches/` S11 found the three within about 10% of each other,
-httptools ahead on streaming and not on short responses; `uvicorn-h11` is what
-a plain install of uvicorn runs, `uvicorn-uvloop` needs uvloop installed."""
+installs it): in two full runs of `benches/` S11 it served within 10% of h11
+either way (ahead on streaming in both), and uvloop did not serve more in
+either; `uvicorn-h11` is what a plain install of uvicorn runs,
+`uvicorn-uvloop` needs uvloop installed."""
 
 
 def _coerce(name: str, value: Any) -> Any:
