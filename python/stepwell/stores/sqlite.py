@@ -222,7 +222,9 @@ class SQLiteStore:
         with self._transaction() as db:
             if fence is not None:
                 _check_fence(db, request_id, fence)
-            recorded, _ = _record(db, request_id, scope_parent, prev_step, descriptor, "pending")
+            recorded, _ = _record(
+                db, request_id, scope_parent, prev_step, descriptor, StepState.PENDING
+            )
         return recorded
 
     @runs_without_task
@@ -243,7 +245,7 @@ class SQLiteStore:
                 _check_fence(db, request_id, fence)
             for descriptor in descriptors:
                 step, found = _record(
-                    db, request_id, scope_parent, prev_step, descriptor, "processing"
+                    db, request_id, scope_parent, prev_step, descriptor, StepState.PROCESSING
                 )
                 if found is not None:
                     check_move(step.id, found, StepState.PROCESSING)
@@ -745,7 +747,7 @@ def _record(
     scope_parent: str | None,
     prev_step: str | None,
     descriptor: StepDescriptor,
-    state: str,
+    state: StepState,
 ) -> tuple[RecordedStep, StepState | None]:
     """Records a step in ``state`` after ``prev_step``, inside the caller's
     transaction: the step, and ``None`` or, when the link was already
@@ -767,7 +769,7 @@ def _record(
         "sequence, sub_request_id, created_at) "
         "SELECT ?, ?, ?, ?, ?, ?, coalesce(max(sequence), 0) + 1, ?, ? "
         "FROM steps WHERE request_id = ? RETURNING sequence",
-        (step_id, request_id, scope_parent, prev_step, kind.value, state, sub_request_id,
+        (step_id, request_id, scope_parent, prev_step, kind.value, state.value, sub_request_id,
          time.time(), request_id),
     ).fetchone()  # fmt: skip
     db.execute(

@@ -62,6 +62,19 @@ fn encode_all(descriptors: &[StepDescriptor]) -> Result<Vec<(StepKind, String)>,
     descriptors.iter().map(encode).collect()
 }
 
+/// Where a step is recorded (request, scope, previous step), owned.
+fn owned_link(
+    request_id: &str,
+    scope_parent: Option<&str>,
+    prev_step: Option<&str>,
+) -> (String, Option<String>, Option<String>) {
+    (
+        request_id.to_owned(),
+        scope_parent.map(str::to_owned),
+        prev_step.map(str::to_owned),
+    )
+}
+
 fn ignore(_: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
@@ -89,11 +102,7 @@ impl MultiStepStore for PyStore {
         prev_step: Option<&'a str>,
         descriptor: &'a StepDescriptor,
     ) -> BoxFuture<'a, Result<RecordedStep, StoreError>> {
-        let ids = (
-            request_id.to_owned(),
-            scope_parent.map(str::to_owned),
-            prev_step.map(str::to_owned),
-        );
+        let ids = owned_link(request_id, scope_parent, prev_step);
         let encoded = encode(descriptor);
         Box::pin(async move {
             let (kind, encoded) = encoded?;
@@ -119,11 +128,7 @@ impl MultiStepStore for PyStore {
         if !self.batched {
             return Box::pin(std::future::ready(Ok(None)));
         }
-        let ids = (
-            request_id.to_owned(),
-            scope_parent.map(str::to_owned),
-            prev_step.map(str::to_owned),
-        );
+        let ids = owned_link(request_id, scope_parent, prev_step);
         let encoded = encode_all(descriptors);
         Box::pin(async move {
             let encoded = encoded?;
