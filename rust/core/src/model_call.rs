@@ -129,6 +129,7 @@ pub async fn fire_model_call(
             extractor: DeltaExtractor::scoped(call.scope.clone()),
             sequence: call.sequence,
             live,
+            first_sent: false,
         };
         let body = reader.read(&mut bytes, &mut deadlines).await?;
         return Ok(ModelAnswer { status, body });
@@ -174,6 +175,8 @@ struct StreamReader<'a> {
     extractor: DeltaExtractor,
     sequence: i64,
     live: Option<&'a BridgeSender>,
+    /// Whether a live delta went over yet.
+    first_sent: bool,
 }
 
 impl StreamReader<'_> {
@@ -185,7 +188,12 @@ impl StreamReader<'_> {
         let mut deltas = Vec::new();
         loop {
             let chunk = next_chunk(bytes, deadlines).await?;
-            let (end, saw_event) = self.fold(chunk.as_deref(), &mut deltas)?;
+            let (end, saw_event) = match (chunk.as_deref(), self.live) {
+                (Some(read), Some(live)) if !self.first_sent => {
+                    self.fold_first_early(read, live, &mut deltas).await?
+                }
+                (read, _) => self.fold(read, &mut deltas)?,
+            };
             if saw_event {
                 deadlines.first_chunk_seen();
             }
@@ -218,6 +226,42 @@ impl StreamReader<'_> {
         }
     }
 
+    /// Folds the reads up to the first live delta an event at a time, and sends
+    /// that delta over the moment it is parsed, before the rest of the read.
+    /// An upstream that answers fast delivers hundreds of events in one read;
+    /// parsing and encoding all of them first would hold the first delta back
+    /// for as long (a millisecond for 500). Later reads go over whole.
+    async fn fold_first_early(
+        &mut self,
+        read: &[u8],
+        live: &BridgeSender,
+        deltas: &mut Vec<LoopEvent>,
+    ) -> Result<(Option<End>, bool), ExecutorError> {
+        let mut saw_event = false;
+        let mut rest = read;
+        // A blank line ends an event; a stream whose lines end in `\r\n` has
+        // none of `\n\n` and is folded a read at a time, as later reads are.
+        while let Some(cut) = memchr::memmem::find(rest, b"\n\n") {
+            let (event, after) = rest.split_at(cut + 2);
+            rest = after;
+            let (end, saw) = self.fold(Some(event), deltas)?;
+            saw_event |= saw;
+            if end.is_some() {
+                return Ok((end, saw_event));
+            }
+            if !deltas.is_empty() {
+                live.send_deltas(deltas).await;
+                self.first_sent = true;
+                // The sink's drain was just woken: let it take the delta
+                // before this task goes on parsing the rest of the read.
+                tokio::task::yield_now().await;
+                break;
+            }
+        }
+        let (end, saw) = self.fold(Some(rest), deltas)?;
+        Ok((end, saw_event || saw))
+    }
+
     /// Parses one read (`None`: the end of the body) and folds its events into
     /// the reassembly and the live deltas, up to `[DONE]` or an embedded error.
     /// Returns how the stream ended, if it did, and whether any event came.
@@ -232,6 +276,7 @@ impl StreamReader<'_> {
             extractor,
             sequence,
             live,
+            ..
         } = self;
         let mut end = None;
         let mut saw_event = false;

@@ -328,6 +328,51 @@ async fn streaming_model_call_and_tool_fan_out() {
     assert_eq!(events.last().unwrap().sequence, 4);
 }
 
+/// Keeps each batch the sink is handed, as the kinds of its events.
+#[derive(Default)]
+struct Batches(Mutex<Vec<Vec<String>>>);
+
+impl EventSink for Batches {
+    fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
+        let kinds = events.iter().map(|e| e.kind.as_str().to_owned()).collect();
+        self.0.lock().unwrap().push(kinds);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test]
+async fn the_first_delta_goes_to_the_sink_before_the_rest_of_its_read() {
+    // The whole answer arrives in one write, as a fast upstream's does.
+    let mut frames = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    frames.extend((0..200).map(|i| chunk(json!({"content": format!("w{i} ")}), None)));
+    frames.push(chunk(json!({}), Some("stop")));
+    frames.push("[DONE]".into());
+    let endpoint = sse_upstream(frames).await;
+    let store = ScriptStore::new(vec![
+        NextAction::AppendSteps(vec![StepDescriptor {
+            kind: StepKind::ModelCall,
+            request_payload: json!({"model": "m", "stream": true}),
+        }]),
+        NextAction::Complete(json!("done")),
+    ]);
+    // The loop runs as a task of its own, as the Python face runs it, so the
+    // sink's drain can take the first delta while the read is parsed on.
+    let batches = tokio::spawn(async move {
+        let sink = Batches::default();
+        run(&store, endpoint, &sink, LoopConfig::default())
+            .await
+            .unwrap();
+        sink.0.into_inner().unwrap()
+    })
+    .await
+    .unwrap();
+    let delta = "response.output_text.delta";
+    let deltas_in = |batch: &Vec<String>| batch.iter().filter(|k| *k == delta).count();
+    let first = batches.iter().find(|b| deltas_in(b) > 0).unwrap();
+    assert_eq!(deltas_in(first), 1, "{batches:?}");
+    assert_eq!(batches.iter().map(deltas_in).sum::<usize>(), 200);
+}
+
 #[tokio::test]
 async fn empty_action_and_iteration_cap() {
     let sink = Collect::default();
