@@ -5,6 +5,7 @@ its replay window still ends a stream with the response."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -142,6 +143,29 @@ async def test_a_reader_behind_the_tail_reads_the_store_a_window_at_a_time() -> 
     # The log was sealed when its terminal event was written.
     assert (await store.events_after("r", -1, limit=1)) == frames[:1]
     assert store._events["r"][0][1].startswith(SEALED_LOG)
+
+
+async def test_a_reader_of_a_run_here_that_logged_nothing_waits_without_reading_the_store() -> None:
+    class Unread(MemoryStore):
+        async def events_after(self, *args: object, **kwargs: object) -> list[str]:
+            raise AssertionError("the store was read for a log that is still empty")
+
+    store, hub = Unread(), LogHub()
+    log = EventLog(store, hub)
+    # A run taken over here after three frames logged elsewhere.
+    hub.started("r", 3)
+    assert hub.text_after("r", 2) == ("", 0)
+    # Frames before the run's first are in the store, not here.
+    assert hub.text_after("r", 0) is None
+    reader = follow(store, hub, "r", 2, local=lambda: True, ended=lambda: False)
+
+    async def run_logs_its_end() -> None:
+        log.append("r", 3, "event: response.completed\ndata: {}\n\n")
+        await log.flush()
+
+    # Tasks start in order: the reader looks first, finds nothing, and waits.
+    first, _ = await asyncio.gather(reader.__anext__(), run_logs_its_end())
+    assert first == "event: response.completed\ndata: {}\n\n"
 
 
 def test_the_replay_window_is_a_duration_or_forever() -> None:

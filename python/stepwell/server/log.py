@@ -49,6 +49,7 @@ class LogHub:
         self._readers: dict[str, int] = {}
         self._recent: dict[str, deque[tuple[int, int, str]]] = {}
         self._recent_chars: dict[str, int] = {}
+        self._next: dict[str, int] = {}
 
     def changed(self, request_id: str) -> asyncio.Event:
         """The event the next change of `request_id` sets. Take it before
@@ -74,6 +75,14 @@ class LogHub:
         if event is not None:
             event.set()
 
+    def started(self, request_id: str, next_sequence: int = 0) -> None:
+        """A run here begins logging `request_id` at `next_sequence`: what
+        comes before is in the store, what comes after comes through here, so
+        a reader waiting for it need not look in the store first."""
+        self._recent[request_id] = deque()
+        self._recent_chars[request_id] = 0
+        self._next[request_id] = next_sequence
+
     def kept(self, request_id: str, first_sequence: int, count: int, frames: str) -> None:
         """A batch of `count` frames the store now holds."""
         batches = self._recent.setdefault(request_id, deque())
@@ -88,6 +97,7 @@ class LogHub:
         """The run is over: readers go back to the store for what remains."""
         self._recent.pop(request_id, None)
         self._recent_chars.pop(request_id, None)
+        self._next.pop(request_id, None)
         self.notify(request_id)
 
     def text_after(self, request_id: str, after: int) -> tuple[str, int] | None:
@@ -95,6 +105,8 @@ class LogHub:
         when memory does not hold them all (the run is not here, or the reader
         is behind what is kept)."""
         batches = self._recent.get(request_id)
+        if batches is not None and not batches and after + 1 >= self._next[request_id]:
+            return "", 0  # the run here has logged nothing yet: wait for it
         if not batches or batches[0][0] > after + 1:
             return None
         pieces, count = [], 0

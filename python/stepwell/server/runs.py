@@ -154,6 +154,7 @@ class Runs:
             await prepared.close()
             return None
         writer = LogWriter(self.events, request_id, fence=fence)
+        self.hub.started(request_id)
         run = self.responses.drive(prepared, on_frames=writer, fence=fence)
         return self._track(request_id, run, fence, background)
 
@@ -169,6 +170,7 @@ class Runs:
         logged = await self.store.events_after(request_id, -1)
         next_index = sum(frame.startswith(OUTPUT_ITEM_ADDED) for frame in logged)
         writer = LogWriter(self.events, request_id, fence=fence, next_sequence=len(logged))
+        self.hub.started(request_id, len(logged))
         log.info("taking over response %s (lease %d)", request_id, fence)
         run = self.responses.resume(
             request_id,
