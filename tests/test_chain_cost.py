@@ -34,6 +34,25 @@ class CountingStore(MemoryStore):
         self.reads["steps"] += 1
         return await super().steps(request_id)
 
+    async def list_chain(self, request_id: str, scope_parent: str | None) -> Any:
+        self.reads["list_chain"] += 1
+        return await super().list_chain(request_id, scope_parent)
+
+
+async def test_a_response_reads_its_chain_once_per_round_and_never_its_request() -> None:
+    store = CountingStore()
+    with ScriptedUpstream(two_round_model) as upstream:
+        responses = Responses(
+            store, Toolbox(FunctionTools(weather)), UpstreamTarget(upstream.endpoint)
+        )
+        response = await responses.create({"model": "m", "input": "Weather?"})
+    assert response["status"] == "completed"
+    # Four rounds (a model call, two tool calls, a model call, the end): the
+    # first decides on the chain the loop read as it started, and the request
+    # it was created from is the one just kept, not read back.
+    assert store.reads["list_chain"] == 4
+    assert store.reads["load_request"] == 0
+
 
 async def test_a_turn_reads_as_much_at_depth_twelve_as_at_depth_three() -> None:
     store = CountingStore()

@@ -154,9 +154,11 @@ class Responses:
             kept["mcp"] = run.kept_mcp()
         if lease is None:
             await self.store.save_request(request_id, kept, tenant=tenant)
-            return run
-        fence = await self.store.save_request(request_id, kept, tenant=tenant, lease=lease)
-        return replace(run, fence=fence)
+            fence = None
+        else:
+            fence = await self.store.save_request(request_id, kept, tenant=tenant, lease=lease)
+        run.transition.remember_request(request_id, kept)
+        return run if fence is None else replace(run, fence=fence)
 
     async def input_tokens(self, body: Any, *, tenant: str = "") -> int:
         """How many tokens the input of a create with `body` comes to (its

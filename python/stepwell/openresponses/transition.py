@@ -366,6 +366,11 @@ class ResponsesTransition:
         first round does not build it again."""
         self._contexts[request_id] = (context, tools)
 
+    def remember_request(self, request_id: str, saved: JSONDict) -> None:
+        """Keeps what was just saved for the response `request_id` (what
+        `load_request` would read back), so its first round does not read it."""
+        self._saved[request_id] = saved
+
     async def first_model_call(self, body: JSONDict) -> JSONDict:
         """The chat-completions body of the first model call a create with
         `body` makes: its context (earlier responses, instructions, input) and

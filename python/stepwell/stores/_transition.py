@@ -166,9 +166,17 @@ class WithTransition:
         # Offered only when the store offers it: the loop asks, once.
         if callable(getattr(store, "record_steps", None)):
             self.record_steps = self._record_steps
+        # The chain the loop read last, until anything is written: a level
+        # reads its chain as it starts, then asks for its first action, and
+        # the transition is handed that chain rather than a second read of it.
+        self._last_read: tuple[str, str | None, list[ChainStep]] | None = None
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
-        chain = await self.store.list_chain(request_id, scope_parent)
+        read, self._last_read = self._last_read, None
+        if read is not None and read[0] == request_id and read[1] == scope_parent:
+            chain = read[2]
+        else:
+            chain = await self.store.list_chain(request_id, scope_parent)
         return await decide_next(
             self.store, self.decide, chain, request_id, scope_parent, self.fence
         )
@@ -180,6 +188,7 @@ class WithTransition:
         prev_step: str | None,
         descriptor: StepDescriptor,
     ) -> Awaitable[RecordedStep]:
+        self._last_read = None
         return self.store.record_step(  # type: ignore[no-any-return]
             request_id, scope_parent, prev_step, descriptor, **self._fenced
         )
@@ -191,21 +200,27 @@ class WithTransition:
         prev_step: str | None,
         descriptors: list[StepDescriptor],
     ) -> Awaitable[list[RecordedStep]]:
+        self._last_read = None
         return self.store.record_steps(  # type: ignore[no-any-return]
             request_id, scope_parent, prev_step, descriptors, **self._fenced
         )
 
     def mark_step_processing(self, step_id: str) -> Awaitable[None]:
+        self._last_read = None
         return self.store.mark_step_processing(step_id, **self._fenced)  # type: ignore[no-any-return]
 
     def complete_step(self, step_id: str, payload: JSON) -> Awaitable[None]:
+        self._last_read = None
         return self.store.complete_step(step_id, payload, **self._fenced)  # type: ignore[no-any-return]
 
     def fail_step(self, step_id: str, error: JSON) -> Awaitable[None]:
+        self._last_read = None
         return self.store.fail_step(step_id, error, **self._fenced)  # type: ignore[no-any-return]
 
-    def list_chain(self, request_id: str, scope_parent: str | None) -> Awaitable[list[ChainStep]]:
-        return self.store.list_chain(request_id, scope_parent)  # type: ignore[no-any-return]
+    async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+        chain: list[ChainStep] = await self.store.list_chain(request_id, scope_parent)
+        self._last_read = (request_id, scope_parent, chain)
+        return chain
 
     def assemble_response(self, request_id: str) -> Awaitable[JSON]:
         return self.store.assemble_response(request_id)  # type: ignore[no-any-return]
