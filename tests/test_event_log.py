@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stepwell._core import SEALED_LOG
+from stepwell._core import SEALED_LOG, LogSealer, unseal_log
 from stepwell.server.log import READ_WINDOW, TAIL_CHARS, EventLog, LogHub, follow
 from stepwell.server.serve import load_settings, replay_window
 from stepwell.stores import MemoryStore
+from stepwell.stores._events import sealed
 from stepwell.testing import (
     JsonReply,
     ScriptedUpstream,
@@ -166,6 +167,26 @@ async def test_a_reader_of_a_run_here_that_logged_nothing_waits_without_reading_
     # Tasks start in order: the reader looks first, finds nothing, and waits.
     first, _ = await asyncio.gather(reader.__anext__(), run_logs_its_end())
     assert first == "event: response.completed\ndata: {}\n\n"
+
+
+def test_logs_of_every_shape_seal_and_render_back_byte_for_byte() -> None:
+    created = 'event: response.created\ndata: {"sequence_number":0,"pad":"%s"}\n\n' % ("x" * 1500)
+    deltas = "".join(
+        f'event: response.output_text.delta\ndata: {{"sequence_number":{n},"delta":"é{n} "}}\n\n'
+        for n in range(1, 40)
+    )
+    text = "".join(f"é{n} " for n in range(1, 40))
+    done = f'event: response.output_text.done\ndata: {{"sequence_number":40,"text":"{text}"}}\n\n'
+    # A log without deltas, one with, and one sealed a batch at a time.
+    for batches in ([created, created.replace(":0,", ":1,")], [created, deltas, done]):
+        whole = "".join(batches)
+        row = sealed((0, batch) for batch in [whole])
+        assert row is not None and row[2].startswith(SEALED_LOG)
+        assert "".join(unseal_log(row[2], 0, -1)) == whole
+        sealer = LogSealer(0)
+        for batch in batches:
+            sealer.push(batch)
+        assert sealer.finish() == row[2]
 
 
 def test_the_replay_window_is_a_duration_or_forever() -> None:

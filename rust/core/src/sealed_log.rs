@@ -26,6 +26,8 @@
 
 use std::collections::HashMap;
 
+use memchr::memmem;
+
 /// The first character of a sealed log; a frame never starts with it.
 pub const SEALED: char = '\u{1e}';
 const NEWLINE: char = '\u{1f}';
@@ -35,6 +37,8 @@ const REPEAT: char = '\u{1a}';
 /// Shorter texts are not worth a reference.
 const SHORTEST_REPEAT: usize = 24;
 const FRAME_END: &str = "\n\n";
+const DELTA_KEY: &str = "\"delta\":\"";
+const SEQUENCE_KEY: &str = "\"sequence_number\":";
 
 /// Why a sealed log could not be read.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +70,44 @@ pub struct Sealer {
     current: Option<usize>,
     sequence: u64,
     reserved: bool,
+    /// The template of the frame being sealed, built here rather than in a
+    /// new string per frame: most frames have the current template's shape.
+    shape: String,
+    /// The current template's text.
+    current_shape: String,
+    repeats: Repeats,
+}
+
+/// A searcher for each template's delta text, by template, built for the
+/// text's length at the time: an item's several `.done` frames, and the
+/// response at the end, all repeat the same text, which is one long needle.
+/// Boxed: a searcher is over-aligned (see [`Needles`]).
+type Repeats = HashMap<usize, (usize, Box<memmem::Finder<'static>>)>;
+
+/// What the sealer looks for in every frame, each searcher built once per
+/// process. Kept in a static rather than in the sealer: the searchers are
+/// over-aligned (SIMD registers), and a sealer may live where that alignment
+/// is not honoured (inside a Python object, whose allocator aligns to 16).
+#[derive(Debug)]
+struct Needles {
+    frame_end: memmem::Finder<'static>,
+    delta: memmem::Finder<'static>,
+    sequence: memmem::Finder<'static>,
+}
+
+impl Needles {
+    fn get() -> &'static Needles {
+        static NEEDLES: std::sync::OnceLock<Needles> = std::sync::OnceLock::new();
+        NEEDLES.get_or_init(Needles::new)
+    }
+
+    fn new() -> Self {
+        Needles {
+            frame_end: memmem::Finder::new(FRAME_END.as_bytes()),
+            delta: memmem::Finder::new(DELTA_KEY.as_bytes()),
+            sequence: memmem::Finder::new(SEQUENCE_KEY.as_bytes()),
+        }
+    }
 }
 
 impl Sealer {
@@ -81,20 +123,36 @@ impl Sealer {
             current: None,
             sequence: first_sequence,
             reserved: false,
+            shape: String::new(),
+            current_shape: String::new(),
+            repeats: HashMap::new(),
         }
     }
 
     /// Adds the next batch: whole frames, numbered on from the last.
     pub fn push(&mut self, frames: &str) {
-        self.reserved |= frames
-            .chars()
-            .any(|c| matches!(c, SEALED | NEWLINE | DELTA_HOLE | SEQUENCE_HOLE | REPEAT));
+        // The reserved characters are ASCII, and no byte of another UTF-8
+        // character is: a scan of the bytes finds them.
+        self.reserved |= frames.bytes().any(|b| {
+            matches!(
+                char::from(b),
+                SEALED | NEWLINE | DELTA_HOLE | SEQUENCE_HOLE | REPEAT
+            )
+        });
         if self.reserved {
             return;
         }
-        for frame in frames.split_inclusive(FRAME_END) {
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let end = Needles::get()
+                .frame_end
+                .find(rest.as_bytes())
+                .map_or(rest.len(), |at| at + FRAME_END.len());
+            // A frame ends in ASCII: the cut is at a character boundary.
+            let (frame, after) = rest.split_at(end);
             self.frame(frame);
             self.sequence += 1;
+            rest = after;
         }
     }
 
@@ -105,14 +163,27 @@ impl Sealer {
 
     fn frame(&mut self, frame: &str) {
         let out = &mut self.out;
-        match delta_shape(frame, self.sequence) {
-            Some((template, delta)) => {
+        match delta_shape(frame, self.sequence, Needles::get(), &mut self.shape) {
+            Some(delta) => {
+                let template = &self.shape;
                 let known = self.templates.len();
-                let index = *self.templates.entry(template.clone()).or_insert(known);
+                let index = match self.current {
+                    // The common case, a frame shaped as the one before, is
+                    // told by one comparison rather than a hash of the frame.
+                    Some(current) if *template == self.current_shape => current,
+                    _ => match self.templates.get(template.as_str()) {
+                        Some(&index) => index,
+                        None => {
+                            self.templates.insert(template.clone(), known);
+                            known
+                        }
+                    },
+                };
                 if self.current != Some(index) {
+                    self.current_shape.clone_from(template);
                     if index == known {
                         out.push('=');
-                        push_escaped(out, &template);
+                        push_escaped(out, template);
                         self.texts.push(String::new());
                     } else {
                         out.push('@');
@@ -129,7 +200,7 @@ impl Sealer {
             }
             None => {
                 out.push('!');
-                push_escaped(out, &with_references(frame, &self.texts));
+                push_escaped(out, &with_references(frame, &self.texts, &mut self.repeats));
             }
         }
         out.push('\n');
@@ -203,27 +274,33 @@ pub fn sealed_count(sealed: &str) -> usize {
         .count()
 }
 
-/// A delta frame as `(template, delta text)`: the frame with its delta's
-/// text and its sequence number (which must be `sequence`) taken out.
-fn delta_shape(frame: &str, sequence: u64) -> Option<(String, &str)> {
-    const DELTA_KEY: &str = "\"delta\":\"";
-    const SEQUENCE_KEY: &str = "\"sequence_number\":";
-    let head_end = frame.find('\n')?;
+/// A delta frame's delta text, its template (the frame with that text and
+/// its sequence number, which must be `sequence`, taken out) written into
+/// `template`.
+fn delta_shape<'f>(
+    frame: &'f str,
+    sequence: u64,
+    needles: &Needles,
+    template: &mut String,
+) -> Option<&'f str> {
+    let head_end = memchr::memchr(b'\n', frame.as_bytes())?;
     if !frame[..head_end].ends_with(".delta") {
         return None;
     }
-    let delta_start = frame.find(DELTA_KEY)? + DELTA_KEY.len();
+    let delta_start = needles.delta.find(frame.as_bytes())? + DELTA_KEY.len();
     let delta_end = delta_start + string_end(&frame[delta_start..])?;
-    let number_start = frame.find(SEQUENCE_KEY)? + SEQUENCE_KEY.len();
+    let number_start = needles.sequence.find(frame.as_bytes())? + SEQUENCE_KEY.len();
     let digits = frame[number_start..]
         .bytes()
         .take_while(u8::is_ascii_digit)
         .count();
     let number_end = number_start + digits;
-    if frame[number_start..number_end] != sequence.to_string() {
+    let number = &frame[number_start..number_end];
+    // Written as the stream writes it: no leading zero.
+    if number.parse::<u64>() != Ok(sequence) || (digits > 1 && number.starts_with('0')) {
         return None;
     }
-    let mut template = String::with_capacity(frame.len() - (delta_end - delta_start));
+    template.clear();
     if number_end <= delta_start {
         template.push_str(&frame[..number_start]);
         template.push(SEQUENCE_HOLE);
@@ -237,7 +314,7 @@ fn delta_shape(frame: &str, sequence: u64) -> Option<(String, &str)> {
         template.push(SEQUENCE_HOLE);
         template.push_str(&frame[number_end..]);
     }
-    Some((template, &frame[delta_start..delta_end]))
+    Some(&frame[delta_start..delta_end])
 }
 
 /// The length of a JSON string's escaped text up to its closing quote.
@@ -268,7 +345,7 @@ fn render(template: &str, sequence: i64, delta: &str) -> String {
 
 /// `frame` with each repeat of a template's deltas (the longest first) written
 /// as a reference to them.
-fn with_references(frame: &str, texts: &[String]) -> String {
+fn with_references(frame: &str, texts: &[String], repeats: &mut Repeats) -> String {
     let mut order: Vec<usize> = (0..texts.len())
         .filter(|&k| texts.get(k).is_some_and(|t| t.len() >= SHORTEST_REPEAT))
         .collect();
@@ -276,12 +353,43 @@ fn with_references(frame: &str, texts: &[String]) -> String {
     let mut frame = frame.to_owned();
     for k in order {
         if let Some(text) = texts.get(k) {
-            if frame.contains(text.as_str()) {
-                frame = frame.replace(text.as_str(), &format!("{REPEAT}{k}{REPEAT}"));
+            if frame.len() < text.len() {
+                continue;
+            }
+            let (built_for, finder) = repeats.entry(k).or_insert_with(|| (0, searcher("")));
+            if *built_for != text.len() {
+                (*built_for, *finder) = (text.len(), searcher(text));
+            }
+            if let Some(replaced) = replace_repeats(&frame, text, finder, k) {
+                frame = replaced;
             }
         }
     }
     frame
+}
+
+/// `frame` with every occurrence of `text` (which `finder` finds) written as
+/// a reference to the deltas of template `k`; `None` when it holds none.
+fn replace_repeats(
+    frame: &str,
+    text: &str,
+    finder: &memmem::Finder<'_>,
+    k: usize,
+) -> Option<String> {
+    let mut found = finder.find_iter(frame.as_bytes()).peekable();
+    found.peek()?;
+    let mut out = String::with_capacity(frame.len());
+    let mut last = 0;
+    for at in found {
+        // A match of UTF-8 text starts and ends on character boundaries.
+        out.push_str(frame.get(last..at)?);
+        out.push(REPEAT);
+        out.push_str(&k.to_string());
+        out.push(REPEAT);
+        last = at + text.len();
+    }
+    out.push_str(frame.get(last..)?);
+    Some(out)
 }
 
 /// A frame's references put back as the texts they stand for.
@@ -298,6 +406,10 @@ fn without_references(frame: &str, texts: &[String]) -> Result<String, Malformed
         out.push_str(pieces.next().unwrap_or_default());
     }
     Ok(out)
+}
+
+fn searcher(text: &str) -> Box<memmem::Finder<'static>> {
+    Box::new(memmem::Finder::new(text.as_bytes()).into_owned())
 }
 
 fn push_escaped(out: &mut String, text: &str) {
@@ -351,6 +463,21 @@ mod tests {
     }
 
     #[test]
+    fn every_repeat_in_a_frame_is_a_reference() {
+        let mut frames = stream();
+        let text = "Hello \\\"q\\\" \\né, and a long tail of text";
+        frames += &format!(
+            "event: response.output_item.done\ndata: {{\"a\":\"{text}\",\"b\":\"{text}\"}}\n\n"
+        );
+        let sealed = seal(&frames, 3).unwrap();
+        assert!(
+            sealed.contains("{\"a\":\"\u{1a}1\u{1a}\",\"b\":\"\u{1a}1\u{1a}\"}"),
+            "{sealed:?}"
+        );
+        assert_eq!(unseal(&sealed, 3, -1, usize::MAX).unwrap().concat(), frames);
+    }
+
+    #[test]
     fn a_log_sealed_a_batch_at_a_time_is_the_same_as_sealed_whole() {
         let frames = stream();
         let mut sealer = Sealer::new(3);
@@ -391,6 +518,11 @@ mod tests {
         let sealed = seal(&odd, 0).unwrap();
         assert!(sealed.contains('!'));
         assert_eq!(unseal(&sealed, 0, -1, 10).unwrap().concat(), odd);
+        // Its number written another way (a leading zero) renders back as it was.
+        let padded = odd.replace(":41,", ":07,");
+        let sealed = seal(&padded, 7).unwrap();
+        assert!(sealed.contains('!'));
+        assert_eq!(unseal(&sealed, 7, -1, 10).unwrap().concat(), padded);
         assert_eq!(seal("event: x\ndata: \u{1c}\n\n", 0), None);
     }
 
