@@ -184,8 +184,7 @@ def test_logs_of_every_shape_seal_and_render_back_byte_for_byte() -> None:
         assert row is not None and row[2].startswith(SEALED_LOG)
         assert "".join(unseal_log(row[2], 0, -1)) == whole
         sealer = LogSealer(0)
-        for batch in batches:
-            sealer.push(batch)
+        assert sum(sealer.push(batch) for batch in batches) == whole.count("\n\n")
         assert sealer.finish() == row[2]
 
 

@@ -190,8 +190,9 @@ class LogSealer:
     `finish` (`None` when it cannot be sealed)."""
 
     def __new__(cls, first_sequence: int) -> Self: ...
-    def push(self, frames: str) -> None:
-        """Adds the next batch of frames."""
+    def push(self, frames: str) -> int:
+        """Adds the next batch of frames; returns how many it held (0 once the
+        log holds what it cannot seal: it is then not counted)."""
     def finish(self) -> str | None:
         """The sealed log, or `None` when a batch held a reserved character."""
 

@@ -77,8 +77,7 @@ class Sealing:
             self._sealer.push("".join(frames))
             self.count += len(frames)
         else:
-            self._sealer.push(text)
-            self.count += count_frames(text)
+            self.count += self._sealer.push(text)
 
     def result(self) -> tuple[int, int, str] | None:
         """The sealed row `(first_sequence, last_sequence, text)`; `None` when

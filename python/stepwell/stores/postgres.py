@@ -714,11 +714,8 @@ class PostgresStore:
         """Keep several batches in one statement and notify, once, every
         response they belong to; a response named in ``fences`` only while its
         lease has that token. Returns the responses refused."""
-        rows = [
-            (request_id, first, first + count_frames(frames) - 1, frames)
-            for request_id, first, frames in batches
-            if count_frames(frames)
-        ]
+        counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
+        rows = [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
         if not rows:
             return []
         fenced = dict(fences or {})

@@ -462,11 +462,8 @@ class SQLiteStore:
         per turn of its event loop, not once per batch. A batch of a response
         named in ``fences`` is kept only while that response's lease has that
         token; returns the responses whose batches were refused."""
-        rows = [
-            (request_id, first, first + count_frames(frames) - 1, frames)
-            for request_id, first, frames in batches
-            if count_frames(frames)
-        ]
+        counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
+        rows = [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
         refused: list[str] = []
         if rows:
             with self._transaction() as db:

@@ -129,8 +129,10 @@ impl Sealer {
         }
     }
 
-    /// Adds the next batch: whole frames, numbered on from the last.
-    pub fn push(&mut self, frames: &str) {
+    /// Adds the next batch: whole frames, numbered on from the last. Returns
+    /// how many frames it held; 0 once a batch held a reserved character
+    /// (the log is then not sealed, and not counted).
+    pub fn push(&mut self, frames: &str) -> usize {
         // The reserved characters are ASCII, and no byte of another UTF-8
         // character is: a scan of the bytes finds them.
         self.reserved |= frames.bytes().any(|b| {
@@ -140,8 +142,9 @@ impl Sealer {
             )
         });
         if self.reserved {
-            return;
+            return 0;
         }
+        let first = self.sequence;
         let mut rest = frames;
         while !rest.is_empty() {
             let end = Needles::get()
@@ -154,6 +157,7 @@ impl Sealer {
             self.sequence += 1;
             rest = after;
         }
+        usize::try_from(self.sequence - first).unwrap_or(usize::MAX)
     }
 
     /// The sealed log, or `None` when a batch held a reserved character.

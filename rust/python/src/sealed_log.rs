@@ -22,13 +22,14 @@ impl PyLogSealer {
         }
     }
 
-    /// Adds the next batch of frames.
-    fn push(&mut self, frames: &str) -> PyResult<()> {
-        self.inner
+    /// Adds the next batch of frames; returns how many it held (0 once the
+    /// log holds what it cannot seal: it is then not counted).
+    fn push(&mut self, frames: &str) -> PyResult<usize> {
+        Ok(self
+            .inner
             .as_mut()
             .ok_or_else(|| PyValueError::new_err("this LogSealer is finished"))?
-            .push(frames);
-        Ok(())
+            .push(frames))
     }
 
     /// The sealed log, or `None` when a batch held a reserved character.
