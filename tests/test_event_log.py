@@ -15,7 +15,7 @@ import pytest
 from stepwell._core import SEALED_LOG, LogSealer, unseal_log
 from stepwell.server.log import READ_WINDOW, TAIL_CHARS, EventLog, LogHub, follow
 from stepwell.server.serve import load_settings, replay_window
-from stepwell.stores import MemoryStore
+from stepwell.stores import MemoryStore, SQLiteStore
 from stepwell.stores._events import sealed
 from stepwell.testing import (
     JsonReply,
@@ -186,6 +186,26 @@ def test_logs_of_every_shape_seal_and_render_back_byte_for_byte() -> None:
         sealer = LogSealer(0)
         assert sum(sealer.push(batch) for batch in batches) == whole.count("\n\n")
         assert sealer.finish() == row[2]
+
+
+async def test_sqlite_seals_a_log_in_the_write_that_ends_it(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "log.db")
+    delta = 'event: response.output_text.delta\ndata: {{"sequence_number":{},"delta":"d{}"}}\n\n'
+    first = "".join(delta.format(n, n) for n in range(3))
+    end = 'event: response.completed\ndata: {"sequence_number":3}\n\n'
+    odd = 'event: response.completed\ndata: {"sequence_number":3,"x":"\x1c"}\n\n'
+    await store.append_events_many([("a", 0, first), ("b", 0, first), ("c", 0, first)])
+    refused = await store.append_and_seal_events(
+        [("a", 3, end), ("b", 3, delta.format(3, 3)), ("c", 3, odd)], ended=["a", "c"]
+    )
+    assert refused == []
+    # The ended log is one sealed row; the running one, and the one holding
+    # what a sealed log cannot, are their batches.
+    assert [row[:1] for row in _log_rows(tmp_path / "log.db", "a")] == [SEALED_LOG]
+    assert _log_rows(tmp_path / "log.db", "b") == [first, delta.format(3, 3)]
+    assert _log_rows(tmp_path / "log.db", "c") == [first, odd]
+    for request_id, last in (("a", end), ("c", odd)):
+        assert "".join(await store.events_after(request_id, -1)) == first + last
 
 
 def test_the_replay_window_is_a_duration_or_forever() -> None:

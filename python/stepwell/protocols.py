@@ -146,7 +146,12 @@ class ResponseStore(MultiStepStore, Protocol):
 
     async def seal_events(self, request_ids: list[str]) -> None:
         """Store the logs of these ended responses compactly: the same frames,
-        read back byte for byte (``stores._events.sealed`` makes the row)."""
+        read back byte for byte (``stores._events.sealed`` makes the row).
+
+        A store may also offer ``append_and_seal_events(batches, *, fences,
+        ended)``: ``append_events_many``, then this for the ``ended`` responses
+        not refused, in one transaction; the server then writes the batches
+        that end responses with it (``SQLiteStore`` does)."""
         ...
 
     async def prune_events(self, older_than: float, *, batch: int = 500) -> int:

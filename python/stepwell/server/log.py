@@ -177,10 +177,16 @@ class EventLog:
             fences, self._fences = self._fences, {}
             if not queued:
                 return
+            batches = [(r, first, frames) for r, first, _, frames, _ in queued]
+            ending = [r for r, _, _, frames, streamed in queued if streamed and is_terminal(frames)]
+            # A store that can seal the logs that end as it writes them does so
+            # in the same transaction (their last batches never become rows).
+            sealing_write = getattr(self.store, "append_and_seal_events", None) if ending else None
             try:
-                refused = await self.store.append_events_many(
-                    [(r, first, frames) for r, first, _, frames, _ in queued], fences=fences
-                )
+                if sealing_write is not None:
+                    refused = await sealing_write(batches, fences=fences, ended=ending)
+                else:
+                    refused = await self.store.append_events_many(batches, fences=fences)
             except Exception:
                 # Nothing of the commit was kept (a restarting database, say):
                 # the batches go back to the front, in order, for the next one.
@@ -191,8 +197,8 @@ class EventLog:
             # A refused batch's run lost its lease: another process logs the
             # response now, and readers read that from the store.
             kept = [batch for batch in queued if batch[0] not in refused]
-            ended = [r for r, _, _, frames, streamed in kept if streamed and is_terminal(frames)]
-            if ended:
+            ended = [r for r in ending if r not in refused]
+            if ended and sealing_write is None:
                 # Before readers get the terminal event: once a client has
                 # it, the log it may read again is the sealed one.
                 await self._seal(ended)

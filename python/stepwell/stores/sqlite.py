@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import count_frames, frames_after, last_wanted, sealed
+from ._events import Sealing, count_frames, frames_after, last_wanted, sealed
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -477,6 +477,40 @@ class SQLiteStore:
                 )
         return refused
 
+    async def append_and_seal_events(
+        self,
+        batches: list[tuple[str, int, str]],
+        *,
+        fences: Mapping[str, int] | None = None,
+        ended: Collection[str] = (),
+    ) -> list[str]:
+        """``append_events_many``, then ``seal_events`` of the ``ended``
+        responses it kept, in one transaction: an ended response's last
+        batches are sealed with its log, never written as rows of their own.
+        Returns the responses whose batches were refused."""
+        counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
+        rows = [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
+        insert = (
+            "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
+            "VALUES (?, ?, ?, ?)"
+        )
+        with self._transaction() as db:
+            refused = _refused(db, fences) if fences else []
+            ending = set(ended).difference(refused)
+            db.executemany(
+                insert, [row for row in rows if row[0] not in refused and row[0] not in ending]
+            )
+            for request_id in ending:
+                last = [row for row in rows if row[0] == request_id]
+                one = _sealed_with(db, request_id, [(row[1], row[3]) for row in last])
+                if one is None:
+                    # Not sealable (or not readable as a sealed log): kept whole.
+                    db.executemany(insert, last)
+                    continue
+                db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+                db.execute(insert, (request_id, *one))
+        return refused
+
     async def events_after(
         self, request_id: str, after: int, *, limit: int | None = None
     ) -> list[str]:
@@ -774,6 +808,27 @@ def _record(
         (request_id, sequence, descriptor.request_json()),
     )
     return RecordedStep(step_id, sequence, sub_request_id), None
+
+
+def _sealed_with(
+    db: sqlite3.Connection, request_id: str, last: list[tuple[int, str]]
+) -> tuple[int, int, str] | None:
+    """The sealed row of a response's log as kept, followed by its `last`
+    batches; `None` when it cannot be sealed."""
+    sealing = Sealing()
+    try:
+        # The cursor yields a row at a time: a long log is not read whole.
+        for first, text in db.execute(
+            "SELECT first_sequence, frames FROM events WHERE request_id = ? "
+            "ORDER BY first_sequence",
+            (request_id,),
+        ):
+            sealing.add(first, text)
+        for first, text in last:
+            sealing.add(first, text)
+    except ValueError:  # a kept sealed log that does not read back
+        return None
+    return sealing.result()
 
 
 def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:
