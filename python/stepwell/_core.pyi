@@ -22,6 +22,7 @@ __all__ = [
     "check_loop_config",
     "compact_json",
     "compaction_item",
+    "count_frames",
     "function_call_item",
     "function_output_item",
     "id_prefix",
@@ -195,6 +196,10 @@ class LogSealer:
         log holds what it cannot seal: it is then not counted)."""
     def finish(self) -> str | None:
         """The sealed log, or `None` when a batch held a reserved character."""
+
+def count_frames(frames: str) -> int:
+    """How many frames a batch of frames holds (its blank lines), counted at
+    the speed of a byte search: a batch of a fast stream is large."""
 
 def unseal_log(sealed: str, first_sequence: int, after: int, limit: int | None = None) -> list[str]:
     """The frames of a sealed log numbered above `after`, at most `limit`;

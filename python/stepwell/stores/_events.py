@@ -17,13 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .._core import SEALED_LOG, LogSealer, unseal_log
+from .._core import count_frames as count_frames  # how many frames a batch holds
 
 FRAME_END = "\n\n"
-
-
-def count_frames(text: str) -> int:
-    """How many frames a batch holds."""
-    return text.count(FRAME_END)
 
 
 def split_frames(text: str) -> list[str]:

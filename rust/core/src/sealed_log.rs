@@ -270,6 +270,14 @@ pub fn unseal(
     Ok(frames)
 }
 
+/// How many frames a batch of frames holds: its blank lines.
+pub fn count_frames(frames: &str) -> usize {
+    Needles::get()
+        .frame_end
+        .find_iter(frames.as_bytes())
+        .count()
+}
+
 /// How many frames a sealed log holds.
 pub fn sealed_count(sealed: &str) -> usize {
     sealed
@@ -464,6 +472,13 @@ mod tests {
             "{sealed:?}"
         );
         assert_eq!(unseal(&sealed, 3, -1, usize::MAX).unwrap().concat(), frames);
+    }
+
+    #[test]
+    fn frames_are_counted_by_their_blank_lines() {
+        assert_eq!(count_frames(""), 0);
+        assert_eq!(count_frames(&stream()), 8);
+        assert_eq!(count_frames("a\n\n\n\nb\n\n"), 3);
     }
 
     #[test]

@@ -61,7 +61,15 @@ fn sealed_count(sealed: &str) -> usize {
     sealed_log::sealed_count(sealed)
 }
 
+/// How many frames a batch of frames holds (its blank lines), counted at
+/// the speed of a byte search: a batch of a fast stream is large.
+#[pyfunction]
+fn count_frames(frames: &str) -> usize {
+    sealed_log::count_frames(frames)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(count_frames, m)?)?;
     m.add_class::<PyLogSealer>()?;
     m.add_function(wrap_pyfunction!(unseal_log, m)?)?;
     m.add_function(wrap_pyfunction!(sealed_count, m)?)?;
