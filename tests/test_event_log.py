@@ -9,6 +9,7 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -186,6 +187,35 @@ def test_logs_of_every_shape_seal_and_render_back_byte_for_byte() -> None:
         sealer = LogSealer(0)
         assert sum(sealer.push(batch) for batch in batches) == whole.count("\n\n")
         assert sealer.finish() == row[2]
+
+
+async def test_a_reader_behind_when_the_run_ends_finishes_from_memory() -> None:
+    class Counting(MemoryStore):
+        reads = 0
+
+        async def events_after(self, *args: Any, **kwargs: Any) -> list[str]:
+            self.reads += 1
+            return await super().events_after(*args, **kwargs)
+
+    store, hub = Counting(), LogHub()
+    log = EventLog(store, hub)
+    running = {"r"}
+    hub.started("r")
+    reader = follow(store, hub, "r", -1, local=lambda: "r" in running, ended=lambda: False)
+    log.append("r", 0, "event: response.created\ndata: {}\n\n")
+    await log.flush()
+    assert await reader.__anext__() == "event: response.created\ndata: {}\n\n"
+    # The run ends while the reader is busy elsewhere: it was behind by the end.
+    log.append("r", 1, "event: response.completed\ndata: {}\n\n")
+    await log.flush()
+    running.clear()
+    hub.ended("r")
+    assert [chunk async for chunk in reader] == ["event: response.completed\ndata: {}\n\n"]
+    assert store.reads == 0
+    # A replay that starts now reads the store.
+    replay = follow(store, hub, "r", -1, local=lambda: False, ended=lambda: False)
+    assert len([chunk async for chunk in replay]) == 1
+    assert store.reads == 1
 
 
 async def test_sqlite_seals_a_log_in_the_write_that_ends_it(tmp_path: Path) -> None:

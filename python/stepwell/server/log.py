@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -33,6 +33,11 @@ TAIL_CHARS = 64 * 1024
 last batch): a reader at the tail takes frames from there, one further behind
 reads them from the store."""
 
+ENDED_TAILS_CHARS = 2 * 1024 * 1024
+"""How much of the tails of responses that ended here the hub keeps, all
+together (the latest ones): their readers are mostly behind by the last
+batches when the run ends, and finish from memory rather than the store."""
+
 READ_WINDOW = 512
 """Most frames a reader takes from the store at once: a reader far behind (a
 slow client, a late one) holds a window of the log, never the whole of it."""
@@ -42,7 +47,9 @@ class LogHub:
     """Wakes the readers of a response when its log grows or its run ends, and
     keeps the last persisted batches of the responses running here in memory
     (`TAIL_CHARS` of each), so a reader at the tail takes them from here rather
-    than reading back what was just written."""
+    than reading back what was just written; and, for their readers still
+    behind, the tails of the runs that ended here last (`ENDED_TAILS_CHARS`
+    of them all)."""
 
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}
@@ -50,6 +57,8 @@ class LogHub:
         self._recent: dict[str, deque[tuple[int, int, str]]] = {}
         self._recent_chars: dict[str, int] = {}
         self._next: dict[str, int] = {}
+        self._ended: OrderedDict[str, tuple[deque[tuple[int, int, str]], int]] = OrderedDict()
+        self._ended_chars = 0
 
     def changed(self, request_id: str) -> asyncio.Event:
         """The event the next change of `request_id` sets. Take it before
@@ -79,6 +88,7 @@ class LogHub:
         """A run here begins logging `request_id` at `next_sequence`: what
         comes before is in the store, what comes after comes through here, so
         a reader waiting for it need not look in the store first."""
+        self._forget_ended(request_id)
         self._recent[request_id] = deque()
         self._recent_chars[request_id] = 0
         self._next[request_id] = next_sequence
@@ -94,18 +104,35 @@ class LogHub:
         self.notify(request_id)
 
     def ended(self, request_id: str) -> None:
-        """The run is over: readers go back to the store for what remains."""
-        self._recent.pop(request_id, None)
-        self._recent_chars.pop(request_id, None)
+        """The run is over: its tail is kept among the ended ones (within
+        `ENDED_TAILS_CHARS`), and readers go to the store for anything else."""
+        batches = self._recent.pop(request_id, None)
+        chars = self._recent_chars.pop(request_id, 0)
         self._next.pop(request_id, None)
+        if batches:
+            self._ended[request_id] = (batches, chars)
+            self._ended_chars += chars
+            while self._ended_chars > ENDED_TAILS_CHARS:
+                self._forget_ended(next(iter(self._ended)))
         self.notify(request_id)
 
-    def text_after(self, request_id: str, after: int) -> tuple[str, int] | None:
+    def _forget_ended(self, request_id: str) -> None:
+        entry = self._ended.pop(request_id, None)
+        if entry is not None:
+            self._ended_chars -= entry[1]
+
+    def text_after(
+        self, request_id: str, after: int, *, ended: bool = False
+    ) -> tuple[str, int] | None:
         """`(frames, how many)` numbered above `after` from memory, or `None`
         when memory does not hold them all (the run is not here, or the reader
-        is behind what is kept)."""
+        is behind what is kept). With `ended`, for a reader that was following
+        the run here, also from the tail of a run that ended here."""
         batches = self._recent.get(request_id)
-        if batches is not None and not batches and after + 1 >= self._next[request_id]:
+        running = batches is not None
+        if batches is None and ended and request_id in self._ended:
+            batches = self._ended[request_id][0]
+        if running and not batches and after + 1 >= self._next[request_id]:
             return "", 0  # the run here has logged nothing yet: wait for it
         if not batches or batches[0][0] > after + 1:
             return None
@@ -116,6 +143,8 @@ class LogHub:
                 continue
             pieces.append("".join(split_frames(frames)[skip:]) if skip > 0 else frames)
             count += size - max(skip, 0)
+        if not count and not running:
+            return None  # read to the end of an ended run's tail: the store has the rest
         return "".join(pieces), count
 
 
@@ -277,11 +306,14 @@ async def follow(
     seconds. A response that ended without a terminal event (cancelled), or
     whose terminal event was never logged (or whose log was pruned), ends its
     stream when its outcome is kept; `ended` ends it early (the server is
-    stopping)."""
+    stopping). A reader that joined a run here and is still behind when it
+    ends finishes from the tail the hub keeps; one that joins later (a replay)
+    reads the store."""
+    following = local()
     while True:
         changed = hub.changed(request_id)
         try:
-            found = hub.text_after(request_id, after)
+            found = hub.text_after(request_id, after, ended=following)
             if found is None:
                 frames = await store.events_after(request_id, after, limit=READ_WINDOW)
                 found = "".join(frames), len(frames)
