@@ -82,10 +82,10 @@ SERVERS = {
 }
 """How `stepwell serve --server` runs uvicorn: `(event loop, HTTP parser)`.
 The default is asyncio's loop with the httptools parser (the `server` extra
-installs it): in two full runs of `benches/` S11 it served within 10% of h11
-either way (ahead on streaming in both), and uvloop did not serve more in
-either; `uvicorn-h11` is what a plain install of uvicorn runs,
-`uvicorn-uvloop` needs uvloop installed."""
+installs it): in three full runs of `benches/` S11 it served within 10% of
+h11 or more (1.10x and 1.29x its S7 responses/s in the last two, S6 within
+2%), and uvloop never served more; `uvicorn-h11` is what a plain install of
+uvicorn runs, `uvicorn-uvloop` needs uvloop installed."""
 
 
 def _coerce(name: str, value: Any) -> Any:
