@@ -27,6 +27,13 @@ def split_frames(text: str) -> list[str]:
     return [frame + FRAME_END for frame in text.split(FRAME_END) if frame]
 
 
+def event_rows(batches: Iterable[tuple[str, int, str]]) -> list[tuple[str, int, int, str]]:
+    """The rows `(request_id, first_sequence, last_sequence, frames)` of the
+    batches `(request_id, first_sequence, frames)` that hold any frame."""
+    counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
+    return [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
+
+
 def is_sealed(text: str) -> bool:
     """Whether a row holds a sealed log rather than a batch."""
     return text.startswith(SEALED_LOG)

@@ -53,7 +53,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import Sealing, count_frames, frames_after, last_wanted
+from ._events import Sealing, count_frames, event_rows, frames_after, last_wanted
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -714,8 +714,7 @@ class PostgresStore:
         """Keep several batches in one statement and notify, once, every
         response they belong to; a response named in ``fences`` only while its
         lease has that token. Returns the responses refused."""
-        counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
-        rows = [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
+        rows = event_rows(batches)
         if not rows:
             return []
         fenced = dict(fences or {})

@@ -35,7 +35,7 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import Sealing, count_frames, frames_after, last_wanted, sealed
+from ._events import Sealing, count_frames, event_rows, frames_after, last_wanted
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -448,9 +448,7 @@ class SQLiteStore:
         count = count_frames(frames)
         if count:
             self._write(
-                "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
-                "VALUES (?, ?, ?, ?)",
-                (request_id, first_sequence, first_sequence + count - 1, frames),
+                _INSERT_EVENTS, (request_id, first_sequence, first_sequence + count - 1, frames)
             )
         return count
 
@@ -462,19 +460,14 @@ class SQLiteStore:
         per turn of its event loop, not once per batch. A batch of a response
         named in ``fences`` is kept only while that response's lease has that
         token; returns the responses whose batches were refused."""
-        counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
-        rows = [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
+        rows = event_rows(batches)
         refused: list[str] = []
         if rows:
             with self._transaction() as db:
                 if fences:
                     refused = _refused(db, fences)
                     rows = [row for row in rows if row[0] not in refused]
-                db.executemany(
-                    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
-                    "VALUES (?, ?, ?, ?)",
-                    rows,
-                )
+                db.executemany(_INSERT_EVENTS, rows)
         return refused
 
     async def append_and_seal_events(
@@ -488,27 +481,25 @@ class SQLiteStore:
         responses it kept, in one transaction: an ended response's last
         batches are sealed with its log, never written as rows of their own.
         Returns the responses whose batches were refused."""
-        counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
-        rows = [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
-        insert = (
-            "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
-            "VALUES (?, ?, ?, ?)"
-        )
+        rows = event_rows(batches)
         with self._transaction() as db:
             refused = _refused(db, fences) if fences else []
             ending = set(ended).difference(refused)
             db.executemany(
-                insert, [row for row in rows if row[0] not in refused and row[0] not in ending]
+                _INSERT_EVENTS,
+                [row for row in rows if row[0] not in refused and row[0] not in ending],
             )
             for request_id in ending:
                 last = [row for row in rows if row[0] == request_id]
-                one = _sealed_with(db, request_id, [(row[1], row[3]) for row in last])
+                try:
+                    one = _sealed_with(db, request_id, [(row[1], row[3]) for row in last])
+                except ValueError:  # a kept sealed log that does not read back
+                    one = None
                 if one is None:
-                    # Not sealable (or not readable as a sealed log): kept whole.
-                    db.executemany(insert, last)
+                    # Not sealable: kept whole.
+                    db.executemany(_INSERT_EVENTS, last)
                     continue
-                db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
-                db.execute(insert, (request_id, *one))
+                _replace_log(db, request_id, one)
         return refused
 
     async def events_after(
@@ -529,20 +520,9 @@ class SQLiteStore:
         one transaction: the same frames, stored compactly."""
         with self._transaction() as db:
             for request_id in request_ids:
-                # The cursor yields a row at a time: a long log is not read whole.
-                rows = db.execute(
-                    "SELECT first_sequence, frames FROM events WHERE request_id = ? "
-                    "ORDER BY first_sequence",
-                    (request_id,),
-                )
-                one = sealed(rows)
+                one = _sealed_with(db, request_id, [])
                 if one is not None:
-                    db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
-                    db.execute(
-                        "INSERT INTO events (request_id, first_sequence, last_sequence, frames) "
-                        "VALUES (?, ?, ?, ?)",
-                        (request_id, *one),
-                    )
+                    _replace_log(db, request_id, one)
 
     async def prune_events(self, older_than: float, *, batch: int = 500) -> int:
         """Deletes the event logs of up to ``batch`` responses that ended more
@@ -767,6 +747,10 @@ class SQLiteStore:
             raise _translate(error, self.path) from error
 
 
+_INSERT_EVENTS = (
+    "INSERT INTO events (request_id, first_sequence, last_sequence, frames) VALUES (?, ?, ?, ?)"
+)
+
 _FENCE_OF_STEP = (
     "EXISTS (SELECT 1 FROM responses r WHERE r.request_id = steps.request_id AND r.lease_token = ?)"
 )
@@ -814,21 +798,24 @@ def _sealed_with(
     db: sqlite3.Connection, request_id: str, last: list[tuple[int, str]]
 ) -> tuple[int, int, str] | None:
     """The sealed row of a response's log as kept, followed by its `last`
-    batches; `None` when it cannot be sealed."""
+    batches; `None` when it cannot be sealed (`ValueError` for a kept sealed
+    log that does not read back)."""
     sealing = Sealing()
-    try:
-        # The cursor yields a row at a time: a long log is not read whole.
-        for first, text in db.execute(
-            "SELECT first_sequence, frames FROM events WHERE request_id = ? "
-            "ORDER BY first_sequence",
-            (request_id,),
-        ):
-            sealing.add(first, text)
-        for first, text in last:
-            sealing.add(first, text)
-    except ValueError:  # a kept sealed log that does not read back
-        return None
+    # The cursor yields a row at a time: a long log is not read whole.
+    for first, text in db.execute(
+        "SELECT first_sequence, frames FROM events WHERE request_id = ? ORDER BY first_sequence",
+        (request_id,),
+    ):
+        sealing.add(first, text)
+    for first, text in last:
+        sealing.add(first, text)
     return sealing.result()
+
+
+def _replace_log(db: sqlite3.Connection, request_id: str, row: tuple[int, int, str]) -> None:
+    """A response's log rows replaced by its one sealed `row`."""
+    db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
+    db.execute(_INSERT_EVENTS, (request_id, *row))
 
 
 def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:
