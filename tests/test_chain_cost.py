@@ -3,12 +3,14 @@ not the chain: what a turn asks of the store does not grow with its depth."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from stepwell import UpstreamTarget
-from stepwell.openresponses import Responses
-from stepwell.stores import MemoryStore
+from stepwell.openresponses import Responses, ResponsesTransition
+from stepwell.stores import MemoryStore, SQLiteStore
 from stepwell.testing import ScriptedUpstream
 from stepwell.tools import FunctionTools, Toolbox
 
@@ -76,3 +78,45 @@ async def test_a_turn_reads_as_much_at_depth_twelve_as_at_depth_three() -> None:
     # its two tool rounds and answer.
     assert sum(1 for m in sent if m["role"] == "user") == 12
     assert sum(1 for m in sent if m["role"] == "tool") == 2 * 12
+
+
+async def test_a_turn_carries_the_earlier_messages_as_the_text_they_were_stored_as(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "chain.db")
+    with ScriptedUpstream(two_round_model) as upstream:
+        responses = Responses(
+            store, Toolbox(FunctionTools(weather)), UpstreamTarget(upstream.endpoint)
+        )
+        first = await responses.create(
+            {"model": "m", "input": "Weather?", "instructions": "Be brief."}
+        )
+        second = await responses.create(
+            {
+                "model": "m",
+                "input": "And tomorrow? ✓",
+                "instructions": "Be kind.",
+                "previous_response_id": first["id"],
+            }
+        )
+        sent = upstream.requests[-2].body["messages"]
+    assert second["status"] == "completed"
+    # The earlier instructions do not carry over; everything else does, in
+    # order, and the new input follows the earlier answer.
+    roles = [m["role"] for m in sent]
+    assert roles == ["system", "user", "assistant", "tool", "tool", "assistant", "user"]
+    assert sent[0]["content"] == "Be kind."
+    assert sent[-2]["content"] == "Paris 14, Lima 21."
+    assert sent[-1]["content"] == "And tomorrow? ✓"
+
+    # The next turn's first model call keeps the carried messages as text.
+    transition = ResponsesTransition(store)
+    body = {"model": "m", "input": "Thanks.", "previous_response_id": second["id"]}
+    await store.save_request("third", {"request": body, "created_at": 1, "tenant": ""})
+    action = await transition([], "third", None)
+    [call] = action.steps  # type: ignore[union-attr]
+    assert "request_payload" not in call.__dict__
+    messages = json.loads(call.request_json())["messages"]
+    assert [m["role"] for m in messages][-5:] == ["assistant", "tool", "tool", "assistant", "user"]
+    assert len(messages) == len(sent) - 1 + 4 + 1
+    store.close()

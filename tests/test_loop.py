@@ -341,3 +341,25 @@ async def test_payloads_cross_as_json_whatever_python_types_carry_them(
         store = MemoryStore(ScriptedTransition([Complete(bad)]))
         with pytest.raises(StoreError, match=r"Complete\.payload is not JSON-serialisable"):
             await run_response_loop(store, Tools(), ctx, target, request_id="r2")
+
+
+async def test_a_payload_given_as_json_text_goes_out_as_that_json(
+    upstream: ScriptedUpstream, ctx: RequestContext, target: UpstreamTarget
+) -> None:
+    text = '{"model": "scripted", "messages": [{"role": "user", "content": "caf\\u00e9"}]}'
+    encoded = StepDescriptor.with_encoded_request(text, kind=StepKind.MODEL_CALL)
+    store = MemoryStore(ScriptedTransition([AppendSteps([encoded]), Complete(None)]))
+    await run_response_loop(store, Tools(), ctx, target, request_id="r")
+    [request] = upstream.requests
+    assert request.body == {"model": "scripted", "messages": [{"role": "user", "content": "café"}]}
+    # The loop read the text, not a decoded copy of it.
+    assert "request_payload" not in encoded.__dict__
+    [step] = await store.steps("r")
+    assert step.request_payload == request.body
+
+    for bad in ("{", '{"model": NaN}', ""):
+        broken = StepDescriptor.with_encoded_request(bad, kind=StepKind.MODEL_CALL)
+        store = MemoryStore(ScriptedTransition([AppendSteps([broken])]))
+        with pytest.raises(StoreError, match=r"StepDescriptor\.request_payload is not JSON"):
+            await run_response_loop(store, Tools(), ctx, target, request_id="r2")
+        assert await store.steps("r2") == []

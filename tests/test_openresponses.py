@@ -427,8 +427,8 @@ async def test_request_conversion() -> None:
         "stream": True,
     }
     transition = ResponsesTransition(MemoryStore())
-    messages, tools = await transition.context(body)
-    request = model_request(body, messages, tools)
+    context, tools = await transition.context(body)
+    request = model_request(body, context.messages(), tools)
     assert request["messages"] == [
         {"role": "system", "content": "rules"},
         {

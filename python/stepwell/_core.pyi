@@ -21,6 +21,7 @@ __all__ = [
     "ResponsesStream",
     "check_loop_config",
     "compact_json",
+    "carried_messages",
     "compaction_item",
     "count_frames",
     "function_call_item",
@@ -180,6 +181,7 @@ def mcp_list_tools_item(
     request_id: str, index: int, server_label: str, tools: Any, error: str | None = None
 ) -> dict[str, Any]: ...
 def compact_json(value: Any) -> str: ...
+def carried_messages(request: str) -> str: ...
 
 # ------------------------------------------------------------ sealed event logs
 

@@ -40,6 +40,7 @@ from ..types import (
 )
 from .assemble import assemble, is_compaction, output_items, tool_output_text
 from .compaction import CompactionKey, compact_threshold, fold, is_summary, summary_message
+from .context import ModelContext
 from .errors import model_call_error
 from .items import input_items
 from .mcp import (
@@ -151,7 +152,7 @@ class ResponsesTransition:
         # not on every turn (and a conversation others add to meanwhile is
         # seen as it was when the response began).
         self._saved: dict[str, JSONDict] = {}
-        self._contexts: dict[str, tuple[list[JSONDict], list[JSONDict]]] = {}
+        self._contexts: dict[str, tuple[ModelContext, list[JSONDict]]] = {}
         self.agents: Mapping[str, Agent] = {a.name: a for a in agents}
         self.served: dict[str, ToolSchema] = {s.name: s for s in served}
         for agent in self.agents.values():
@@ -217,11 +218,11 @@ class ResponsesTransition:
             if approved:
                 return AppendSteps(approved)
         if last is None or last.kind is StepKind.TOOL_CALL:
-            messages = context + self.history(chain)
+            messages = context.then(self.history(chain))
             if any(is_compaction(s) for s in chain):
-                messages = fold(messages)
+                messages = ModelContext(fold(messages.messages()))
             if scope_parent is None and await self._context_passes_threshold(body, chain):
-                summarized = {"model": model_body["model"], "messages": messages}
+                summarized = {"model": model_body["model"], "messages": messages.messages()}
                 if body.get("prompt_cache_key"):
                     summarized["prompt_cache_key"] = body["prompt_cache_key"]
                 compaction = {
@@ -230,9 +231,7 @@ class ResponsesTransition:
                     "call_id": f"compaction_{len(chain)}",
                 }
                 return AppendSteps([StepDescriptor(StepKind.TOOL_CALL, compaction)])
-            return AppendSteps(
-                [StepDescriptor.model_call(model_request(model_body, messages, all_tools))]
-            )
+            return AppendSteps([messages.model_call(model_body, all_tools)])
 
         if last.state is StepState.FAILED:
             error = model_call_error(last.error)
@@ -360,7 +359,7 @@ class ResponsesTransition:
             )
 
     def remember_context(
-        self, request_id: str, context: list[JSONDict], tools: list[JSONDict]
+        self, request_id: str, context: ModelContext, tools: list[JSONDict]
     ) -> None:
         """Keeps what `context` gave for the response `request_id`, so its
         first round does not build it again."""
@@ -376,9 +375,9 @@ class ResponsesTransition:
         `body` makes: its context (earlier responses, instructions, input) and
         tools."""
         context, tools = await self.context(body)
-        return model_request(body, context, self._chat_tools(tools))
+        return model_request(body, context.messages(), self._chat_tools(tools))
 
-    async def context(self, body: JSONDict) -> tuple[list[JSONDict], list[JSONDict]]:
+    async def context(self, body: JSONDict) -> tuple[ModelContext, list[JSONDict]]:
         """The messages before this response's steps, and the request's tools.
 
         With `previous_response_id`, the earlier response's context and output
@@ -386,7 +385,7 @@ class ResponsesTransition:
         """
         # `head`: what the response continues, as its last model call sent it
         # (already folded, every call answered); `messages`: what follows it.
-        head: list[JSONDict] = []
+        head = ModelContext()
         messages: list[JSONDict] = []
         tools = list(body.get("tools") or [])
         previous_id = body.get("previous_response_id")
@@ -406,20 +405,21 @@ class ResponsesTransition:
         messages += input_messages(self._unfold(body.get("input", []), "input"))
         messages = tell_unanswered(messages, approved_in(body.get("input")))
         if body.get("instructions"):
-            head.insert(0, {"role": "system", "content": body["instructions"]})
+            head = head.after([{"role": "system", "content": body["instructions"]}])
         # Only a summary among what follows can fold what came before.
         if any(is_summary(m) for m in messages):
-            return fold(head + messages), tools
-        return head + messages, tools
+            return ModelContext(fold(head.messages() + messages)), tools
+        return head.then(messages), tools
 
     async def _carried(
         self, previous_id: str
-    ) -> tuple[list[JSONDict], list[JSONDict], list[JSONDict]]:
+    ) -> tuple[ModelContext, list[JSONDict], list[JSONDict]]:
         """What a response continuing `previous_id` starts from: the messages
         of that response's last model call as it sent them (its context and
-        every round, less system messages, which do not carry over), that
-        call's answer, and the function tools it had, its own or carried (an
-        MCP server is named again each turn: its headers were never kept).
+        every round, less system messages, which do not carry over; kept as
+        the text they were stored as), that call's answer, and the function
+        tools it had, its own or carried (an MCP server is named again each
+        turn: its headers were never kept).
 
         Read from that response alone, whatever the chain's length. One kept
         before responses recorded their carried tools, or that did not end on
@@ -434,19 +434,18 @@ class ResponsesTransition:
                 and last.kind is StepKind.MODEL_CALL
                 and (last.state is StepState.COMPLETED)
             ):
-                sent = last.request_payload.get("messages") or []
                 answer = output_items(request_id, [last], kept_routes(kept))
-                messages = [m for m in sent if m.get("role") != "system"]
                 told = input_messages(answer, "previous_response_id")
-                return messages, told, list(kept["carried_tools"])
+                carried = ModelContext.carried_from(last.request_json())
+                return carried, told, list(kept["carried_tools"])
         earlier, earlier_tools = await self.context(previous_body)
-        messages = [m for m in earlier if m["role"] != "system"]
+        messages = [m for m in earlier.messages() if m["role"] != "system"]
         told = input_messages(
             self._unfold(outcome.get("output") or [], "previous_response_id"),
             "previous_response_id",
         )
         functions = [t for t in earlier_tools if t.get("type", "function") == "function"]
-        return messages, told, functions
+        return ModelContext(messages), told, functions
 
     def _unfold(self, items: Any, param: str) -> Any:
         return items if self.compaction is None else self.compaction.unfold(items, param)
@@ -472,9 +471,7 @@ class ResponsesTransition:
             )
         return previous, previous["request"], outcome[1]
 
-    async def _agent_context(
-        self, scope_parent: str
-    ) -> tuple[Agent, list[JSONDict], list[JSONDict]]:
+    async def _agent_context(self, scope_parent: str) -> tuple[Agent, ModelContext, list[JSONDict]]:
         step = await self.store.step(scope_parent)
         name = step.request_payload.get("name")
         agent = self.agents.get(name or "")
@@ -487,7 +484,7 @@ class ResponsesTransition:
             {"role": "user", "content": task},
         ]
         tools = [_schema_tool(self.served[t]) for t in agent.tools if t in self.served]
-        return agent, messages, tools
+        return agent, ModelContext(messages), tools
 
     def _chat_tools(self, tools: list[JSONDict], *, mcp: bool = True) -> list[JSONDict]:
         """The request's function tools, its MCP servers' tools (with `mcp`),

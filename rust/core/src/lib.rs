@@ -8,6 +8,7 @@
 //! adapts Python objects to these traits.
 
 pub mod bridge;
+pub mod carried;
 pub mod chunk;
 pub mod deltas;
 pub mod error;

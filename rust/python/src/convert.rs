@@ -1,14 +1,16 @@
 //! Conversions between the Python face's types and the core's.
 //!
 //! JSON payloads cross as `serde_json::Value` (via pythonize, and a direct
-//! walk of the plain types on the way in). The Python data
+//! walk of the plain types on the way in; a step descriptor's payload still
+//! held as JSON text is parsed). The Python data
 //! classes live in `stepwell.types` and `stepwell.errors`; they are imported once
 //! per process and read by attribute, so any object of the right shape works.
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
 use stepwell_core::{
     ChainStep, NextAction, RecordedStep, StepDescriptor, StepKind, ToolKind, ToolSchema,
@@ -98,14 +100,40 @@ pub fn step_descriptor(obj: &Bound<'_, PyAny>) -> PyResult<StepDescriptor> {
             "StepDescriptor.kind must be 'model_call' or 'tool_call', got {kind_name:?}"
         ))
     })?;
-    let request_payload = from_py(
-        &attr(obj, "request_payload", what)?,
-        "StepDescriptor.request_payload",
-    )?;
+    let request_payload = match encoded_request(obj)? {
+        Some(text) => serde_json::from_str(text.to_str()?).map_err(|error| {
+            PyTypeError::new_err(format!(
+                "StepDescriptor.request_payload is not JSON: {error}"
+            ))
+        })?,
+        None => from_py(
+            &attr(obj, "request_payload", what)?,
+            "StepDescriptor.request_payload",
+        )?,
+    };
     Ok(StepDescriptor {
         kind,
         request_payload,
     })
+}
+
+/// The JSON text a descriptor's payload was made from
+/// (`StepDescriptor.with_encoded_request`), while Python has not decoded it:
+/// parsed here, it is never built as Python objects only to be walked. `None`
+/// for a descriptor whose payload is a value.
+fn encoded_request<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
+    let py = obj.py();
+    let Ok(fields) = obj.getattr(intern!(py, "__dict__")) else {
+        return Ok(None);
+    };
+    let Ok(fields) = fields.cast_exact::<PyDict>() else {
+        return Ok(None);
+    };
+    if fields.contains(intern!(py, "request_payload"))? {
+        return Ok(None);
+    }
+    let encoded = fields.get_item(intern!(py, "_request_json"))?;
+    Ok(encoded.and_then(|text| text.cast_exact::<PyString>().ok().cloned()))
 }
 
 /// A Python `StepDescriptor` of `kind` whose request payload is the JSON text

@@ -2,6 +2,7 @@
 //! and terminal event names, so the assembly builds every item with the same
 //! code the stream encoder does.
 
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use serde_json::Value;
@@ -185,6 +186,17 @@ fn compact_json(value: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(items::compact_json(&convert::from_py(value, "the value")?))
 }
 
+/// The messages of the chat-completions body `request` (JSON text), less
+/// its system messages, as the inside of a JSON array: what a response that
+/// continues the one whose last model call sent `request` carries from it.
+/// Raises `ValueError` when `request` is not such a body.
+#[pyfunction]
+fn carried_messages(request: &str) -> PyResult<String> {
+    stepwell_core::carried::carried_messages(request).map_err(|error| {
+        PyValueError::new_err(format!("a stored model request is not valid: {error}"))
+    })
+}
+
 /// Adds these functions, and the constants beside them, to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(response_id, m)?)?;
@@ -200,6 +212,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mcp_approval_request_item, m)?)?;
     m.add_function(wrap_pyfunction!(mcp_list_tools_item, m)?)?;
     m.add_function(wrap_pyfunction!(compact_json, m)?)?;
+    m.add_function(wrap_pyfunction!(carried_messages, m)?)?;
     m.add(
         "TERMINAL_EVENTS",
         PyTuple::new(m.py(), items::TERMINAL_EVENTS)?,
