@@ -96,8 +96,7 @@ fn tool_call() -> Vec<u8> {
 }
 
 /// The non-streaming answer to `body`: a tool's result, a tool call, or text.
-fn json_answer(body: &[u8]) -> Vec<u8> {
-    let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+fn json_answer(request: &Value) -> Vec<u8> {
     let Some(messages) = request.get("messages").and_then(Value::as_array) else {
         return br#"{"found": 1}"#.to_vec();
     };
@@ -111,8 +110,7 @@ fn json_answer(body: &[u8]) -> Vec<u8> {
     completion()
 }
 
-fn chunks_asked(body: &[u8]) -> Option<usize> {
-    let request: Value = serde_json::from_slice(body).ok()?;
+fn chunks_asked(request: &Value) -> Option<usize> {
     if request.get("stream").and_then(Value::as_bool) != Some(true) {
         return None;
     }
@@ -154,7 +152,9 @@ async fn serve(mut socket: TcpStream, cache: Cache) {
     let _ = socket.set_nodelay(true);
     let mut buf = Vec::new();
     while let Some(body) = read_request(&mut socket, &mut buf).await {
-        let (content_type, payload) = match chunks_asked(&body) {
+        // Parsed once: a long conversation's body is not read twice.
+        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let (content_type, payload) = match chunks_asked(&request) {
             Some(chunks) => {
                 let cached = cache.lock().ok().and_then(|c| c.get(&chunks).cloned());
                 let payload = match cached {
@@ -169,7 +169,7 @@ async fn serve(mut socket: TcpStream, cache: Cache) {
                 };
                 ("text/event-stream", payload)
             }
-            None => ("application/json", Arc::new(json_answer(&body))),
+            None => ("application/json", Arc::new(json_answer(&request))),
         };
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",

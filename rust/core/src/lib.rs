@@ -17,6 +17,7 @@ pub mod http;
 pub mod items;
 pub mod model_call;
 pub mod observe;
+pub mod payload;
 pub mod reassemble;
 pub mod response_loop;
 pub mod responses_stream;
@@ -30,6 +31,7 @@ pub use error::{ExecutorError, LoopError, StoreError, TimeoutPhase, ToolError};
 pub use events::{EventData, EventScope, LoopEvent, LoopEventKind};
 pub use http::{HttpClient, HttpClientConfig};
 pub use observe::{LoopObserver, StepEnd, StepInfo};
+pub use payload::Payload;
 pub use response_loop::run_response_loop;
 pub use traits::{EventSink, MultiStepStore, ToolExecutor};
 pub use types::{

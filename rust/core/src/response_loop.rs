@@ -19,6 +19,7 @@
 //! loop gives the sink [`LoopConfig::sink_drain_timeout`] to take what is still
 //! queued, then returns: a client that stopped reading cannot hold it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +35,7 @@ use crate::http::HttpClient;
 use crate::items::{compact_json, response_id};
 use crate::model_call::{ModelCall, spawn_model_call};
 use crate::observe::{LoopObserver, StepEnd, StepInfo};
+use crate::payload::Payload;
 use crate::traits::{EventSink, MultiStepStore, ToolExecutor};
 use crate::types::{
     ChainStep, LoopConfig, NextAction, RecordedStep, RequestContext, StepDescriptor, StepKind,
@@ -306,7 +308,13 @@ impl LoopRun<'_> {
         if !marked {
             self.store.mark_step_processing(&step.id).await?;
         }
-        let payload = &descriptor.request_payload;
+        // A tool call's payload is read here; a model call's goes upstream as
+        // it is, so a long conversation held as text is never parsed.
+        let payload = match descriptor.kind {
+            StepKind::ModelCall => Cow::Owned(Value::Null),
+            StepKind::ToolCall => descriptor.request_payload.value(),
+        };
+        let payload = payload.as_ref();
         let tool_name = match descriptor.kind {
             StepKind::ModelCall => None,
             StepKind::ToolCall => {
@@ -327,7 +335,10 @@ impl LoopRun<'_> {
         let started = Instant::now();
         let headers = self.observer.step_started(&info);
         let (outcome, upstream_status) = match tool_name {
-            None => self.model_call(level, step, payload, headers).await?,
+            None => {
+                let request = &descriptor.request_payload;
+                self.model_call(level, step, request, headers).await?
+            }
             Some(name) => {
                 let result = self.tool_call(sink, kinds, step, name, payload, level.depth);
                 (result.await, None)
@@ -390,7 +401,7 @@ impl LoopRun<'_> {
         &self,
         level: &Level<'_>,
         step: &RecordedStep,
-        request_payload: &Value,
+        request_payload: &Payload,
         headers: Vec<(String, String)>,
     ) -> Result<(Result<Value, LoopError>, Option<u16>), LoopError> {
         let sub_request_id = step.sub_request_id.as_deref().ok_or_else(|| {
@@ -400,15 +411,13 @@ impl LoopRun<'_> {
                     .into(),
             )
         })?;
-        let body = serde_json::to_vec(request_payload)
+        let body = request_payload
+            .to_json()
             .map_err(|e| ExecutorError::Execution(format!("model call body serialize: {e}")))?;
         let call = ModelCall {
             target: self.target.clone(),
-            body: body.into(),
-            stream: request_payload
-                .get("stream")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            body,
+            stream: request_payload.streams(),
             sub_request_id: sub_request_id.to_owned(),
             sequence: step.sequence,
             scope: level.scope.clone(),

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::payload::Payload;
+
 /// What a step does when it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepKind {
@@ -47,7 +49,7 @@ pub struct StepDescriptor {
     /// What the step does.
     pub kind: StepKind,
     /// The model request body, or `{"name": ..., "args": ...}` for a tool call.
-    pub request_payload: Value,
+    pub request_payload: Payload,
 }
 
 /// What the store's transition function decides should happen next in a scope.

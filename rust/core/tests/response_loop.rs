@@ -280,15 +280,15 @@ async fn streaming_model_call_and_tool_fan_out() {
         NextAction::AppendSteps(vec![
             StepDescriptor {
                 kind: StepKind::ModelCall,
-                request_payload: json!({"model": "m", "stream": true}),
+                request_payload: json!({"model": "m", "stream": true}).into(),
             },
             StepDescriptor {
                 kind: StepKind::ToolCall,
-                request_payload: json!({"name": "echo", "args": {"x": 1}}),
+                request_payload: json!({"name": "echo", "args": {"x": 1}}).into(),
             },
             StepDescriptor {
                 kind: StepKind::ToolCall,
-                request_payload: json!({"name": "missing"}),
+                request_payload: json!({"name": "missing"}).into(),
             },
         ]),
         NextAction::Complete(json!("done")),
@@ -351,7 +351,7 @@ async fn the_first_delta_goes_to_the_sink_before_the_rest_of_its_read() {
     let store = ScriptStore::new(vec![
         NextAction::AppendSteps(vec![StepDescriptor {
             kind: StepKind::ModelCall,
-            request_payload: json!({"model": "m", "stream": true}),
+            request_payload: json!({"model": "m", "stream": true}).into(),
         }]),
         NextAction::Complete(json!("done")),
     ]);
@@ -389,7 +389,7 @@ async fn empty_action_and_iteration_cap() {
     let tool = || {
         NextAction::AppendSteps(vec![StepDescriptor {
             kind: StepKind::ToolCall,
-            request_payload: json!({"name": "echo"}),
+            request_payload: json!({"name": "echo"}).into(),
         }])
     };
     let store = ScriptStore::new(vec![tool(), tool(), tool()]);
@@ -418,7 +418,7 @@ impl EventSink for Stalled {
 fn tool_step(name: &str) -> StepDescriptor {
     StepDescriptor {
         kind: StepKind::ToolCall,
-        request_payload: json!({"name": name, "args": {}}),
+        request_payload: json!({"name": name, "args": {}}).into(),
     }
 }
 

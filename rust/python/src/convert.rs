@@ -1,8 +1,8 @@
 //! Conversions between the Python face's types and the core's.
 //!
 //! JSON payloads cross as `serde_json::Value` (via pythonize, and a direct
-//! walk of the plain types on the way in; a step descriptor's payload still
-//! held as JSON text is parsed). The Python data
+//! walk of the plain types on the way in); a step descriptor's payload still
+//! held as JSON text stays that text. The Python data
 //! classes live in `stepwell.types` and `stepwell.errors`; they are imported once
 //! per process and read by attribute, so any object of the right shape works.
 
@@ -13,7 +13,7 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString};
 use serde_json::Value;
 use stepwell_core::{
-    ChainStep, NextAction, RecordedStep, StepDescriptor, StepKind, ToolKind, ToolSchema,
+    ChainStep, NextAction, Payload, RecordedStep, StepDescriptor, StepKind, ToolKind, ToolSchema,
 };
 
 /// The Python classes the shims build and recognise.
@@ -101,7 +101,7 @@ pub fn step_descriptor(obj: &Bound<'_, PyAny>) -> PyResult<StepDescriptor> {
         ))
     })?;
     let request_payload = match encoded_request(obj)? {
-        Some(text) => serde_json::from_str(text.to_str()?).map_err(|error| {
+        Some(text) => Payload::from_text(text.to_str()?.to_owned()).map_err(|error| {
             PyTypeError::new_err(format!(
                 "StepDescriptor.request_payload is not JSON: {error}"
             ))
@@ -109,7 +109,8 @@ pub fn step_descriptor(obj: &Bound<'_, PyAny>) -> PyResult<StepDescriptor> {
         None => from_py(
             &attr(obj, "request_payload", what)?,
             "StepDescriptor.request_payload",
-        )?,
+        )?
+        .into(),
     };
     Ok(StepDescriptor {
         kind,
@@ -119,7 +120,7 @@ pub fn step_descriptor(obj: &Bound<'_, PyAny>) -> PyResult<StepDescriptor> {
 
 /// The JSON text a descriptor's payload was made from
 /// (`StepDescriptor.with_encoded_request`), while Python has not decoded it:
-/// parsed here, it is never built as Python objects only to be walked. `None`
+/// kept as text, it is never built as Python objects only to be walked. `None`
 /// for a descriptor whose payload is a value.
 fn encoded_request<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyString>>> {
     let py = obj.py();
@@ -141,8 +142,11 @@ fn encoded_request<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, P
 pub fn py_encoded_step_descriptor<'py>(
     py: Python<'py>,
     kind: StepKind,
-    encoded: String,
+    encoded: &[u8],
 ) -> PyResult<Bound<'py, PyAny>> {
+    // JSON text is UTF-8 (made from a `str`, or by serde_json): checked all the same.
+    let encoded = std::str::from_utf8(encoded)
+        .map_err(|error| PyTypeError::new_err(format!("a step's payload is not UTF-8: {error}")))?;
     let types = PyTypes::get(py)?;
     let kind = types.step_kind.bind(py).call1((kind.as_str(),))?;
     let fields = PyDict::new(py);

@@ -1,5 +1,6 @@
 //! A Python `MultiStepStore` as the core's store.
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -52,13 +53,15 @@ impl PyStore {
 /// interpreter, and handed over as text: the shipped stores write it as it
 /// is, and a payload that carries a long conversation is never rebuilt as
 /// Python objects only to be encoded.
-fn encode(descriptor: &StepDescriptor) -> Result<(StepKind, String), StoreError> {
-    serde_json::to_string(&descriptor.request_payload)
+fn encode(descriptor: &StepDescriptor) -> Result<(StepKind, Bytes), StoreError> {
+    descriptor
+        .request_payload
+        .to_json()
         .map(|text| (descriptor.kind, text))
         .map_err(|error| StoreError::new(format!("a step's payload is not encodable: {error}")))
 }
 
-fn encode_all(descriptors: &[StepDescriptor]) -> Result<Vec<(StepKind, String)>, StoreError> {
+fn encode_all(descriptors: &[StepDescriptor]) -> Result<Vec<(StepKind, Bytes)>, StoreError> {
     descriptors.iter().map(encode).collect()
 }
 
@@ -109,7 +112,7 @@ impl MultiStepStore for PyStore {
             self.call(
                 "record_step",
                 move |py| {
-                    let descriptor = convert::py_encoded_step_descriptor(py, kind, encoded)?;
+                    let descriptor = convert::py_encoded_step_descriptor(py, kind, &encoded)?;
                     (ids.0, ids.1, ids.2, descriptor).into_pyobject(py)
                 },
                 convert::recorded_step,
@@ -138,7 +141,9 @@ impl MultiStepStore for PyStore {
                     move |py| {
                         let descriptors = encoded
                             .into_iter()
-                            .map(|(kind, text)| convert::py_encoded_step_descriptor(py, kind, text))
+                            .map(|(kind, text)| {
+                                convert::py_encoded_step_descriptor(py, kind, &text)
+                            })
                             .collect::<PyResult<Vec<_>>>()?;
                         (ids.0, ids.1, ids.2, descriptors).into_pyobject(py)
                     },
