@@ -3,22 +3,27 @@
 //! A model call's payload carries the whole conversation so far. One handed
 //! over as text (the Python face splices a long conversation in as the text it
 //! was stored as) is validated once and then sent upstream and handed to the
-//! store as that text: never built as a tree only to be encoded twice.
+//! store as that text: never built as a tree only to be encoded twice. One
+//! given as a value is encoded once, on first need, and the store and the
+//! request body share that text.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
-/// A step's request payload.
-#[derive(Debug, Clone, PartialEq)]
+/// A step's request payload. Two are equal when their JSON values are,
+/// however each is held.
+#[derive(Debug, Clone)]
 pub struct Payload(Form);
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 enum Form {
-    Value(Value),
+    /// A value, and its JSON text once it was needed.
+    Value(Value, OnceLock<Bytes>),
     /// Valid JSON text.
     Text(Bytes),
 }
@@ -34,16 +39,23 @@ impl Payload {
     /// The payload as a JSON value (parsed, for one that came as text).
     pub fn value(&self) -> Cow<'_, Value> {
         match &self.0 {
-            Form::Value(value) => Cow::Borrowed(value),
+            Form::Value(value, _) => Cow::Borrowed(value),
             // Validated when made, so this parse does not fail.
             Form::Text(text) => Cow::Owned(serde_json::from_slice(text).unwrap_or(Value::Null)),
         }
     }
 
-    /// The payload as JSON text (as it came, for one that came as text).
+    /// The payload as JSON text (as it came, for one that came as text;
+    /// encoded once, for a value).
     pub fn to_json(&self) -> Result<Bytes, serde_json::Error> {
         match &self.0 {
-            Form::Value(value) => serde_json::to_vec(value).map(Bytes::from),
+            Form::Value(value, encoded) => {
+                if let Some(text) = encoded.get() {
+                    return Ok(text.clone());
+                }
+                let text = Bytes::from(serde_json::to_vec(value)?);
+                Ok(encoded.get_or_init(|| text).clone())
+            }
             Form::Text(text) => Ok(text.clone()),
         }
     }
@@ -56,7 +68,7 @@ impl Payload {
             stream: Option<Value>,
         }
         match &self.0 {
-            Form::Value(value) => value.get("stream").and_then(Value::as_bool),
+            Form::Value(value, _) => value.get("stream").and_then(Value::as_bool),
             Form::Text(text) => serde_json::from_slice::<Streaming>(text)
                 .ok()
                 .and_then(|read| read.stream)
@@ -66,9 +78,15 @@ impl Payload {
     }
 }
 
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.value() == other.value()
+    }
+}
+
 impl From<Value> for Payload {
     fn from(value: Value) -> Self {
-        Self(Form::Value(value))
+        Self(Form::Value(value, OnceLock::new()))
     }
 }
 
@@ -87,6 +105,22 @@ mod tests {
             json!({"model": "m", "stream": true, "messages": [{"content": "café"}]})
         );
         assert!(payload.streams());
+    }
+
+    #[test]
+    fn a_value_is_encoded_once_and_its_text_shared() {
+        let payload = Payload::from(json!({"model": "m", "messages": []}));
+        let first = payload.to_json().expect("encodable");
+        let second = payload.to_json().expect("encodable");
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        assert_eq!(
+            payload,
+            Payload::from_text(first.clone()).expect("valid JSON")
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(&first).expect("JSON"),
+            json!({"model": "m", "messages": []})
+        );
     }
 
     #[test]
