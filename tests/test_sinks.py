@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -202,3 +203,34 @@ async def test_without_a_drain_timeout_the_loop_waits_for_the_sink(
     assert text(result) == EXPECTED
     assert delivered[-1] == "response.completed"
     assert stats.dropped_events == 0
+
+
+async def test_a_sink_slower_than_the_stream_leaves_the_event_loop_to_other_tasks(
+    target: UpstreamTarget, ctx: RequestContext
+) -> None:
+    # The core has the next batch ready before each call returns; the loop
+    # thread still goes back to its other tasks between calls, rather than
+    # running the sink's calls back to back for the whole stream.
+    turns = 0
+    seen: list[int] = []
+    running = True
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while running:
+            turns += 1
+            await asyncio.sleep(0)
+
+    class Slow:
+        def emit_many(self, events: list[LoopEvent]) -> None:
+            seen.append(turns)
+            time.sleep(0.002)  # the sink's own work: slower than the upstream
+
+    counter = asyncio.ensure_future(count_turns())
+    result, stats = await run(Slow(), target, ctx, bridge_capacity=4, bridge_overflow="block")
+    running = False
+    await counter
+    assert text(result) == EXPECTED
+    assert stats.dropped_events == 0
+    assert len(seen) > 20
+    assert len(set(seen)) == len(seen)  # every call on a turn of its own

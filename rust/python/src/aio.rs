@@ -27,12 +27,20 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::asyncio::CancelledError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyTuple;
 use tokio::sync::oneshot;
+
+/// How long one wake-up of the loop keeps running jobs the core goes on
+/// posting. A core fed faster than Python consumes (a model streaming at once)
+/// would otherwise keep the loop thread in here for the whole response: every
+/// other task waits, and what the jobs hand to Python (a stream's frames,
+/// waiting for the event log's commit) piles up in memory.
+const DRAIN_BUDGET: Duration = Duration::from_millis(1);
 
 /// Python work to run on the event loop thread, with the GIL.
 pub type Job = Box<dyn for<'py> FnOnce(Python<'py>) + Send>;
@@ -82,8 +90,9 @@ impl LoopWaker {
         }
     }
 
-    /// Runs queued jobs until none is left, including jobs those jobs post.
-    /// Called on the loop thread by [`Drain`].
+    /// Runs queued jobs until none is left, including jobs those jobs post,
+    /// for at most [`DRAIN_BUDGET`]: then the rest waits for the next turn of
+    /// the loop. Called on the loop thread by [`Drain`].
     fn run_jobs(&self, py: Python<'_>) {
         let mut buf = [0u8; 256];
         loop {
@@ -94,10 +103,19 @@ impl LoopWaker {
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         loop {
             // Taking the jobs and clearing `draining` happen under the lock a
             // poster takes, so a job is either taken here or wakes the loop.
             let jobs = match self.queue.lock() {
+                Ok(mut queue) if !queue.jobs.is_empty() && started.elapsed() >= DRAIN_BUDGET => {
+                    queue.draining = false;
+                    drop(queue);
+                    // The jobs left wake the loop again once it has run what
+                    // else is ready (the event log's commit, other sockets).
+                    let _ = (&self.writer).write(&[1]);
+                    return;
+                }
                 Ok(mut queue) => {
                     queue.draining = !queue.jobs.is_empty();
                     std::mem::take(&mut queue.jobs)
