@@ -14,7 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from stepwell._core import SEALED_LOG, LogSealer, unseal_log
-from stepwell.server.log import READ_WINDOW, TAIL_CHARS, EventLog, LogHub, follow
+from stepwell.server.log import (
+    PIECE_CHARS,
+    READ_WINDOW,
+    TAIL_CHARS,
+    EventLog,
+    LogHub,
+    follow,
+    joined,
+)
+from stepwell.server.routes import SEND_CHARS, send_pieces
 from stepwell.server.serve import load_settings, replay_window
 from stepwell.stores import MemoryStore, SQLiteStore
 from stepwell.stores._events import sealed
@@ -136,12 +145,24 @@ async def test_a_reader_behind_the_tail_reads_the_store_a_window_at_a_time() -> 
     log.append("r", len(frames), "event: response.completed\ndata: {}\n\n")
     await log.flush()
     hub.ended("r")
+    reads: list[int] = []
+    read = store.events_after
+
+    async def counted(request_id: str, after: int, *, limit: int | None = None) -> list[str]:
+        found = await read(request_id, after, limit=limit)
+        reads.append(len(found))
+        return found
+
+    store.events_after = counted  # type: ignore[method-assign]
     chunks = [
         chunk
         async for chunk in follow(store, hub, "r", -1, local=lambda: False, ended=lambda: True)
     ]
     assert "".join(chunks) == "".join(frames) + "event: response.completed\ndata: {}\n\n"
-    assert max(chunk.count("\n\n") for chunk in chunks) == READ_WINDOW
+    assert max(reads) == READ_WINDOW
+    # What a window holds is handed on in pieces, not joined whole.
+    assert max(len(chunk) for chunk in chunks) <= PIECE_CHARS
+    store.events_after = read  # type: ignore[method-assign]
     # The log was sealed when its terminal event was written.
     assert (await store.events_after("r", -1, limit=1)) == frames[:1]
     assert store._events["r"][0][1].startswith(SEALED_LOG)
@@ -247,3 +268,24 @@ def test_the_replay_window_is_a_duration_or_forever() -> None:
     assert replay_window(settings("forever")) is None  # type: ignore[arg-type]
     with pytest.raises(SystemExit, match="duration"):
         settings("soon")
+
+
+def test_long_frames_are_handed_on_in_pieces_that_join_back_whole() -> None:
+    short = [f'event: e\ndata: {{"n":{n}}}\n\n' for n in range(5000)]
+    long = 'event: response.completed\ndata: {"text":"' + "x" * (3 * SEND_CHARS) + '"}\n\n'
+    frames = [*short[:100], long, *short[100:]]
+    pieces = joined(frames)
+    assert "".join(pieces) == "".join(frames)
+    assert long in pieces  # longer than a piece: a piece of its own
+    assert all(len(p) <= PIECE_CHARS for p in pieces if p != long)
+    assert all(p.endswith("\n\n") for p in pieces)
+
+    batch = "".join(frames)
+    sent = list(send_pieces(batch))
+    assert "".join(sent) == batch
+    assert all(len(p) <= SEND_CHARS for p in sent)
+    # Cut after a frame wherever one ends within a piece: only the long frame is cut inside.
+    inside = [p for p in sent if not p.endswith("\n\n")]
+    assert [len(p) for p in inside] == [SEND_CHARS] * 3
+    assert "".join(inside) == long[: 3 * SEND_CHARS]
+    assert list(send_pieces(short[0])) == [short[0]]

@@ -43,6 +43,11 @@ READ_WINDOW = 512
 slow client, a late one) holds a window of the log, never the whole of it."""
 
 
+PIECE_CHARS = 64 * 1024
+"""About the most characters a reader takes from the store joins into one
+piece of its stream."""
+
+
 class LogHub:
     """Wakes the readers of a response when its log grows or its run ends, and
     keeps the last persisted batches of the responses running here in memory
@@ -289,6 +294,23 @@ def is_terminal(frames: str) -> bool:
     return head.removeprefix("event: ") in TERMINAL_EVENTS
 
 
+def joined(frames: list[str]) -> list[str]:
+    """`frames` joined into pieces of about `PIECE_CHARS` (a longer frame is a
+    piece of its own): a reader far behind does not copy a window of long
+    frames (an ended response's `.done` frames each repeat its whole text)
+    into one string."""
+    pieces: list[str] = []
+    start = size = 0
+    for end, frame in enumerate(frames):
+        if size and size + len(frame) > PIECE_CHARS:
+            pieces.append("".join(frames[start:end]))
+            start, size = end, 0
+        size += len(frame)
+    if start < len(frames):
+        pieces.append("".join(frames[start:]))
+    return pieces
+
+
 async def follow(
     store: Any,
     hub: LogHub,
@@ -316,12 +338,14 @@ async def follow(
             found = hub.text_after(request_id, after, ended=following)
             if found is None:
                 frames = await store.events_after(request_id, after, limit=READ_WINDOW)
-                found = "".join(frames), len(frames)
-            text, count = found
+                pieces, count = joined(frames), len(frames)
+            else:
+                pieces, count = [found[0]], found[1]
             if count:
                 after += count
-                yield text
-                if is_terminal(text):
+                for text in pieces:
+                    yield text
+                if is_terminal(pieces[-1]):
                     return
                 continue
             if local():

@@ -8,7 +8,7 @@ own, so any process serving the same store answers alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,23 @@ from .views import step_tree
 
 DONE = "data: [DONE]\n\n"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SEND_CHARS = 64 * 1024
+"""Most characters of a stream handed to the HTTP server at once. It copies
+what it is given (encoded, framed as a chunk, buffered while the socket is
+full), so a long batch (a long response's last frames each repeat its whole
+text) goes out in pieces, not as three copies of itself."""
+
+
+def send_pieces(batch: str) -> Iterator[str]:
+    """`batch` in pieces of at most `SEND_CHARS`, each cut after the last
+    frame ending within it (a longer frame is cut anywhere)."""
+    start = 0
+    while len(batch) - start > SEND_CHARS:
+        cut = batch.rfind("\n\n", start, start + SEND_CHARS)
+        end = cut + 2 if cut >= start else start + SEND_CHARS
+        yield batch[start:end]
+        start = end
+    yield batch[start:] if start else batch
 
 
 @dataclass
@@ -261,7 +278,8 @@ class Routes:
                 watcher = asyncio.ensure_future(_cancel_on_disconnect(self.runs, *owner))
             try:
                 async for batch in self.follow(request_id, after):
-                    yield batch
+                    for piece in send_pieces(batch):
+                        yield piece
                 if forget:
                     await self.forget(request_id, owner[1] if owner else None)
                 yield DONE
