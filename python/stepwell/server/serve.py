@@ -292,6 +292,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ._uvicorn import StoppingServer, check, run, with_header_deadline
+    from .allocator import return_large_blocks
     from .app import ServerSettings, create_app
     from .auth import load_keys
 
@@ -343,6 +344,7 @@ def serve(args: argparse.Namespace) -> int:
     )
     server = StoppingServer(config, app.state.begin_stop)
     settle_garbage_collector()
+    return_large_blocks()
     print(f"stepwell serving on http://{host}:{port}", flush=True)
     run(settings.server, server.serve(sockets=[sock]))
     return 0

@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 
+from .allocator import return_large_blocks
 from .log import EventLog, LogHub
 from .retention import keep_pruning
 from .runs import Runs
@@ -56,6 +57,7 @@ async def _work(settings: Settings) -> int:
         keep_pruning(responses.store, retention=retention, replay_window=replay_window(settings))
     )
     settle_garbage_collector()
+    return_large_blocks()
     print(f"stepwell worker running as {runs.owner}", flush=True)
     await stop.wait()
     pruning.cancel()
