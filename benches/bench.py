@@ -835,7 +835,7 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
             logged = event_log_bytes(db)
         finally:
             server.stop()
-        long = 100_000
+        long = 10_000 if quick else 100_000
         reads = {
             "as fast as it comes": long_response(upstream, Path(scratch), long, 0.0),
             "slowly (4 KiB / 2 ms)": long_response(upstream, Path(scratch), long, 0.002),
@@ -856,11 +856,12 @@ def s10_soak(upstream: Upstream, quick: bool) -> str:
         ]],
     )  # fmt: skip
     slow_table = table(
-        [f"one {long:,}-delta response, read", "deltas read", "seconds", "server RSS before",
-         "server RSS peak", "growth"],
+        [f"one {long:,}-delta response, read", "deltas read", "seconds", "server RSS fresh",
+         "after a short response", "peak", "growth", "the same response again: growth"],
         [[
-            name, f"{read['deltas']:,}", f"{read['seconds']:.1f}", f"{read['before']:.1f} MiB",
-            f"{read['peak']:.1f} MiB", f"{read['peak'] - read['before']:.1f} MiB",
+            name, f"{read['deltas']:,}", f"{read['seconds']:.1f}", f"{read['fresh']:.1f} MiB",
+            f"{read['before']:.1f} MiB", f"{read['peak']:.1f} MiB",
+            f"{read['peak'] - read['before']:.1f} MiB", f"{read['again']:.1f} MiB",
         ] for name, read in reads.items()],
     )  # fmt: skip
     headers = ["round", "responses", "server RSS", "store size", "bytes/response",
@@ -894,41 +895,59 @@ def long_response(upstream: Upstream, scratch: Path, deltas: int, pause: float) 
     """Streams one response of `deltas` deltas from a fresh `stepwell serve`,
     reading 4 KiB every `pause` seconds (0: as fast as it comes; 0.002: about
     2 MB/s, far slower than the server writes it), while the server's RSS is
-    sampled."""
+    sampled; then the same response once more. The RSS before is read after
+    one short response, so the growth is the long response's, not what the
+    first request of a process loads."""
     server = stepwell_server(upstream, scratch / f"long-{pause}.db")
     try:
-        request = json.dumps({"model": f"stream-{deltas}", "input": "Go on.", "stream": True})
-        host, port = server.url.removeprefix("http://").rsplit(":", 1)
-        marker = RESPONSES_DELTA.encode()
+        fresh = server.rss_mib()
+        stream_raw(server, 20, 0.0)
         before = server.rss_mib()
-        peak, tail, started = before, b"", time.perf_counter()
-        with socket.create_connection((host, int(port))) as connection:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-            connection.sendall(
-                f"POST /v1/responses HTTP/1.1\r\nHost: {host}\r\n"
-                "Content-Type: application/json\r\n"
-                f"Content-Length: {len(request)}\r\nConnection: close\r\n\r\n{request}".encode()
-            )
-            counted, reads = 0, 0
-            while chunk := connection.recv(4096):
-                # The tail is shorter than a marker: a marker split between two
-                # reads is counted once.
-                window = tail + chunk
-                counted += window.count(marker)
-                tail = window[-(len(marker) - 1) :]
-                reads += 1
-                if reads % 64 == 0:
-                    peak = max(peak, server.rss_mib())
-                if pause:
-                    time.sleep(pause)
+        started = time.perf_counter()
+        counted, peak = stream_raw(server, deltas, pause)
+        seconds = time.perf_counter() - started
+        after = server.rss_mib()
+        _, again = stream_raw(server, deltas, pause)
         return {
             "deltas": counted,
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
+            "fresh": fresh,
             "before": before,
-            "peak": max(peak, server.rss_mib()),
+            "peak": peak,
+            "again": again - after,
         }
     finally:
         server.stop()
+
+
+def stream_raw(server: Served, deltas: int, pause: float) -> tuple[int, float]:
+    """One streamed response of `deltas` deltas read off a plain socket, 4 KiB
+    at a time with `pause` seconds between reads: the deltas counted, and the
+    server's peak RSS meanwhile."""
+    request = json.dumps({"model": f"stream-{deltas}", "input": "Go on.", "stream": True})
+    host, port = server.url.removeprefix("http://").rsplit(":", 1)
+    marker = RESPONSES_DELTA.encode()
+    peak, tail = server.rss_mib(), b""
+    with socket.create_connection((host, int(port))) as connection:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        connection.sendall(
+            f"POST /v1/responses HTTP/1.1\r\nHost: {host}\r\n"
+            "Content-Type: application/json\r\n"
+            f"Content-Length: {len(request)}\r\nConnection: close\r\n\r\n{request}".encode()
+        )
+        counted, reads = 0, 0
+        while chunk := connection.recv(4096):
+            # The tail is shorter than a marker: a marker split between two
+            # reads is counted once.
+            window = tail + chunk
+            counted += window.count(marker)
+            tail = window[-(len(marker) - 1) :]
+            reads += 1
+            if reads % 64 == 0:
+                peak = max(peak, server.rss_mib())
+            if pause:
+                time.sleep(pause)
+    return counted, max(peak, server.rss_mib())
 
 
 def s7_non_streaming(upstream: Upstream, quick: bool) -> str:
