@@ -250,13 +250,17 @@ async def test_sqlite_seals_a_log_in_the_write_that_ends_it(tmp_path: Path) -> N
         [("a", 3, end), ("b", 3, delta.format(3, 3)), ("c", 3, odd)], ended=["a", "c"]
     )
     assert refused == []
-    # The ended log is one sealed row; the running one, and the one holding
-    # what a sealed log cannot, are their batches.
+    # The ended log is one sealed row. The running one is its batches, each
+    # sealed on its own (they hold deltas); the one holding what a sealed log
+    # cannot keeps that batch as it came.
     assert [row[:1] for row in _log_rows(tmp_path / "log.db", "a")] == [SEALED_LOG]
-    assert _log_rows(tmp_path / "log.db", "b") == [first, delta.format(3, 3)]
-    assert _log_rows(tmp_path / "log.db", "c") == [first, odd]
-    for request_id, last in (("a", end), ("c", odd)):
+    running = _log_rows(tmp_path / "log.db", "b")
+    assert [row[:1] for row in running] == [SEALED_LOG, SEALED_LOG]
+    assert sum(map(len, running)) < len(first + delta.format(3, 3))
+    assert _log_rows(tmp_path / "log.db", "c")[1:] == [odd]
+    for request_id, last in (("a", end), ("b", delta.format(3, 3)), ("c", odd)):
         assert "".join(await store.events_after(request_id, -1)) == first + last
+    assert await store.events_after("b", 1, limit=2) == [delta.format(2, 2), delta.format(3, 3)]
 
 
 def test_the_replay_window_is_a_duration_or_forever() -> None:

@@ -28,10 +28,32 @@ def split_frames(text: str) -> list[str]:
 
 
 def event_rows(batches: Iterable[tuple[str, int, str]]) -> list[tuple[str, int, int, str]]:
-    """The rows `(request_id, first_sequence, last_sequence, frames)` of the
-    batches `(request_id, first_sequence, frames)` that hold any frame."""
+    """The rows `(request_id, first_sequence, last_sequence, text)` of the
+    batches `(request_id, first_sequence, frames)` that hold any frame, each
+    as it is stored (see `stored_batch`)."""
     counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
-    return [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
+    return [
+        (r, first, first + n - 1, stored_batch(frames, first))
+        for r, first, n, frames in counted
+        if n
+    ]
+
+
+def stored_batch(frames: str, first_sequence: int) -> str:
+    """A batch as a row holds it: sealed on its own when it holds a delta, so
+    a streamed delta costs its text and two bytes from the moment it is
+    written, not only once its response ended and the log was sealed whole
+    (a fast stream's batches were written, checkpointed into the database
+    file and deleted again, at ~200 bytes a delta); other batches, and one
+    holding a character a sealed log reserves, as they are."""
+    if _DELTA not in frames:
+        return frames
+    sealer = LogSealer(first_sequence)
+    sealer.push(frames)
+    return sealer.finish() or frames
+
+
+_DELTA = ".delta\ndata: "  # in a batch holding a delta frame, only there
 
 
 def is_sealed(text: str) -> bool:
