@@ -1,7 +1,8 @@
 """The event log's unit: a batch of Open Responses SSE frames.
 
-A response's stream is persisted as it is sent, a batch at a time (one row, one
-transaction, per batch the loop delivers), as the frames' own text. Frames in a
+A response's stream is persisted as it is sent, a batch at a time (one row per
+batch the loop delivers): a batch holding deltas sealed on its own (below),
+any other as the frames' own text. Frames in a
 batch are consecutive events numbered from the batch's first
 `sequence_number`, so a replay from any cursor is exact and byte for byte what
 the live stream sent. A frame is `event: <type>\\ndata: <one line>\\n\\n`: its
@@ -9,7 +10,8 @@ JSON never holds a raw newline, so a blank line always ends a frame.
 
 Once the response ended, its batches are *sealed*: replaced by one row holding
 the whole log compactly (each delta frame as its text and two bytes, every
-other frame as it was), from which the same frames are rendered again.
+other frame as it was but for the texts it repeats), from which the same
+frames are rendered again.
 """
 
 from __future__ import annotations
