@@ -30,15 +30,15 @@ def split_frames(text: str) -> list[str]:
 
 
 def event_rows(batches: Iterable[tuple[str, int, str]]) -> list[tuple[str, int, int, str]]:
-    """The rows `(request_id, first_sequence, last_sequence, text)` of the
-    batches `(request_id, first_sequence, frames)` that hold any frame, each
-    as it is stored (see `stored_batch`)."""
+    """The rows `(request_id, first_sequence, last_sequence, frames)` of the
+    batches `(request_id, first_sequence, frames)` that hold any frame."""
     counted = [(r, first, count_frames(frames), frames) for r, first, frames in batches]
-    return [
-        (r, first, first + n - 1, stored_batch(frames, first))
-        for r, first, n, frames in counted
-        if n
-    ]
+    return [(r, first, first + n - 1, frames) for r, first, n, frames in counted if n]
+
+
+def stored_rows(rows: Iterable[tuple[str, int, int, str]]) -> list[tuple[str, int, int, str]]:
+    """`event_rows` as a store writes them, each batch as `stored_batch` has it."""
+    return [(r, first, last, stored_batch(frames, first)) for r, first, last, frames in rows]
 
 
 def stored_batch(frames: str, first_sequence: int) -> str:

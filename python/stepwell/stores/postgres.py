@@ -53,7 +53,14 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import Sealing, count_frames, event_rows, frames_after, last_wanted
+from ._events import (
+    Sealing,
+    count_frames,
+    event_rows,
+    frames_after,
+    last_wanted,
+    stored_rows,
+)
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -714,7 +721,7 @@ class PostgresStore:
         """Keep several batches in one statement and notify, once, every
         response they belong to; a response named in ``fences`` only while its
         lease has that token. Returns the responses refused."""
-        rows = event_rows(batches)
+        rows = stored_rows(event_rows(batches))
         if not rows:
             return []
         fenced = dict(fences or {})

@@ -35,7 +35,15 @@ from ..types import (
     StepKind,
     StepState,
 )
-from ._events import Sealing, count_frames, event_rows, frames_after, last_wanted
+from ._events import (
+    Sealing,
+    count_frames,
+    event_rows,
+    frames_after,
+    last_wanted,
+    stored_batch,
+    stored_rows,
+)
 from ._transition import (
     STEP_COLUMNS,
     Decide,
@@ -448,7 +456,13 @@ class SQLiteStore:
         count = count_frames(frames)
         if count:
             self._write(
-                _INSERT_EVENTS, (request_id, first_sequence, first_sequence + count - 1, frames)
+                _INSERT_EVENTS,
+                (
+                    request_id,
+                    first_sequence,
+                    first_sequence + count - 1,
+                    stored_batch(frames, first_sequence),
+                ),
             )
         return count
 
@@ -467,7 +481,7 @@ class SQLiteStore:
                 if fences:
                     refused = _refused(db, fences)
                     rows = [row for row in rows if row[0] not in refused]
-                db.executemany(_INSERT_EVENTS, rows)
+                db.executemany(_INSERT_EVENTS, stored_rows(rows))
         return refused
 
     async def append_and_seal_events(
@@ -487,9 +501,10 @@ class SQLiteStore:
             ending = set(ended).difference(refused)
             db.executemany(
                 _INSERT_EVENTS,
-                [row for row in rows if row[0] not in refused and row[0] not in ending],
+                stored_rows(row for row in rows if row[0] not in refused and row[0] not in ending),
             )
             for request_id in ending:
+                # Sealed with the log from their frames, not from rows of their own.
                 last = [row for row in rows if row[0] == request_id]
                 try:
                     one = _sealed_with(db, request_id, [(row[1], row[3]) for row in last])
@@ -497,7 +512,7 @@ class SQLiteStore:
                     one = None
                 if one is None:
                     # Not sealable: kept whole.
-                    db.executemany(_INSERT_EVENTS, last)
+                    db.executemany(_INSERT_EVENTS, stored_rows(last))
                     continue
                 _replace_log(db, request_id, one)
         return refused
