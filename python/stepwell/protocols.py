@@ -149,9 +149,14 @@ class ResponseStore(MultiStepStore, Protocol):
         read back byte for byte (``stores._events.sealed`` makes the row).
 
         A store may also offer ``append_and_seal_events(batches, *, fences,
-        ended)``: ``append_events_many``, then this for the ``ended`` responses
-        not refused, in one transaction; the server then writes the batches
-        that end responses with it (``SQLiteStore`` does)."""
+        ended, outcomes)``: ``append_events_many``, then this for the
+        ``ended`` responses not refused, in one transaction, which also keeps
+        ``outcomes`` (``request_id: (status, output)``, as ``set_outcome``
+        keeps them, refused with the batches of a response whose fence no
+        longer holds); the server then writes the batches that end responses,
+        and their outcomes, with it (``SQLiteStore`` does). Without it, or
+        without ``outcomes``, the server keeps each outcome with
+        ``set_outcome`` just before the events that end its response."""
         ...
 
     async def prune_events(self, older_than: float, *, batch: int = 500) -> int:

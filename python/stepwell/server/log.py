@@ -14,6 +14,7 @@ persisted.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections import OrderedDict, deque
@@ -21,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._core import TERMINAL_EVENTS, terminal_event
+from ..errors import LeaseLost
 from ..stores._events import FRAME_END, count_frames, split_frames
 
 log = logging.getLogger("stepwell.server")
@@ -155,16 +157,33 @@ class LogHub:
 
 class EventLog:
     """Queues the batches of every running response and writes them to the
-    store together, once per turn of the event loop, before readers get them."""
+    store together, once per turn of the event loop, before readers get them.
+
+    A run hands its response's outcome here too (`keep_outcome`): it is kept
+    in the commit that writes the response's terminal event, or, for a run
+    that ends without one, when the run finishes (`finish`)."""
 
     def __init__(self, store: Any, hub: LogHub) -> None:
         self.store = store
         self.hub = hub
         self._queued: list[tuple[str, int, int, str, bool]] = []
         self._fences: dict[str, int] = {}
+        # Outcomes handed and not written yet; those to write in the next commit.
+        self._outcomes: dict[str, tuple[str, Any, int | None]] = {}
+        self._due: set[str] = set()
+        # Whether each written outcome was kept, until its run's `finish` asks.
+        self._kept: dict[str, bool] = {}
+        self._finishing: set[str] = set()
         # One write at a time, so a response's batches reach the store in order.
         self._writing = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
+        sealing_write = getattr(store, "append_and_seal_events", None)
+        self._sealing_write = sealing_write
+        # A store's own sealing write may predate outcomes: then they are
+        # kept with `set_outcome`, just before the events.
+        self._writes_outcomes = sealing_write is not None and (
+            "outcomes" in inspect.signature(sealing_write).parameters
+        )
 
     def append(
         self,
@@ -189,9 +208,36 @@ class EventLog:
                 self._fences[request_id] = fence
         return count
 
+    def keep_outcome(
+        self, request_id: str, status: str, output: Any, fence: int | None = None
+    ) -> None:
+        """Takes how a response ended, to keep in the commit that writes its
+        terminal event (under `fence`, like its batches); the first outcome
+        handed for a response stands."""
+        self._outcomes.setdefault(request_id, (status, output, fence))
+        self._finishing.add(request_id)
+
+    def has_outcome(self, request_id: str) -> bool:
+        """Whether a run handed the response's outcome here (kept or not yet)."""
+        return request_id in self._outcomes or request_id in self._kept
+
+    async def finish(self, request_id: str) -> bool | None:
+        """Writes what is queued and the outcome of a run that is over; returns
+        whether that outcome was kept (`False`: its lease was lost), `None`
+        when it had none, or it could not be written yet (the log tries again)."""
+        if request_id in self._outcomes:
+            self._due.add(request_id)
+        try:
+            await self.flush()
+        finally:
+            self._finishing.discard(request_id)
+        return self._kept.pop(request_id, None)
+
     def _retry_later(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.call_later(_RETRY_AFTER, lambda: self._schedule() if self._queued else None)
+        loop.call_later(
+            _RETRY_AFTER, lambda: self._schedule() if self._queued or self._due else None
+        )
 
     def _schedule(self) -> None:
         task = asyncio.ensure_future(self.flush())
@@ -209,35 +255,77 @@ class EventLog:
         async with self._writing:
             queued, self._queued = self._queued, []
             fences, self._fences = self._fences, {}
-            if not queued:
+            terminal = {r: streamed for r, _, _, frames, streamed in queued if is_terminal(frames)}
+            due, self._due = self._due, set()
+            outcomes = {
+                r: self._outcomes.pop(r) for r in due.union(terminal) if r in self._outcomes
+            }
+            if not queued and not outcomes:
                 return
+            fences.update((r, o[2]) for r, o in outcomes.items() if o[2] is not None)
             batches = [(r, first, frames) for r, first, _, frames, _ in queued]
-            ending = [r for r, _, _, frames, streamed in queued if streamed and is_terminal(frames)]
-            # A store that can seal the logs that end as it writes them does so
-            # in the same transaction (their last batches never become rows).
-            sealing_write = getattr(self.store, "append_and_seal_events", None) if ending else None
+            ending = [r for r, streamed in terminal.items() if streamed]
             try:
-                if sealing_write is not None:
-                    refused = await sealing_write(batches, fences=fences, ended=ending)
-                else:
-                    refused = await self.store.append_events_many(batches, fences=fences)
+                refused, sealed = await self._write(batches, fences, ending, outcomes)
             except Exception:
                 # Nothing of the commit was kept (a restarting database, say):
-                # the batches go back to the front, in order, for the next one.
+                # the batches go back to the front, in order, for the next one,
+                # and the outcomes with them.
                 self._queued[:0] = queued
                 self._fences = {**fences, **self._fences}
+                self._outcomes = {**outcomes, **self._outcomes}
+                self._due |= set(outcomes)
                 self._retry_later()
                 raise
+            for request_id in outcomes:
+                if request_id in self._finishing:
+                    self._kept[request_id] = request_id not in refused
             # A refused batch's run lost its lease: another process logs the
             # response now, and readers read that from the store.
             kept = [batch for batch in queued if batch[0] not in refused]
             ended = [r for r in ending if r not in refused]
-            if ended and sealing_write is None:
+            if ended and not sealed:
                 # Before readers get the terminal event: once a client has
                 # it, the log it may read again is the sealed one.
                 await self._seal(ended)
             for request_id, first, count, frames, _ in kept:
                 self.hub.kept(request_id, first, count, frames)
+
+    async def _write(
+        self,
+        batches: list[tuple[str, int, str]],
+        fences: dict[str, int],
+        ending: list[str],
+        outcomes: dict[str, tuple[str, Any, int | None]],
+    ) -> tuple[set[str], bool]:
+        """One commit of batches and outcomes: the responses refused, and
+        whether the logs that end were sealed in it."""
+        refused = set() if self._writes_outcomes else await self._set_outcomes(outcomes)
+        if self._sealing_write is not None and (ending or (outcomes and self._writes_outcomes)):
+            # A store that can seal the logs that end as it writes them does so
+            # in the same transaction (their last batches never become rows),
+            # and keeps the outcomes there too.
+            ends = {r: (status, output) for r, (status, output, _) in outcomes.items()}
+            extra = {"outcomes": ends} if self._writes_outcomes and ends else {}
+            refused.update(await self._sealing_write(batches, fences=fences, ended=ending, **extra))
+            return refused, True
+        if batches:
+            refused.update(await self.store.append_events_many(batches, fences=fences))
+        return refused, False
+
+    async def _set_outcomes(self, outcomes: dict[str, tuple[str, Any, int | None]]) -> set[str]:
+        """Keeps outcomes one by one with the store's `set_outcome` (before the
+        events that end their responses); those whose lease was lost."""
+        refused = set()
+        for request_id, (status, output, fence) in outcomes.items():
+            try:
+                if fence is None:
+                    await self.store.set_outcome(request_id, status, output)
+                else:
+                    await self.store.set_outcome(request_id, status, output, fence=fence)
+            except LeaseLost:
+                refused.add(request_id)
+        return refused
 
     async def _seal(self, request_ids: list[str]) -> None:
         """Stores the logs of responses that just ended compactly. A log left

@@ -22,6 +22,7 @@ but the response ends and can be read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..openresponses import Prepared, Responses
+from ..stores import KeepOutcome
 from .log import EventLog, LogHub, LogWriter
 
 log = logging.getLogger("stepwell.server")
@@ -155,7 +157,9 @@ class Runs:
             return None
         writer = LogWriter(self.events, request_id, fence=fence)
         self.hub.started(request_id)
-        run = self.responses.drive(prepared, on_frames=writer, fence=fence)
+        run = self.responses.drive(
+            prepared, on_frames=writer, fence=fence, keep_outcome=self._keeper(fence)
+        )
         return self._track(request_id, run, fence, background)
 
     async def take_over(self, request_id: str) -> Run | None:
@@ -178,6 +182,7 @@ class Runs:
             on_frames=writer,
             next_sequence=len(logged),
             next_output_index=next_index,
+            keep_outcome=self._keeper(fence),
         )
         background = bool(saved and saved["request"].get("background"))
         # A `store: false` response whose client was served elsewhere (that
@@ -195,29 +200,38 @@ class Runs:
         forget: bool = False,
     ) -> Run:
         async def tracked() -> Any:
+            kept: bool | None = None
             try:
-                return await run
+                result = await run
             except asyncio.CancelledError:
                 reason = self.local[request_id].stopped_for
                 if reason == "cancel":
                     await self.cancelled(request_id, fence)
                 raise
             finally:
-                # Whatever the run queued is written before readers are told
-                # it ended, so they find it in the store; a stop that comes
-                # now does not cut the write short.
+                # Whatever the run queued (its outcome too) is written before
+                # readers are told it ended, so they find it in the store; a
+                # stop that comes now does not cut the write short.
                 self.local[request_id].ending = True
                 try:
-                    await asyncio.shield(self._flush())
+                    kept = await asyncio.shield(self._finish(request_id))
                 finally:
                     self.local.pop(request_id, None)
                     self.hub.ended(request_id)
-                    # A run that ended without its outcome kept (the store
-                    # failed it) gives the response up, to be taken over.
-                    self._unreleased.append((request_id, fence))
+                    if not kept:
+                        # A run that ended without its outcome kept (the store
+                        # failed it) gives the response up, to be taken over;
+                        # a kept outcome ended the lease with it.
+                        self._unreleased.append((request_id, fence))
                     await asyncio.shield(self._release_ended())
                     if forget:
                         await asyncio.shield(self._forget_ended(request_id))
+            if kept:
+                return result
+            # Not kept by this run: the store's outcome stands, if there is one
+            # (another process may have ended the response).
+            found = await self.store.outcome(request_id)
+            return found[1] if found else result
 
         entry = Run(asyncio.ensure_future(tracked()), fence, background)
         self.local[request_id] = entry
@@ -233,7 +247,10 @@ class Runs:
             log.warning("response %s (store: false) not deleted: %r", request_id, error)
 
     async def cancelled(self, request_id: str, fence: int) -> None:
-        """Records the cancel of a response this process holds."""
+        """Records the cancel of a response this process holds (unless its run
+        ended first: its outcome is kept)."""
+        if self.events.has_outcome(request_id):
+            return
         # What it did until now stays: the output of its completed steps.
         now = await self.responses.current(request_id)
         await self.store.set_outcome(
@@ -269,13 +286,20 @@ class Runs:
             elif held[request_id]:
                 self.stop_run(run, "cancel")
 
-    async def _flush(self) -> None:
-        """Writes the event log's queue; a failure is logged (the log retries
-        it), not raised into a run that is ending."""
+    def _keeper(self, fence: int) -> KeepOutcome:
+        """Where a run under `fence` hands its outcome: the event log, which
+        keeps it in the commit of the response's terminal event."""
+        return functools.partial(self.events.keep_outcome, fence=fence)
+
+    async def _finish(self, request_id: str) -> bool | None:
+        """Writes the event log's queue and the run's outcome; whether the
+        outcome was kept (see `EventLog.finish`). A failure is logged (the log
+        retries it), not raised into a run that is ending."""
         try:
-            await self.events.flush()
+            return await self.events.finish(request_id)
         except Exception as error:
             log.warning("the event log could not be written yet: %r", error)
+            return None
 
     async def _release_ended(self) -> None:
         """Gives up the leases of runs that ended (a no-op for those whose

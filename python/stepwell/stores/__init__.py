@@ -2,13 +2,14 @@
 many processes on PostgreSQL (`stepwell.stores.postgres`, imported on use)."""
 
 from ._open import open_store
-from ._transition import Decide, IllegalTransition, WithTransition
+from ._transition import Decide, IllegalTransition, KeepOutcome, WithTransition
 from .memory import MemoryStore
 from .sqlite import SQLiteStore, StoreCorrupt, StoreLocked
 
 __all__ = [
     "Decide",
     "IllegalTransition",
+    "KeepOutcome",
     "MemoryStore",
     "SQLiteStore",
     "StoreCorrupt",

@@ -30,6 +30,11 @@ Decide = Callable[[list[ChainStep], str, str | None], NextAction | Awaitable[Nex
 ``chain`` is the scope's steps ordered by sequence. It may be sync or async.
 """
 
+KeepOutcome = Callable[[str, str, JSON], None]
+"""``keep_outcome(request_id, status, output)``: takes a response's outcome to
+keep it later (with the events that end the response, say) instead of the
+store's ``set_outcome`` now."""
+
 
 class IllegalTransition(StepwellError, ValueError):
     """A step was moved to a state its current state does not allow."""
@@ -61,10 +66,11 @@ async def decide_next(
     request_id: str,
     scope_parent: str | None,
     fence: int | None = None,
+    keep_outcome: KeepOutcome | None = None,
 ) -> NextAction:
     """Runs `decide` (sync or async) on the scope's chain, checks its answer, and
     records the response's outcome when the top level ends (under `fence`, the
-    run's lease token, when it has one)."""
+    run's lease token, when it has one), or hands it to `keep_outcome`."""
     if decide is None:
         raise RuntimeError(f"{type(store).__name__} has no transition: pass decide=")
     action: Any = decide(chain, request_id, scope_parent)
@@ -80,7 +86,9 @@ async def decide_next(
         # An Open Responses payload says itself how it ended (e.g. incomplete).
         if isinstance(action.payload, dict) and isinstance(action.payload.get("status"), str):
             status = action.payload["status"]
-        if fence is None:
+        if keep_outcome is not None:
+            keep_outcome(request_id, status, action.payload)
+        elif fence is None:
             await store.set_outcome(request_id, status, action.payload)
         else:
             await store.set_outcome(request_id, status, action.payload, fence=fence)
@@ -156,12 +164,21 @@ class WithTransition:
     transition, and nothing on the store is written per request. With
     ``fence`` (the run's lease token), every write the loop makes carries it,
     so the store refuses them once another process has taken the response.
+    With ``keep_outcome``, the response's outcome goes there rather than to
+    the store's ``set_outcome``.
     """
 
-    def __init__(self, store: Any, decide: Decide, fence: int | None = None) -> None:
+    def __init__(
+        self,
+        store: Any,
+        decide: Decide,
+        fence: int | None = None,
+        keep_outcome: KeepOutcome | None = None,
+    ) -> None:
         self.store = store
         self.decide = decide
         self.fence = fence
+        self.keep_outcome = keep_outcome
         self._fenced: dict[str, int] = {} if fence is None else {"fence": fence}
         # Offered only when the store offers it: the loop asks, once.
         if callable(getattr(store, "record_steps", None)):
@@ -178,7 +195,7 @@ class WithTransition:
         else:
             chain = await self.store.list_chain(request_id, scope_parent)
         return await decide_next(
-            self.store, self.decide, chain, request_id, scope_parent, self.fence
+            self.store, self.decide, chain, request_id, scope_parent, self.fence, self.keep_outcome
         )
 
     def record_step(

@@ -490,14 +490,24 @@ class SQLiteStore:
         *,
         fences: Mapping[str, int] | None = None,
         ended: Collection[str] = (),
+        outcomes: Mapping[str, tuple[str, JSON]] | None = None,
     ) -> list[str]:
         """``append_events_many``, then ``seal_events`` of the ``ended``
         responses it kept, in one transaction: an ended response's last
         batches are sealed with its log, never written as rows of their own.
-        Returns the responses whose batches were refused."""
+        ``outcomes`` (``request_id: (status, output)``) are kept in the same
+        transaction, as ``set_outcome`` keeps them, each under its response's
+        fence when ``fences`` names it. Returns the responses whose batches
+        and outcomes were refused."""
         rows = event_rows(batches)
+        now = time.time()
+        ends = [
+            (status, json.dumps(output), now, request_id)
+            for request_id, (status, output) in (outcomes or {}).items()
+        ]
         with self._transaction() as db:
             refused = _refused(db, fences) if fences else []
+            db.executemany(_SET_OUTCOME, [end for end in ends if end[3] not in refused])
             ending = set(ended).difference(refused)
             db.executemany(
                 _INSERT_EVENTS,
@@ -578,10 +588,7 @@ class SQLiteStore:
         stands: a later call (a second process that lost a race to finish it,
         say) changes nothing, not even ``completed_at``. With ``fence``, the
         write is refused (``LeaseLost``) unless the lease still has that token."""
-        sql = (
-            "UPDATE responses SET status = ?, output = ?, completed_at = ?, "
-            "lease_owner = NULL, lease_expires = NULL WHERE request_id = ? AND output IS NULL"
-        )
+        sql = _SET_OUTCOME
         args: tuple[Any, ...] = (status, json.dumps(output), time.time(), request_id)
         if fence is None:
             self._write(sql, args)
@@ -764,6 +771,11 @@ class SQLiteStore:
 
 _INSERT_EVENTS = (
     "INSERT INTO events (request_id, first_sequence, last_sequence, frames) VALUES (?, ?, ?, ?)"
+)
+
+_SET_OUTCOME = (
+    "UPDATE responses SET status = ?, output = ?, completed_at = ?, "
+    "lease_owner = NULL, lease_expires = NULL WHERE request_id = ? AND output IS NULL"
 )
 
 _FENCE_OF_STEP = (

@@ -1,0 +1,133 @@
+"""A served response's outcome is kept in the commit that writes its terminal
+event: no statement of its own, no lease to give up after it, and never kept
+for a run whose lease was taken over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from stepwell import UpstreamTarget
+from stepwell.openresponses import Responses
+from stepwell.server import create_app
+from stepwell.server.log import EventLog, LogHub
+from stepwell.stores import MemoryStore, SQLiteStore
+from stepwell.testing import JsonReply, ScriptedUpstream, UpstreamRequest, chat_completion
+from stepwell.tools import HttpTools
+
+COMPLETED = 'event: response.completed\ndata: {"sequence_number":1}\n\n'
+CREATED = 'event: response.created\ndata: {"sequence_number":0}\n\n'
+KEPT = {"request": {"model": "m", "input": "hi"}, "created_at": 0}
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    # SQLite keeps outcomes in its sealing write; the memory store, which has
+    # none, through `set_outcome` just before the events.
+    if request.param == "sqlite":
+        return SQLiteStore(tmp_path / "outcome.db")
+    return MemoryStore()
+
+
+async def test_an_outcome_waits_for_its_terminal_event_and_is_kept_with_it(store: Any) -> None:
+    fence = await store.save_request("r", KEPT, lease=("here", 30.0))
+    log = EventLog(store, LogHub())
+    log.keep_outcome("r", "completed", {"status": "completed"}, fence)
+    log.keep_outcome("r", "failed", {"status": "failed"}, fence)  # the first stands
+    assert log.has_outcome("r")
+    log.append("r", 0, CREATED, fence)
+    await log.flush()
+    assert await store.outcome("r") is None  # no terminal event written yet
+
+    log.append("r", 1, COMPLETED, fence, streamed=False)
+    await log.flush()
+    assert await store.outcome("r") == ("completed", {"status": "completed"})
+    assert await store.events_after("r", -1) == [CREATED, COMPLETED]
+    assert await log.finish("r") is True
+    assert not log.has_outcome("r")
+    # Ended with its outcome: the response is nobody's to claim.
+    assert await store.claim("r", "elsewhere", 30.0) is None
+    assert await store.claimable() == []
+
+
+async def test_an_outcome_without_a_terminal_event_is_kept_when_its_run_finishes(
+    store: Any,
+) -> None:
+    fence = await store.save_request("r", KEPT, lease=("here", 30.0))
+    log = EventLog(store, LogHub())
+    log.keep_outcome("r", "failed", {"status": "failed"}, fence)
+    assert await log.finish("r") is True
+    assert await store.outcome("r") == ("failed", {"status": "failed"})
+
+
+async def test_a_run_that_lost_its_lease_keeps_neither_outcome_nor_events(store: Any) -> None:
+    # A lease that expired as it was taken: another process takes it over.
+    fence = await store.save_request("r", KEPT, lease=("here", -1.0))
+    taken = await store.claim("r", "elsewhere", 30.0)
+    assert taken is not None and taken != fence
+    log = EventLog(store, LogHub())
+    log.keep_outcome("r", "completed", {"status": "completed"}, fence)
+    log.append("r", 0, CREATED + COMPLETED, fence)
+    await log.flush()
+    assert await log.finish("r") is False
+    assert await store.outcome("r") is None
+    assert await store.events_after("r", -1) == []
+
+
+async def test_sqlite_keeps_an_outcome_in_the_transaction_of_its_batches(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "outcome.db")
+    mine = await store.save_request("mine", KEPT, lease=("here", 30.0))
+    lost = await store.save_request("lost", KEPT, lease=("here", 30.0))
+    assert mine is not None and lost is not None
+    done = await store.save_request("done", KEPT)
+    await store.set_outcome("done", "completed", {"first": True})
+    refused = await store.append_and_seal_events(
+        [("mine", 0, COMPLETED), ("lost", 0, COMPLETED)],
+        fences={"mine": mine, "lost": lost + 1},
+        outcomes={
+            "mine": ("completed", {"id": "mine"}),
+            "lost": ("completed", {"id": "lost"}),
+            "done": ("failed", {"first": False}),
+        },
+    )
+    assert done is None and refused == ["lost"]
+    assert await store.outcome("mine") == ("completed", {"id": "mine"})
+    assert await store.events_after("mine", -1) == [COMPLETED]
+    assert await store.outcome("lost") is None
+    assert await store.events_after("lost", -1) == []
+    assert await store.outcome("done") == ("completed", {"first": True})
+
+
+def answer(request: UpstreamRequest) -> JsonReply:
+    return JsonReply(chat_completion("kept with its event"))
+
+
+async def test_a_served_response_ends_in_one_commit_of_outcome_and_terminal_event(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "serve.db")
+    statements: list[str] = []
+    with ScriptedUpstream(answer) as upstream:
+        responses = Responses(store, HttpTools([]), UpstreamTarget(upstream.endpoint))
+        app = create_app(responses)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+                store._db.set_trace_callback(statements.append)
+                reply = await http.post("/v1/responses", json={"model": "m", "input": "hi"})
+                store._db.set_trace_callback(None)
+    assert reply.status_code == 200
+    assert reply.json()["status"] == "completed"
+    assert reply.json()["output"][0]["content"][0]["text"] == "kept with its event"
+    ending = [n for n, s in enumerate(statements) if s.startswith("UPDATE responses SET status")]
+    assert len(ending) == 1
+    # Its transaction: the fence read, the outcome, the terminal event.
+    begin = max(n for n in range(ending[0]) if statements[n] == "BEGIN IMMEDIATE")
+    commit = statements.index("COMMIT", ending[0])
+    inside = statements[begin:commit]
+    assert any("response.completed" in s for s in inside if s.startswith("INSERT INTO events"))
+    # Nothing after it: the lease ended with the outcome, nothing is read back.
+    assert statements[commit + 1 :] == []
+    assert await store.outcome(reply.json()["id"].removeprefix("resp_")) is not None
