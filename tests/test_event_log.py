@@ -246,7 +246,7 @@ async def test_sqlite_seals_a_log_in_the_write_that_ends_it(tmp_path: Path) -> N
     end = 'event: response.completed\ndata: {"sequence_number":3}\n\n'
     odd = 'event: response.completed\ndata: {"sequence_number":3,"x":"\x1c"}\n\n'
     await store.append_events_many([("a", 0, first), ("b", 0, first), ("c", 0, first)])
-    refused = await store.append_and_seal_events(
+    refused, _ = await store.group_commit(
         [("a", 3, end), ("b", 3, delta.format(3, 3)), ("c", 3, odd)], ended=["a", "c"]
     )
     assert refused == []

@@ -148,15 +148,17 @@ class ResponseStore(MultiStepStore, Protocol):
         """Store the logs of these ended responses compactly: the same frames,
         read back byte for byte (``stores._events.sealed`` makes the row).
 
-        A store may also offer ``append_and_seal_events(batches, *, fences,
-        ended, outcomes)``: ``append_events_many``, then this for the
-        ``ended`` responses not refused, in one transaction, which also keeps
-        ``outcomes`` (``request_id: (status, output)``, as ``set_outcome``
-        keeps them, refused with the batches of a response whose fence no
-        longer holds); the server then writes the batches that end responses,
-        and their outcomes, with it (``SQLiteStore`` does). Without it, or
-        without ``outcomes``, the server keeps each outcome with
-        ``set_outcome`` just before the events that end its response."""
+        A store may also offer ``group_commit(batches, *, fences, ended,
+        outcomes, completions) -> (refused, unmoved)``: in one transaction,
+        ``append_events_many`` of the batches, this for the ``ended``
+        responses not refused, ``set_outcome`` of the ``outcomes``
+        (``request_id: (status, output)``) and ``complete_step`` of the
+        ``completions`` (``(step_id, payload, fence)``), returning the
+        responses refused and the steps not moved. The server's event log then
+        writes a run's step completions, the events they produced and
+        its outcome in its group commits (``SQLiteStore`` offers it); without
+        it, each outcome is kept with ``set_outcome`` just before the events
+        that end its response, and steps are completed by the run itself."""
         ...
 
     async def prune_events(self, older_than: float, *, batch: int = 500) -> int:

@@ -15,7 +15,7 @@ from .._core import HttpClient, ResponsesStream
 from .._loop import run_response_loop
 from ..errors import LeaseLost, LoopError, LoopFailed, StoreError
 from ..protocols import ResponseStore, ToolExecutor
-from ..stores import IllegalTransition, KeepOutcome, WithTransition
+from ..stores import BatchedWrites, IllegalTransition, WithTransition
 from ..types import LoopConfig, RequestContext, UpstreamTarget
 
 if TYPE_CHECKING:
@@ -235,7 +235,7 @@ class Responses:
         *,
         on_frames: Callable[[str], object] | None = None,
         fence: int | None = None,
-        keep_outcome: KeepOutcome | None = None,
+        batched: BatchedWrites | None = None,
     ) -> JSONDict:
         """Runs a prepared response to its end and returns the outcome the store
         keeps (the first recorded: another worker may have finished it first).
@@ -245,9 +245,10 @@ class Responses:
         (`response.created` first); the closing `[DONE]` is not among them.
         With `fence` (the token of the lease this run holds), every write the
         run makes carries it, and the run records nothing once it is lost.
-        With `keep_outcome`, the run's outcome is handed to it to keep (the
+        With `batched`, the run's outcome is handed to its `keep_outcome` (the
         server keeps it with the events that end the response) and returned
-        as the run made it, not read back from the store.
+        as the run made it, not read back from the store; so are its steps'
+        completions, when it takes them.
         """
         sink = None
         if on_frames is not None:
@@ -255,10 +256,10 @@ class Responses:
             on_frames(sink.start(run.initial))
             if run.transition.prelude:
                 on_frames(sink.announce(run.transition.prelude))
-        return await self._run(run, sink, fence, keep_outcome)
+        return await self._run(run, sink, fence, batched)
 
     async def _run(
-        self, run: Prepared, sink: Any, fence: int | None, keep_outcome: KeepOutcome | None
+        self, run: Prepared, sink: Any, fence: int | None, batched: BatchedWrites | None
     ) -> JSONDict:
         request_id, body, initial = run.request_id, run.body, run.initial
         tools = self.tools
@@ -268,7 +269,7 @@ class Responses:
             tools = McpCalls(tools, run.mcp)
         try:
             result = await run_response_loop(
-                WithTransition(self.store, run.transition, fence, keep_outcome),
+                WithTransition(self.store, run.transition, fence, batched),
                 tools,
                 RequestContext(model=body["model"], tenant=run.tenant),
                 self.target,
@@ -281,7 +282,7 @@ class Responses:
             if isinstance(failed.payload, dict) and failed.payload.get("object") == "response":
                 result = failed.payload
             else:
-                result = await self._failed(run, failed, fence, keep_outcome)
+                result = await self._failed(run, failed, fence, batched)
         except StoreError as error:
             result = {**initial, "status": "failed", "error": loop_error(error.payload)}
             if isinstance(error.__cause__, (IllegalTransition, LeaseLost)):
@@ -289,16 +290,16 @@ class Responses:
                 # response and will record its outcome; this one records nothing.
                 log.info("response %s: another worker drives it now", request_id)
             else:
-                result = await self._failed(run, error, fence, keep_outcome)
+                result = await self._failed(run, error, fence, batched)
         except LoopError as error:
-            result = await self._failed(run, error, fence, keep_outcome)
+            result = await self._failed(run, error, fence, batched)
         except Exception as error:
             # Whatever else stops the run still ends the response: accepted
             # means it ends, never a row left in progress.
-            result = await self._failed(run, error, fence, keep_outcome)
+            result = await self._failed(run, error, fence, batched)
         finally:
             await run.close()
-        if keep_outcome is not None:
+        if batched is not None:
             return result  # type: ignore[no-any-return]
         kept = await self.store.outcome(request_id)
         return kept[1] if kept else result  # type: ignore[no-any-return]
@@ -308,15 +309,15 @@ class Responses:
         run: Prepared,
         error: Exception,
         fence: int | None,
-        keep_outcome: KeepOutcome | None,
+        batched: BatchedWrites | None,
     ) -> JSONDict:
         """Records that the run stopped on `error`: the details to the log, and to
         the response a message written for its client."""
         payload = error.payload if isinstance(error, LoopError) else None
         log.warning("response %s stopped: %r", run.request_id, error)
         result = {**run.initial, "status": "failed", "error": loop_error(payload)}
-        if keep_outcome is not None:
-            keep_outcome(run.request_id, "failed", result)
+        if batched is not None:
+            batched.keep_outcome(run.request_id, "failed", result)
             return result
         try:
             if fence is None:
@@ -353,7 +354,7 @@ class Responses:
         on_frames: Callable[[str], object] | None = None,
         next_sequence: int = 0,
         next_output_index: int = 0,
-        keep_outcome: KeepOutcome | None = None,
+        batched: BatchedWrites | None = None,
     ) -> JSONDict:
         """Drives a response whose worker stopped to its end (completed steps are
         kept); a response that already ended is returned as it stands.
@@ -361,8 +362,8 @@ class Responses:
         With `on_frames`, the stream of what the response still does is handed
         to it, continuing one begun before: its frames are numbered from
         `next_sequence` and its items from `next_output_index` (from 0, the
-        stream starts with `response.created`). `fence` and `keep_outcome` are
-        as for `drive`."""
+        stream starts with `response.created`). `fence` and `batched` are as
+        for `drive`."""
         saved = await self.store.load_request(request_id)
         if saved is None:
             raise KeyError(f"no response {request_id!r}")
@@ -384,7 +385,7 @@ class Responses:
                     on_frames(sink.announce(run.transition.prelude))
             else:
                 sink.resume(run.initial, next_sequence, next_output_index)
-        return await self._run(run, sink, fence, keep_outcome)
+        return await self._run(run, sink, fence, batched)
 
     async def stream(self, body: Any, *, request_id: str | None = None) -> AsyncIterator[str]:
         """Runs the request, yielding the Open Responses SSE stream frame by frame.

@@ -14,7 +14,6 @@ persisted.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 from collections import OrderedDict, deque
@@ -161,7 +160,9 @@ class EventLog:
 
     A run hands its response's outcome here too (`keep_outcome`): it is kept
     in the commit that writes the response's terminal event, or, for a run
-    that ends without one, when the run finishes (`finish`)."""
+    that ends without one, when the run finishes (`finish`). With a store that
+    offers `group_commit`, a run's steps are marked completed in the commit
+    of the events they produced (`complete_step`)."""
 
     def __init__(self, store: Any, hub: LogHub) -> None:
         self.store = store
@@ -174,16 +175,18 @@ class EventLog:
         # Whether each written outcome was kept, until its run's `finish` asks.
         self._kept: dict[str, bool] = {}
         self._finishing: set[str] = set()
+        self._completions: list[tuple[str, Any, int | None, asyncio.Future[None]]] = []
+        self._scheduled = False
         # One write at a time, so a response's batches reach the store in order.
         self._writing = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        sealing_write = getattr(store, "append_and_seal_events", None)
-        self._sealing_write = sealing_write
-        # A store's own sealing write may predate outcomes: then they are
-        # kept with `set_outcome`, just before the events.
-        self._writes_outcomes = sealing_write is not None and (
-            "outcomes" in inspect.signature(sealing_write).parameters
-        )
+        self._group_commit = getattr(store, "group_commit", None)
+
+    @property
+    def completes_steps(self) -> bool:
+        """Whether runs hand their steps' completions here (the store writes
+        them with the events in one commit)."""
+        return self._group_commit is not None
 
     def append(
         self,
@@ -199,10 +202,7 @@ class EventLog:
         `streamed` deltas is sealed once it ends (one without is as small)."""
         count = count_frames(frames)
         if count:
-            if not self._queued:
-                # Starts on the next turn of the loop: every batch queued
-                # until then goes in the same commit.
-                self._schedule()
+            self._soon()
             self._queued.append((request_id, first_sequence, count, frames, streamed))
             if fence is not None:
                 self._fences[request_id] = fence
@@ -216,6 +216,17 @@ class EventLog:
         handed for a response stands."""
         self._outcomes.setdefault(request_id, (status, output, fence))
         self._finishing.add(request_id)
+
+    def complete_step(
+        self, step_id: str, payload: Any, fence: int | None = None
+    ) -> asyncio.Future[None]:
+        """Marks a step completed in the next commit (under `fence`);
+        the future is done once it is, or has the store's refusal
+        (`LeaseLost`, `IllegalTransition`) or failure."""
+        done = asyncio.get_running_loop().create_future()
+        self._soon()
+        self._completions.append((step_id, payload, fence, done))
+        return done
 
     def has_outcome(self, request_id: str) -> bool:
         """Whether a run handed the response's outcome here (kept or not yet)."""
@@ -233,16 +244,18 @@ class EventLog:
             self._finishing.discard(request_id)
         return self._kept.pop(request_id, None)
 
+    def _soon(self) -> None:
+        """Starts a commit on the next turn of the loop, unless one is due:
+        everything queued until then goes in it."""
+        if not self._scheduled:
+            self._scheduled = True
+            task = asyncio.ensure_future(self.flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._written)
+
     def _retry_later(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.call_later(
-            _RETRY_AFTER, lambda: self._schedule() if self._queued or self._due else None
-        )
-
-    def _schedule(self) -> None:
-        task = asyncio.ensure_future(self.flush())
-        self._tasks.add(task)
-        task.add_done_callback(self._written)
+        loop.call_later(_RETRY_AFTER, lambda: self._soon() if self._queued or self._due else None)
 
     def _written(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -253,30 +266,39 @@ class EventLog:
         """Writes what is queued, in one transaction, then hands it to readers;
         returns once everything queued before the call is written."""
         async with self._writing:
+            self._scheduled = False
             queued, self._queued = self._queued, []
             fences, self._fences = self._fences, {}
+            completions, self._completions = self._completions, []
             terminal = {r: streamed for r, _, _, frames, streamed in queued if is_terminal(frames)}
             due, self._due = self._due, set()
             outcomes = {
                 r: self._outcomes.pop(r) for r in due.union(terminal) if r in self._outcomes
             }
-            if not queued and not outcomes:
+            if not queued and not outcomes and not completions:
                 return
             fences.update((r, o[2]) for r, o in outcomes.items() if o[2] is not None)
             batches = [(r, first, frames) for r, first, _, frames, _ in queued]
             ending = [r for r, streamed in terminal.items() if streamed]
             try:
-                refused, sealed = await self._write(batches, fences, ending, outcomes)
-            except Exception:
+                refused, unmoved, sealed = await self._write(
+                    batches, fences, ending, outcomes, completions
+                )
+            except Exception as error:
                 # Nothing of the commit was kept (a restarting database, say):
                 # the batches go back to the front, in order, for the next one,
-                # and the outcomes with them.
+                # and the outcomes with them; the runs waiting on a step's
+                # completion are told.
                 self._queued[:0] = queued
                 self._fences = {**fences, **self._fences}
                 self._outcomes = {**outcomes, **self._outcomes}
                 self._due |= set(outcomes)
+                for *_, done in completions:
+                    if not done.done():
+                        done.set_exception(error)
                 self._retry_later()
                 raise
+            await self._completed(completions, unmoved)
             for request_id in outcomes:
                 if request_id in self._finishing:
                     self._kept[request_id] = request_id not in refused
@@ -297,25 +319,32 @@ class EventLog:
         fences: dict[str, int],
         ending: list[str],
         outcomes: dict[str, tuple[str, Any, int | None]],
-    ) -> tuple[set[str], bool]:
-        """One commit of batches and outcomes: the responses refused, and
-        whether the logs that end were sealed in it."""
-        refused = set() if self._writes_outcomes else await self._set_outcomes(outcomes)
-        if self._sealing_write is not None and (ending or (outcomes and self._writes_outcomes)):
-            # A store that can seal the logs that end as it writes them does so
-            # in the same transaction (their last batches never become rows),
-            # and keeps the outcomes there too.
-            ends = {r: (status, output) for r, (status, output, _) in outcomes.items()}
-            extra = {"outcomes": ends} if self._writes_outcomes and ends else {}
-            refused.update(await self._sealing_write(batches, fences=fences, ended=ending, **extra))
-            return refused, True
+        completions: list[tuple[str, Any, int | None, asyncio.Future[None]]],
+    ) -> tuple[set[str], set[str], bool]:
+        """One commit of batches, outcomes and completions: the responses
+        refused, the steps not moved, and whether the logs that end were
+        sealed in it."""
+        if self._group_commit is not None:
+            refused, unmoved = await self._group_commit(
+                batches,
+                fences=fences,
+                ended=ending,
+                outcomes={r: (status, output) for r, (status, output, _) in outcomes.items()},
+                completions=[
+                    (step_id, payload, fence) for step_id, payload, fence, _ in completions
+                ],
+            )
+            return set(refused), set(unmoved), True
+        # Each outcome before the events that end its response, so whoever
+        # reads the terminal event finds the outcome kept.
+        refused = await self._set_outcomes(outcomes)
         if batches:
             refused.update(await self.store.append_events_many(batches, fences=fences))
-        return refused, False
+        return refused, set(), False
 
     async def _set_outcomes(self, outcomes: dict[str, tuple[str, Any, int | None]]) -> set[str]:
-        """Keeps outcomes one by one with the store's `set_outcome` (before the
-        events that end their responses); those whose lease was lost."""
+        """Keeps outcomes one by one with the store's `set_outcome`; those
+        whose lease was lost."""
         refused = set()
         for request_id, (status, output, fence) in outcomes.items():
             try:
@@ -326,6 +355,30 @@ class EventLog:
             except LeaseLost:
                 refused.add(request_id)
         return refused
+
+    async def _completed(
+        self,
+        completions: list[tuple[str, Any, int | None, asyncio.Future[None]]],
+        unmoved: set[str],
+    ) -> None:
+        """Tells the runs their steps' completions are kept. A step the commit
+        did not move is moved on its own, which raises why it cannot be."""
+        for step_id, payload, fence, done in completions:
+            error: BaseException | None = None
+            if step_id in unmoved:
+                try:
+                    if fence is None:
+                        await self.store.complete_step(step_id, payload)
+                    else:
+                        await self.store.complete_step(step_id, payload, fence=fence)
+                except Exception as refusal:
+                    error = refusal
+            if done.done():
+                continue  # its run stopped waiting
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
     async def _seal(self, request_ids: list[str]) -> None:
         """Stores the logs of responses that just ended compactly. A log left

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..openresponses import Prepared, Responses
-from ..stores import KeepOutcome
+from ..stores import BatchedWrites
 from .log import EventLog, LogHub, LogWriter
 
 log = logging.getLogger("stepwell.server")
@@ -158,7 +158,7 @@ class Runs:
         writer = LogWriter(self.events, request_id, fence=fence)
         self.hub.started(request_id)
         run = self.responses.drive(
-            prepared, on_frames=writer, fence=fence, keep_outcome=self._keeper(fence)
+            prepared, on_frames=writer, fence=fence, batched=self._batched(fence)
         )
         return self._track(request_id, run, fence, background)
 
@@ -182,7 +182,7 @@ class Runs:
             on_frames=writer,
             next_sequence=len(logged),
             next_output_index=next_index,
-            keep_outcome=self._keeper(fence),
+            batched=self._batched(fence),
         )
         background = bool(saved and saved["request"].get("background"))
         # A `store: false` response whose client was served elsewhere (that
@@ -286,10 +286,16 @@ class Runs:
             elif held[request_id]:
                 self.stop_run(run, "cancel")
 
-    def _keeper(self, fence: int) -> KeepOutcome:
-        """Where a run under `fence` hands its outcome: the event log, which
-        keeps it in the commit of the response's terminal event."""
-        return functools.partial(self.events.keep_outcome, fence=fence)
+    def _batched(self, fence: int) -> BatchedWrites:
+        """What a run under `fence` hands the event log to write in its group
+        commit: its outcome (with the response's terminal event), and its
+        steps' completions (with the events they produced) when the store
+        can write them so."""
+        events = self.events
+        complete = None
+        if events.completes_steps:
+            complete = functools.partial(events.complete_step, fence=fence)
+        return BatchedWrites(functools.partial(events.keep_outcome, fence=fence), complete)
 
     async def _finish(self, request_id: str) -> bool | None:
         """Writes the event log's queue and the run's outcome; whether the

@@ -2,14 +2,14 @@
 many processes on PostgreSQL (`stepwell.stores.postgres`, imported on use)."""
 
 from ._open import open_store
-from ._transition import Decide, IllegalTransition, KeepOutcome, WithTransition
+from ._transition import BatchedWrites, Decide, IllegalTransition, WithTransition
 from .memory import MemoryStore
 from .sqlite import SQLiteStore, StoreCorrupt, StoreLocked
 
 __all__ = [
+    "BatchedWrites",
     "Decide",
     "IllegalTransition",
-    "KeepOutcome",
     "MemoryStore",
     "SQLiteStore",
     "StoreCorrupt",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
@@ -30,10 +31,19 @@ Decide = Callable[[list[ChainStep], str, str | None], NextAction | Awaitable[Nex
 ``chain`` is the scope's steps ordered by sequence. It may be sync or async.
 """
 
-KeepOutcome = Callable[[str, str, JSON], None]
-"""``keep_outcome(request_id, status, output)``: takes a response's outcome to
-keep it later (with the events that end the response, say) instead of the
-store's ``set_outcome`` now."""
+
+@dataclass(frozen=True)
+class BatchedWrites:
+    """Writes a run hands to a writer that batches them (a server's event log,
+    which keeps them in one commit with the events they go with) rather than
+    to the store at once."""
+
+    keep_outcome: Callable[[str, str, JSON], None]
+    """``keep_outcome(request_id, status, output)``: takes the response's
+    outcome, to keep instead of the store's ``set_outcome`` now."""
+    complete_step: Callable[[str, JSON], Awaitable[None]] | None = None
+    """``complete_step(step_id, payload)``, done once the step is kept
+    completed, instead of the store's; ``None``: the store's."""
 
 
 class IllegalTransition(StepwellError, ValueError):
@@ -66,7 +76,7 @@ async def decide_next(
     request_id: str,
     scope_parent: str | None,
     fence: int | None = None,
-    keep_outcome: KeepOutcome | None = None,
+    keep_outcome: Callable[[str, str, JSON], None] | None = None,
 ) -> NextAction:
     """Runs `decide` (sync or async) on the scope's chain, checks its answer, and
     records the response's outcome when the top level ends (under `fence`, the
@@ -164,8 +174,8 @@ class WithTransition:
     transition, and nothing on the store is written per request. With
     ``fence`` (the run's lease token), every write the loop makes carries it,
     so the store refuses them once another process has taken the response.
-    With ``keep_outcome``, the response's outcome goes there rather than to
-    the store's ``set_outcome``.
+    With ``batched``, the response's outcome (and, when it says so, each
+    step's completion) goes there rather than to the store.
     """
 
     def __init__(
@@ -173,12 +183,13 @@ class WithTransition:
         store: Any,
         decide: Decide,
         fence: int | None = None,
-        keep_outcome: KeepOutcome | None = None,
+        batched: BatchedWrites | None = None,
     ) -> None:
         self.store = store
         self.decide = decide
         self.fence = fence
-        self.keep_outcome = keep_outcome
+        self.keep_outcome = batched.keep_outcome if batched is not None else None
+        self._complete = batched.complete_step if batched is not None else None
         self._fenced: dict[str, int] = {} if fence is None else {"fence": fence}
         # Offered only when the store offers it: the loop asks, once.
         if callable(getattr(store, "record_steps", None)):
@@ -228,6 +239,8 @@ class WithTransition:
 
     def complete_step(self, step_id: str, payload: JSON) -> Awaitable[None]:
         self._last_read = None
+        if self._complete is not None:
+            return self._complete(step_id, payload)
         return self.store.complete_step(step_id, payload, **self._fenced)  # type: ignore[no-any-return]
 
     def fail_step(self, step_id: str, error: JSON) -> Awaitable[None]:

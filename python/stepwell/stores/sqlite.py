@@ -484,29 +484,40 @@ class SQLiteStore:
                 db.executemany(_INSERT_EVENTS, stored_rows(rows))
         return refused
 
-    async def append_and_seal_events(
+    async def group_commit(
         self,
         batches: list[tuple[str, int, str]],
         *,
         fences: Mapping[str, int] | None = None,
         ended: Collection[str] = (),
         outcomes: Mapping[str, tuple[str, JSON]] | None = None,
-    ) -> list[str]:
-        """``append_events_many``, then ``seal_events`` of the ``ended``
-        responses it kept, in one transaction: an ended response's last
-        batches are sealed with its log, never written as rows of their own.
-        ``outcomes`` (``request_id: (status, output)``) are kept in the same
-        transaction, as ``set_outcome`` keeps them, each under its response's
-        fence when ``fences`` names it. Returns the responses whose batches
-        and outcomes were refused."""
+        completions: Collection[tuple[str, JSON, int | None]] = (),
+    ) -> tuple[list[str], list[str]]:
+        """One transaction of what a server's event log writes at once:
+        ``append_events_many`` of the batches, ``seal_events`` of the ``ended``
+        responses kept (their last batches are sealed with the log, never
+        rows of their own), the ``outcomes`` (``request_id: (status,
+        output)``, as ``set_outcome`` keeps them) and the model calls'
+        ``completions`` (``(step_id, payload, fence)``, as ``complete_step``
+        moves them). A response named in ``fences`` is written only while its
+        lease has that token. Returns the responses refused, and the steps not
+        moved (``complete_step`` says why)."""
         rows = event_rows(batches)
         now = time.time()
         ends = [
             (status, json.dumps(output), now, request_id)
             for request_id, (status, output) in (outcomes or {}).items()
         ]
+        moves = [(step_id, json.dumps(payload), fence) for step_id, payload, fence in completions]
         with self._transaction() as db:
             refused = _refused(db, fences) if fences else []
+            unmoved = [
+                step_id
+                for step_id, payload, fence in moves
+                if not db.execute(
+                    *_moving(step_id, StepState.COMPLETED, fence, now, response_payload=payload)
+                ).rowcount
+            ]
             db.executemany(_SET_OUTCOME, [end for end in ends if end[3] not in refused])
             ending = set(ended).difference(refused)
             db.executemany(
@@ -525,7 +536,7 @@ class SQLiteStore:
                     db.executemany(_INSERT_EVENTS, stored_rows(last))
                     continue
                 _replace_log(db, request_id, one)
-        return refused
+        return refused, unmoved
 
     async def events_after(
         self, request_id: str, after: int, *, limit: int | None = None
@@ -701,22 +712,8 @@ class SQLiteStore:
         # state is read only to explain a refusal, or to retry after another
         # writer moved the step between the two statements. A fence is checked
         # in the same statement.
-        allowed = sources(to)
-        sets = ", ".join(f"{name} = ?" for name in ["state", "updated_at", *columns])
-        marks = ", ".join("?" for _ in allowed)
-        fenced = "" if fence is None else f" AND {_FENCE_OF_STEP}"
         for _ in range(3):
-            moved = self._write(
-                f"UPDATE steps SET {sets} WHERE id = ? AND state IN ({marks}){fenced}",
-                (
-                    to.value,
-                    time.time(),
-                    *columns.values(),
-                    step_id,
-                    *(a.value for a in allowed),
-                    *(() if fence is None else (fence,)),
-                ),
-            )
+            moved = self._write(*_moving(step_id, to, fence, time.time(), **columns))
             if moved:
                 return
             row = self._query_one(
@@ -781,6 +778,29 @@ _SET_OUTCOME = (
 _FENCE_OF_STEP = (
     "EXISTS (SELECT 1 FROM responses r WHERE r.request_id = steps.request_id AND r.lease_token = ?)"
 )
+
+
+def _moving(
+    step_id: str, to: StepState, fence: int | None, now: float, **columns: str
+) -> tuple[str, tuple[Any, ...]]:
+    """The conditional UPDATE that moves a step to `to` from a state allowed
+    to go there (and only while its response's lease has `fence`), with its
+    arguments: it changes no row when the move is refused."""
+    allowed = sources(to)
+    sets = ", ".join(f"{name} = ?" for name in ["state", "updated_at", *columns])
+    marks = ", ".join("?" for _ in allowed)
+    fenced = "" if fence is None else f" AND {_FENCE_OF_STEP}"
+    return (
+        f"UPDATE steps SET {sets} WHERE id = ? AND state IN ({marks}){fenced}",
+        (
+            to.value,
+            now,
+            *columns.values(),
+            step_id,
+            *(a.value for a in allowed),
+            *(() if fence is None else (fence,)),
+        ),
+    )
 
 
 def _record(

@@ -1,6 +1,7 @@
-"""A served response's outcome is kept in the commit that writes its terminal
-event: no statement of its own, no lease to give up after it, and never kept
-for a run whose lease was taken over."""
+"""The event log's group commit: a served response's outcome is kept in the
+commit that writes its terminal event (no statement of its own, no lease to
+give up after it), its steps' completions in the commit of the events they
+produced, and neither for a run whose lease was taken over."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from stepwell import UpstreamTarget
+from stepwell.errors import LeaseLost
 from stepwell.openresponses import Responses
 from stepwell.server import create_app
 from stepwell.server.log import EventLog, LogHub
-from stepwell.stores import MemoryStore, SQLiteStore
+from stepwell.stores import IllegalTransition, MemoryStore, SQLiteStore
 from stepwell.testing import JsonReply, ScriptedUpstream, UpstreamRequest, chat_completion
 from stepwell.tools import HttpTools
+from stepwell.types import StepDescriptor, StepState
 
 COMPLETED = 'event: response.completed\ndata: {"sequence_number":1}\n\n'
 CREATED = 'event: response.created\ndata: {"sequence_number":0}\n\n'
@@ -83,7 +86,7 @@ async def test_sqlite_keeps_an_outcome_in_the_transaction_of_its_batches(tmp_pat
     assert mine is not None and lost is not None
     done = await store.save_request("done", KEPT)
     await store.set_outcome("done", "completed", {"first": True})
-    refused = await store.append_and_seal_events(
+    refused, unmoved = await store.group_commit(
         [("mine", 0, COMPLETED), ("lost", 0, COMPLETED)],
         fences={"mine": mine, "lost": lost + 1},
         outcomes={
@@ -92,12 +95,52 @@ async def test_sqlite_keeps_an_outcome_in_the_transaction_of_its_batches(tmp_pat
             "done": ("failed", {"first": False}),
         },
     )
-    assert done is None and refused == ["lost"]
+    assert done is None and refused == ["lost"] and unmoved == []
     assert await store.outcome("mine") == ("completed", {"id": "mine"})
     assert await store.events_after("mine", -1) == [COMPLETED]
     assert await store.outcome("lost") is None
     assert await store.events_after("lost", -1) == []
     assert await store.outcome("done") == ("completed", {"first": True})
+
+
+async def test_a_step_completes_in_the_commit_of_its_events(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "steps.db")
+    fence = await store.save_request("r", KEPT, lease=("here", 30.0))
+    assert fence is not None
+    call = StepDescriptor.model_call({"messages": []})
+    [step] = await store.record_steps("r", None, None, [call], fence=fence)
+    log = EventLog(store, LogHub())
+    assert log.completes_steps
+    log.append("r", 0, CREATED, fence)
+    done = log.complete_step(step.id, {"choices": []}, fence)
+    assert not done.done()
+    await log.flush()
+    assert done.done() and done.exception() is None
+    kept = await store.step(step.id)
+    assert kept.state is StepState.COMPLETED and kept.response_payload == {"choices": []}
+    assert await store.events_after("r", -1) == [CREATED]
+
+    # Completed already: the commit moves nothing and the run is told why.
+    again = log.complete_step(step.id, {"choices": []}, fence)
+    await log.flush()
+    with pytest.raises(IllegalTransition):
+        again.result()
+
+
+async def test_a_step_of_a_run_that_lost_its_lease_is_not_completed(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "steps.db")
+    fence = await store.save_request("r", KEPT, lease=("here", -1.0))
+    assert fence is not None
+    [step] = await store.record_steps(
+        "r", None, None, [StepDescriptor.model_call({"messages": []})], fence=fence
+    )
+    assert await store.claim("r", "elsewhere", 30.0) is not None
+    log = EventLog(store, LogHub())
+    done = log.complete_step(step.id, {"choices": []}, fence)
+    await log.flush()
+    with pytest.raises(LeaseLost):
+        done.result()
+    assert (await store.step(step.id)).state is StepState.PROCESSING
 
 
 def answer(request: UpstreamRequest) -> JsonReply:
