@@ -196,6 +196,11 @@ class LogSealer:
     def push(self, frames: str) -> int:
         """Adds the next batch of frames; returns how many it held (0 once the
         log holds what it cannot seal: it is then not counted)."""
+    def push_sealed(self, sealed: str, first_sequence: int) -> int:
+        """Adds the next piece of the log as a log sealed on its own, its
+        first frame numbered `first_sequence`, without rendering it again;
+        returns how many frames it held, as `push` does (`ValueError` for a
+        sealed log that does not read back)."""
     def finish(self) -> str | None:
         """The sealed log, or `None` when a batch held a reserved character."""
 

@@ -100,9 +100,8 @@ class Sealing:
         self.rows += 1
         if is_sealed(text):
             self.already_sealed = True
-            frames = unseal_log(text, first_sequence, first_sequence - 1)
-            self._sealer.push("".join(frames))
-            self.count += len(frames)
+            # Joined as it is kept: its deltas are not rendered again.
+            self.count += self._sealer.push_sealed(text, first_sequence)
         else:
             self.count += self._sealer.push(text)
 

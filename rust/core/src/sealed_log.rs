@@ -165,50 +165,123 @@ impl Sealer {
         (!self.reserved).then_some(self.out)
     }
 
+    /// Adds a log sealed on its own whose first frame is numbered
+    /// `first_sequence` (the next one here, else it is rendered and pushed
+    /// as frames): its deltas are taken as they are kept, each with its
+    /// template and text, not rendered and parsed again. Returns how many
+    /// frames it held, as `push` does.
+    pub fn push_sealed(&mut self, sealed: &str, first_sequence: u64) -> Result<usize, Malformed> {
+        if first_sequence != self.sequence {
+            let frames = unseal(sealed, first_sequence, -1, usize::MAX)?;
+            return Ok(self.push(&frames.concat()));
+        }
+        if self.reserved {
+            return Ok(0);
+        }
+        let first = self.sequence;
+        let mut templates: Vec<String> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut current: Option<usize> = None;
+        for line in sealed_records(sealed)? {
+            let (tag, rest) = line.split_at(line.chars().next().map_or(0, char::len_utf8));
+            match tag {
+                "=" => {
+                    templates.push(rest.replace(NEWLINE, "\n"));
+                    texts.push(String::new());
+                    current = Some(templates.len() - 1);
+                }
+                "@" => current = Some(template_number(rest, templates.len())?),
+                ":" => {
+                    let (template, text) = current
+                        .and_then(|index| Some((templates.get(index)?, texts.get_mut(index)?)))
+                        .ok_or_else(|| Malformed("a delta before any template".into()))?;
+                    text.push_str(rest);
+                    self.shape.clone_from(template);
+                    self.delta(rest);
+                    self.sequence += 1;
+                }
+                "!" => {
+                    let frame = without_references(&rest.replace(NEWLINE, "\n"), &texts)?;
+                    self.frame(&frame);
+                    self.sequence += 1;
+                }
+                _ => return Err(Malformed(format!("unknown record {tag:?}"))),
+            }
+        }
+        Ok(usize::try_from(self.sequence - first).unwrap_or(usize::MAX))
+    }
+
     fn frame(&mut self, frame: &str) {
-        let out = &mut self.out;
         match delta_shape(frame, self.sequence, Needles::get(), &mut self.shape) {
-            Some(delta) => {
-                let template = &self.shape;
-                let known = self.templates.len();
-                let index = match self.current {
-                    // The common case, a frame shaped as the one before, is
-                    // told by one comparison rather than a hash of the frame.
-                    Some(current) if *template == self.current_shape => current,
-                    _ => match self.templates.get(template.as_str()) {
-                        Some(&index) => index,
-                        None => {
-                            self.templates.insert(template.clone(), known);
-                            known
-                        }
-                    },
-                };
-                if self.current != Some(index) {
-                    self.current_shape.clone_from(template);
-                    if index == known {
-                        out.push('=');
-                        push_escaped(out, template);
-                        self.texts.push(String::new());
-                    } else {
-                        out.push('@');
-                        out.push_str(&index.to_string());
-                    }
-                    out.push('\n');
-                    self.current = Some(index);
-                }
-                out.push(':');
-                out.push_str(delta);
-                if let Some(text) = self.texts.get_mut(index) {
-                    text.push_str(delta);
-                }
-            }
+            Some(delta) => self.delta(delta),
             None => {
-                out.push('!');
-                push_escaped(out, &with_references(frame, &self.texts, &mut self.repeats));
+                self.out.push('!');
+                push_escaped(
+                    &mut self.out,
+                    &with_references(frame, &self.texts, &mut self.repeats),
+                );
+                self.out.push('\n');
             }
+        }
+    }
+
+    /// A delta frame whose template is in `shape`, kept as its text.
+    fn delta(&mut self, delta: &str) {
+        let out = &mut self.out;
+        let template = &self.shape;
+        let known = self.templates.len();
+        let index = match self.current {
+            // The common case, a frame shaped as the one before, is
+            // told by one comparison rather than a hash of the frame.
+            Some(current) if *template == self.current_shape => current,
+            _ => match self.templates.get(template.as_str()) {
+                Some(&index) => index,
+                None => {
+                    self.templates.insert(template.clone(), known);
+                    known
+                }
+            },
+        };
+        if self.current != Some(index) {
+            self.current_shape.clone_from(template);
+            if index == known {
+                out.push('=');
+                push_escaped(out, template);
+                self.texts.push(String::new());
+            } else {
+                out.push('@');
+                out.push_str(&index.to_string());
+            }
+            out.push('\n');
+            self.current = Some(index);
+        }
+        out.push(':');
+        out.push_str(delta);
+        if let Some(text) = self.texts.get_mut(index) {
+            text.push_str(delta);
         }
         out.push('\n');
     }
+}
+
+/// The records of a sealed log, after its marker.
+fn sealed_records(sealed: &str) -> Result<std::str::SplitTerminator<'_, char>, Malformed> {
+    sealed
+        .strip_prefix(SEALED)
+        .and_then(|rest| rest.strip_prefix('\n'))
+        .map(|body| body.split_terminator('\n'))
+        .ok_or_else(|| Malformed("it does not start with its marker".into()))
+}
+
+/// The template an `@` record names, one of `known`.
+fn template_number(record: &str, known: usize) -> Result<usize, Malformed> {
+    let index: usize = record
+        .parse()
+        .map_err(|_| Malformed(format!("bad template number {record:?}")))?;
+    if index >= known {
+        return Err(Malformed(format!("no template {index}")));
+    }
+    Ok(index)
 }
 
 /// The frames of a sealed log numbered above `after`, at most `limit` of them,
@@ -219,16 +292,13 @@ pub fn unseal(
     after: i64,
     limit: usize,
 ) -> Result<Vec<String>, Malformed> {
-    let body = sealed
-        .strip_prefix(SEALED)
-        .and_then(|rest| rest.strip_prefix('\n'))
-        .ok_or_else(|| Malformed("it does not start with its marker".into()))?;
+    let records = sealed_records(sealed)?;
     let mut templates: Vec<String> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     let mut current: Option<usize> = None;
     let mut sequence = first_sequence as i64;
     let mut frames = Vec::new();
-    for line in body.split_terminator('\n') {
+    for line in records {
         if frames.len() >= limit {
             break;
         }
@@ -239,15 +309,7 @@ pub fn unseal(
                 texts.push(String::new());
                 current = Some(templates.len() - 1);
             }
-            "@" => {
-                let index: usize = rest
-                    .parse()
-                    .map_err(|_| Malformed(format!("bad template number {rest:?}")))?;
-                if index >= templates.len() {
-                    return Err(Malformed(format!("no template {index}")));
-                }
-                current = Some(index);
-            }
+            "@" => current = Some(template_number(rest, templates.len())?),
             ":" => {
                 let (template, text) = current
                     .and_then(|index| Some((templates.get(index)?, texts.get_mut(index)?)))
@@ -508,6 +570,31 @@ mod tests {
         reserved.push(&frames);
         reserved.push("event: x\ndata: \u{1d}\n\n");
         assert_eq!(reserved.finish(), None);
+    }
+
+    #[test]
+    fn logs_sealed_a_batch_at_a_time_join_as_the_log_sealed_whole() {
+        let frames = stream();
+        let all: Vec<&str> = frames.split_inclusive(FRAME_END).collect();
+        for cut in 0..=all.len() {
+            let (one, two) = (all[..cut].concat(), all[cut..].concat());
+            let mut sealer = Sealer::new(3);
+            for (first, batch) in [(3, &one), (3 + cut as u64, &two)] {
+                let count = match seal(batch, first) {
+                    Some(part) if !batch.is_empty() => sealer.push_sealed(&part, first).unwrap(),
+                    _ => sealer.push(batch),
+                };
+                assert_eq!(count, count_frames(batch));
+            }
+            assert_eq!(sealer.finish(), seal(&frames, 3), "cut at {cut}");
+        }
+        // One numbered otherwise than the log goes on is rendered and pushed.
+        let mut sealer = Sealer::new(3);
+        let part = seal(&frames, 4).unwrap();
+        assert_eq!(sealer.push_sealed(&part, 4).unwrap(), 8);
+        let rendered = unseal(&part, 4, -1, usize::MAX).unwrap().concat();
+        assert_eq!(sealer.finish(), seal(&rendered, 3));
+        assert!(Sealer::new(0).push_sealed("\u{1e}\n@3", 0).is_err());
     }
 
     #[test]

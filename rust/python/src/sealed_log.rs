@@ -32,6 +32,18 @@ impl PyLogSealer {
             .push(frames))
     }
 
+    /// Adds the next piece of the log as a log sealed on its own, its first
+    /// frame numbered `first_sequence`, without rendering it again; returns
+    /// how many frames it held, as `push` does (`ValueError` for a sealed
+    /// log that does not read back).
+    fn push_sealed(&mut self, sealed: &str, first_sequence: u64) -> PyResult<usize> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("this LogSealer is finished"))?
+            .push_sealed(sealed, first_sequence)
+            .map_err(|error| PyValueError::new_err(error.to_string()))
+    }
+
     /// The sealed log, or `None` when a batch held a reserved character.
     fn finish(&mut self) -> PyResult<Option<String>> {
         let sealer = self
