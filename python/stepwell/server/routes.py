@@ -8,12 +8,12 @@ own, so any process serving the same store answers alike.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from .. import _core
 from ..openresponses import (
@@ -26,6 +26,7 @@ from ..openresponses import (
 from ..openresponses.items import input_items, page
 from ..openresponses.request import UnknownConversation
 from .errors import ApiError, not_found
+from .event_stream import EventStream
 from .log import LogHub, follow
 from .metrics import Metrics
 from .middleware import read_json, tenant
@@ -261,21 +262,15 @@ class Routes:
         owner: tuple[Request, Run] | None = None,
         *,
         forget: bool = False,
-    ) -> StreamingResponse:
+    ) -> EventStream:
         """The event log after `after`, then live, until its terminal event.
         `owner` is the request and run of a foreground response this stream
         belongs to: a client that goes away before the end cancels it. With
         `forget` (a `store: false` response), it is deleted once it ended,
         before the closing `[DONE]`."""
 
-        async def frames() -> AsyncIterator[str]:
+        async def frames() -> AsyncGenerator[str, None]:
             finished = False
-            # Under uvicorn, Starlette notices a gone client only when it next
-            # writes, and a stream waiting on a slow model writes nothing: the
-            # owner's disconnect is watched for here.
-            watcher = None
-            if owner is not None:
-                watcher = asyncio.ensure_future(_cancel_on_disconnect(self.runs, *owner))
             try:
                 async for batch in self.follow(request_id, after):
                     for piece in send_pieces(batch):
@@ -285,14 +280,14 @@ class Routes:
                 yield DONE
                 finished = True
             finally:
-                if watcher is not None:
-                    watcher.cancel()
+                # Also when the client went away (the stream closes these
+                # frames then), even while a slow model writes nothing.
                 if owner is not None and not finished:
                     self.runs.stop_run(owner[1], "cancel")
                 if forget and not finished:
                     self.forget_later(request_id, owner[1] if owner else None)
 
-        return StreamingResponse(frames(), media_type="text/event-stream", headers=SSE_HEADERS)
+        return EventStream(frames(), SSE_HEADERS)
 
     async def input_items(self, request: Request) -> Response:
         _, request_id, saved = await self.known(request)
@@ -371,11 +366,3 @@ def paging(request: Request) -> tuple[int, str, str | None, str | None]:
 def _is_integer(text: str) -> bool:
     digits = text.removeprefix("-")
     return 0 < len(digits) <= 19 and digits.isascii() and digits.isdigit()
-
-
-async def _cancel_on_disconnect(runs: Runs, request: Request, run: Run) -> None:
-    """Cancels `run` when the client of `request` disconnects (its body is
-    read, so the next message is the disconnect)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-    runs.stop_run(run, "cancel")
