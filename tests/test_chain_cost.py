@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
 from stepwell import UpstreamTarget
 from stepwell.openresponses import Responses, ResponsesTransition
 from stepwell.stores import MemoryStore, SQLiteStore
@@ -49,11 +50,45 @@ async def test_a_response_reads_its_chain_once_per_round_and_never_its_request()
         )
         response = await responses.create({"model": "m", "input": "Weather?"})
     assert response["status"] == "completed"
-    # Four rounds (a model call, two tool calls, a model call, the end): the
-    # first decides on the chain the loop read as it started, and the request
-    # it was created from is the one just kept, not read back.
-    assert store.reads["list_chain"] == 4
+    # Four rounds (a model call, two tool calls, a model call, the end), one
+    # read: each round decides on the chain the loop read as it started, as
+    # the run wrote it since; and the request it was created from is the one
+    # just kept, not read back.
+    assert store.reads["list_chain"] == 1
     assert store.reads["load_request"] == 0
+
+
+def _fields(chain: list[Any]) -> list[tuple[Any, ...]]:
+    return [
+        (s.id, s.sequence, s.kind, s.state, s.request_payload, s.response_payload, s.error,
+         s.prev_step_id, s.scope_parent, s.sub_request_id)
+        for s in chain
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_each_round_decides_on_the_chain_the_store_keeps(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "chain.db")
+    decide = ResponsesTransition.__call__
+    rounds: list[tuple[list[Any], list[Any]]] = []
+
+    async def comparing(self: Any, chain: Any, request_id: str, scope_parent: Any) -> Any:
+        kept = await store.list_chain(request_id, scope_parent)
+        rounds.append((_fields(chain), _fields(kept)))
+        return await decide(self, chain, request_id, scope_parent)
+
+    monkeypatch.setattr(ResponsesTransition, "__call__", comparing)
+    with ScriptedUpstream(two_round_model) as upstream:
+        responses = Responses(
+            store, Toolbox(FunctionTools(weather)), UpstreamTarget(upstream.endpoint)
+        )
+        response = await responses.create({"model": "m", "input": "Weather?"})
+    assert response["status"] == "completed"
+    assert [len(kept) for _, kept in rounds] == [0, 1, 3, 4]
+    for handed, kept in rounds:
+        assert handed == kept
 
 
 async def test_a_turn_reads_as_much_at_depth_twelve_as_at_depth_three() -> None:

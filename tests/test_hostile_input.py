@@ -329,18 +329,11 @@ async def test_a_failed_model_call_shows_no_upstream_internals(
 
 
 class FailingLater(MemoryStore):
-    """A store whose chain reads fail once the response runs, as a store that
-    cannot decode what it kept would."""
+    """A store whose step writes fail once the response runs, as a store that
+    cannot encode what it is handed would."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    async def list_chain(self, request_id: str, scope_parent: str | None) -> Any:
-        self.reads += 1
-        if self.reads > 1:
-            raise TypeError("'utf-8' codec can't decode byte")
-        return await super().list_chain(request_id, scope_parent)
+    async def complete_step(self, step_id: str, payload: Any, *, fence: int | None = None) -> None:
+        raise TypeError("Object of type bytes is not JSON serializable")
 
 
 async def test_accepted_means_it_ends(upstream: ScriptedUpstream) -> None:

@@ -61,6 +61,11 @@ def runs_without_task(function: F) -> F:
     return function
 
 
+def without_task(function: Callable[..., Any]) -> bool:
+    """Whether `function` (or the method) is marked `runs_without_task`."""
+    return getattr(function, "__code__", None) in _WITHOUT_TASK
+
+
 async def _carry_on(coroutine: Coroutine[Any, Any, Any], yielded: Any) -> Any:
     """Drives a coroutine whose first step ran outside any task on from where
     it suspended (on `yielded`), as a task would: each future it waits on is

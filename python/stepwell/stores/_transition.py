@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import inspect
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from .. import _core
+from .._eager import runs_without_task, without_task
 from ..errors import StepwellError
 from ..types import (
     JSON,
@@ -169,8 +171,9 @@ def stored_response(
 class WithTransition:
     """A store seen through one request's transition, and one run's lease.
 
-    ``next_action_for`` runs ``decide`` over the store's chain; every other call
-    goes to the store. Many requests can share one store, each with its own
+    ``next_action_for`` runs ``decide`` over the store's chain (read once per
+    level, then kept as the run writes it); every other call goes to the
+    store. Many requests can share one store, each with its own
     transition, and nothing on the store is written per request. With
     ``fence`` (the run's lease token), every write the loop makes carries it,
     so the store refuses them once another process has taken the response.
@@ -191,22 +194,33 @@ class WithTransition:
         self.keep_outcome = batched.keep_outcome if batched is not None else None
         self._complete = batched.complete_step if batched is not None else None
         self._fenced: dict[str, int] = {} if fence is None else {"fence": fence}
-        # Offered only when the store offers it: the loop asks, once.
-        if callable(getattr(store, "record_steps", None)):
-            self.record_steps = self._record_steps
-        # The chain the loop read last, until anything is written: a level
-        # reads its chain as it starts, then asks for its first action, and
-        # the transition is handed that chain rather than a second read of it.
-        self._last_read: tuple[str, str | None, list[ChainStep]] | None = None
+        # Offered only when the store offers it: the loop asks, once. Started
+        # at once, not as a task, where the store's own one is.
+        recording = getattr(store, "record_steps", None)
+        if callable(recording):
+            eager = without_task(recording)
+            self.record_steps = self._record_steps_at_once if eager else self._record_steps
+        # Each level's chain as this run read it (as a level starts) and then
+        # wrote it: the transition is handed that, not a new read of the store
+        # after every step. Nobody else writes a response's steps while this
+        # run holds its lease, and a write that fails ends the run (the core
+        # aborts on a store's failure), so it is the chain the store keeps
+        # (the times of the steps written here are this process's).
+        self._chains: dict[tuple[str, str | None], list[ChainStep]] = {}
+        self._level_of: dict[str, tuple[str, str | None]] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
-        read, self._last_read = self._last_read, None
-        if read is not None and read[0] == request_id and read[1] == scope_parent:
-            chain = read[2]
-        else:
-            chain = await self.store.list_chain(request_id, scope_parent)
+        chain = self._chains.get((request_id, scope_parent))
+        if chain is None:
+            chain = await self.list_chain(request_id, scope_parent)
         return await decide_next(
-            self.store, self.decide, chain, request_id, scope_parent, self.fence, self.keep_outcome
+            self.store,
+            self.decide,
+            list(chain),
+            request_id,
+            scope_parent,
+            self.fence,
+            self.keep_outcome,
         )
 
     def record_step(
@@ -216,41 +230,92 @@ class WithTransition:
         prev_step: str | None,
         descriptor: StepDescriptor,
     ) -> Awaitable[RecordedStep]:
-        self._last_read = None
+        # The step recorded may be one recorded before, in any state: the
+        # level's chain is read again.
+        self._chains.pop((request_id, scope_parent), None)
         return self.store.record_step(  # type: ignore[no-any-return]
             request_id, scope_parent, prev_step, descriptor, **self._fenced
         )
 
-    def _record_steps(
+    async def _record_steps(
         self,
         request_id: str,
         scope_parent: str | None,
         prev_step: str | None,
         descriptors: list[StepDescriptor],
-    ) -> Awaitable[list[RecordedStep]]:
-        self._last_read = None
-        return self.store.record_steps(  # type: ignore[no-any-return]
+    ) -> list[RecordedStep]:
+        recorded: list[RecordedStep] = await self.store.record_steps(
             request_id, scope_parent, prev_step, descriptors, **self._fenced
         )
+        chain = self._chains.get((request_id, scope_parent))
+        if chain is not None:
+            # Recorded chained and processing, as `record_steps` records them.
+            now = time.time()
+            for step, descriptor in zip(recorded, descriptors, strict=True):
+                chain.append(
+                    ChainStep.with_encoded_request(
+                        descriptor.request_json(),
+                        id=step.id,
+                        sequence=step.sequence,
+                        kind=StepKind(descriptor.kind),
+                        state=StepState.PROCESSING,
+                        response_payload=None,
+                        error=None,
+                        prev_step_id=prev_step,
+                        scope_parent=scope_parent,
+                        sub_request_id=step.sub_request_id,
+                        created_at=now,
+                        updated_at=None,
+                    )
+                )
+                self._level_of[step.id] = (request_id, scope_parent)
+                prev_step = step.id
+        return recorded
+
+    @runs_without_task
+    async def _record_steps_at_once(
+        self,
+        request_id: str,
+        scope_parent: str | None,
+        prev_step: str | None,
+        descriptors: list[StepDescriptor],
+    ) -> list[RecordedStep]:
+        """`_record_steps` for a store whose own runs without a task."""
+        return await self._record_steps(request_id, scope_parent, prev_step, descriptors)
 
     def mark_step_processing(self, step_id: str) -> Awaitable[None]:
-        self._last_read = None
+        self._moved(step_id, StepState.PROCESSING)
         return self.store.mark_step_processing(step_id, **self._fenced)  # type: ignore[no-any-return]
 
     def complete_step(self, step_id: str, payload: JSON) -> Awaitable[None]:
-        self._last_read = None
+        self._moved(step_id, StepState.COMPLETED, response_payload=payload)
         if self._complete is not None:
             return self._complete(step_id, payload)
         return self.store.complete_step(step_id, payload, **self._fenced)  # type: ignore[no-any-return]
 
     def fail_step(self, step_id: str, error: JSON) -> Awaitable[None]:
-        self._last_read = None
+        self._moved(step_id, StepState.FAILED, error=error)
         return self.store.fail_step(step_id, error, **self._fenced)  # type: ignore[no-any-return]
 
     async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         chain: list[ChainStep] = await self.store.list_chain(request_id, scope_parent)
-        self._last_read = (request_id, scope_parent, chain)
+        self._chains[(request_id, scope_parent)] = list(chain)
+        for step in chain:
+            self._level_of[step.id] = (request_id, scope_parent)
         return chain
+
+    def _moved(self, step_id: str, state: StepState, **changes: JSON) -> None:
+        """The step as the write being made leaves it, in its level's chain."""
+        chain = self._chains.get(self._level_of.get(step_id) or ("", None))
+        if chain is None:
+            return
+        for index, step in enumerate(chain):
+            if step.id == step_id:
+                moved = object.__new__(ChainStep)
+                # Its fields as they are (a payload kept encoded stays so).
+                moved.__dict__.update(step.__dict__, state=state, updated_at=time.time(), **changes)
+                chain[index] = moved
+                return
 
     def assemble_response(self, request_id: str) -> Awaitable[JSON]:
         return self.store.assemble_response(request_id)  # type: ignore[no-any-return]
