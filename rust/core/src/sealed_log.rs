@@ -179,34 +179,20 @@ impl Sealer {
             return Ok(0);
         }
         let first = self.sequence;
-        let mut templates: Vec<String> = Vec::new();
-        let mut texts: Vec<String> = Vec::new();
-        let mut current: Option<usize> = None;
-        for line in sealed_records(sealed)? {
-            let (tag, rest) = line.split_at(line.chars().next().map_or(0, char::len_utf8));
-            match tag {
-                "=" => {
-                    templates.push(rest.replace(NEWLINE, "\n"));
-                    texts.push(String::new());
-                    current = Some(templates.len() - 1);
+        let mut records = Records::new(sealed)?;
+        while let Some(record) = records.next_frame()? {
+            match record {
+                Record::Delta { template, text } => {
+                    self.shape.clear();
+                    self.shape.push_str(records.template(template));
+                    self.delta(text);
                 }
-                "@" => current = Some(template_number(rest, templates.len())?),
-                ":" => {
-                    let (template, text) = current
-                        .and_then(|index| Some((templates.get(index)?, texts.get_mut(index)?)))
-                        .ok_or_else(|| Malformed("a delta before any template".into()))?;
-                    text.push_str(rest);
-                    self.shape.clone_from(template);
-                    self.delta(rest);
-                    self.sequence += 1;
-                }
-                "!" => {
-                    let frame = without_references(&rest.replace(NEWLINE, "\n"), &texts)?;
+                Record::Kept(kept) => {
+                    let frame = records.as_it_was(kept)?;
                     self.frame(&frame);
-                    self.sequence += 1;
                 }
-                _ => return Err(Malformed(format!("unknown record {tag:?}"))),
             }
+            self.sequence += 1;
         }
         Ok(usize::try_from(self.sequence - first).unwrap_or(usize::MAX))
     }
@@ -264,24 +250,84 @@ impl Sealer {
     }
 }
 
-/// The records of a sealed log, after its marker.
-fn sealed_records(sealed: &str) -> Result<std::str::SplitTerminator<'_, char>, Malformed> {
-    sealed
-        .strip_prefix(SEALED)
-        .and_then(|rest| rest.strip_prefix('\n'))
-        .map(|body| body.split_terminator('\n'))
-        .ok_or_else(|| Malformed("it does not start with its marker".into()))
+/// A frame of a sealed log, as `Records` reads it.
+enum Record<'s> {
+    /// A delta frame: the number of its template, and its delta text.
+    Delta { template: usize, text: &'s str },
+    /// A frame kept as it was but for its repeats (`Records::as_it_was`).
+    Kept(&'s str),
 }
 
-/// The template an `@` record names, one of `known`.
-fn template_number(record: &str, known: usize) -> Result<usize, Malformed> {
-    let index: usize = record
-        .parse()
-        .map_err(|_| Malformed(format!("bad template number {record:?}")))?;
-    if index >= known {
-        return Err(Malformed(format!("no template {index}")));
+/// A sealed log read a frame at a time: the templates met so far, and the
+/// deltas of each (what a kept frame's references stand for).
+struct Records<'s> {
+    lines: std::str::SplitTerminator<'s, char>,
+    templates: Vec<String>,
+    texts: Vec<String>,
+    current: Option<usize>,
+}
+
+impl<'s> Records<'s> {
+    fn new(sealed: &'s str) -> Result<Self, Malformed> {
+        let body = sealed
+            .strip_prefix(SEALED)
+            .and_then(|rest| rest.strip_prefix('\n'))
+            .ok_or_else(|| Malformed("it does not start with its marker".into()))?;
+        Ok(Records {
+            lines: body.split_terminator('\n'),
+            templates: Vec::new(),
+            texts: Vec::new(),
+            current: None,
+        })
     }
-    Ok(index)
+
+    /// The next frame; `None` at the end of the log.
+    fn next_frame(&mut self) -> Result<Option<Record<'s>>, Malformed> {
+        for line in self.lines.by_ref() {
+            let (tag, rest) = line.split_at(line.chars().next().map_or(0, char::len_utf8));
+            match tag {
+                "=" => {
+                    self.templates.push(rest.replace(NEWLINE, "\n"));
+                    self.texts.push(String::new());
+                    self.current = Some(self.templates.len() - 1);
+                }
+                "@" => {
+                    let index: usize = rest
+                        .parse()
+                        .map_err(|_| Malformed(format!("bad template number {rest:?}")))?;
+                    if index >= self.templates.len() {
+                        return Err(Malformed(format!("no template {index}")));
+                    }
+                    self.current = Some(index);
+                }
+                ":" => {
+                    let (template, text) = self
+                        .current
+                        .and_then(|index| Some((index, self.texts.get_mut(index)?)))
+                        .ok_or_else(|| Malformed("a delta before any template".into()))?;
+                    text.push_str(rest);
+                    return Ok(Some(Record::Delta {
+                        template,
+                        text: rest,
+                    }));
+                }
+                "!" => return Ok(Some(Record::Kept(rest))),
+                _ => return Err(Malformed(format!("unknown record {tag:?}"))),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Template `index` (one `next_frame` returned).
+    fn template(&self, index: usize) -> &str {
+        self.templates.get(index).map_or("", String::as_str)
+    }
+
+    /// A kept frame as it was: its newlines and the texts its references
+    /// stand for put back.
+    fn as_it_was(&self, kept: &str) -> Result<String, Malformed> {
+        without_references(&kept.replace(NEWLINE, "\n"), &self.texts)
+    }
 }
 
 /// The frames of a sealed log numbered above `after`, at most `limit` of them,
@@ -292,42 +338,22 @@ pub fn unseal(
     after: i64,
     limit: usize,
 ) -> Result<Vec<String>, Malformed> {
-    let records = sealed_records(sealed)?;
-    let mut templates: Vec<String> = Vec::new();
-    let mut texts: Vec<String> = Vec::new();
-    let mut current: Option<usize> = None;
+    let mut records = Records::new(sealed)?;
     let mut sequence = first_sequence as i64;
     let mut frames = Vec::new();
-    for line in records {
-        if frames.len() >= limit {
+    while frames.len() < limit {
+        let Some(record) = records.next_frame()? else {
             break;
-        }
-        let (tag, rest) = line.split_at(line.chars().next().map_or(0, char::len_utf8));
-        match tag {
-            "=" => {
-                templates.push(rest.replace(NEWLINE, "\n"));
-                texts.push(String::new());
-                current = Some(templates.len() - 1);
-            }
-            "@" => current = Some(template_number(rest, templates.len())?),
-            ":" => {
-                let (template, text) = current
-                    .and_then(|index| Some((templates.get(index)?, texts.get_mut(index)?)))
-                    .ok_or_else(|| Malformed("a delta before any template".into()))?;
-                text.push_str(rest);
-                if sequence > after {
-                    frames.push(render(template, sequence, rest));
+        };
+        if sequence > after {
+            frames.push(match record {
+                Record::Delta { template, text } => {
+                    render(records.template(template), sequence, text)
                 }
-                sequence += 1;
-            }
-            "!" => {
-                if sequence > after {
-                    frames.push(without_references(&rest.replace(NEWLINE, "\n"), &texts)?);
-                }
-                sequence += 1;
-            }
-            _ => return Err(Malformed(format!("unknown record {tag:?}"))),
+                Record::Kept(kept) => records.as_it_was(kept)?,
+            });
         }
+        sequence += 1;
     }
     Ok(frames)
 }
