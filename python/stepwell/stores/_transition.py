@@ -207,7 +207,8 @@ class WithTransition:
         # aborts on a store's failure), so it is the chain the store keeps
         # (the times of the steps written here are this process's).
         self._chains: dict[tuple[str, str | None], list[ChainStep]] = {}
-        self._level_of: dict[str, tuple[str, str | None]] = {}
+        # Where each step of those chains is: its chain, and its place there.
+        self._places: dict[str, tuple[list[ChainStep], int]] = {}
 
     async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chains.get((request_id, scope_parent))
@@ -252,6 +253,7 @@ class WithTransition:
             # Recorded chained and processing, as `record_steps` records them.
             now = time.time()
             for step, descriptor in zip(recorded, descriptors, strict=True):
+                self._places[step.id] = (chain, len(chain))
                 chain.append(
                     ChainStep.with_encoded_request(
                         descriptor.request_json(),
@@ -268,7 +270,6 @@ class WithTransition:
                         updated_at=None,
                     )
                 )
-                self._level_of[step.id] = (request_id, scope_parent)
                 prev_step = step.id
         return recorded
 
@@ -299,23 +300,21 @@ class WithTransition:
 
     async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         chain: list[ChainStep] = await self.store.list_chain(request_id, scope_parent)
-        self._chains[(request_id, scope_parent)] = list(chain)
-        for step in chain:
-            self._level_of[step.id] = (request_id, scope_parent)
+        kept = self._chains[(request_id, scope_parent)] = list(chain)
+        for index, step in enumerate(kept):
+            self._places[step.id] = (kept, index)
         return chain
 
     def _moved(self, step_id: str, state: StepState, **changes: JSON) -> None:
         """The step as the write being made leaves it, in its level's chain."""
-        chain = self._chains.get(self._level_of.get(step_id) or ("", None))
-        if chain is None:
+        place = self._places.get(step_id)
+        if place is None:
             return
-        for index, step in enumerate(chain):
-            if step.id == step_id:
-                moved = object.__new__(ChainStep)
-                # Its fields as they are (a payload kept encoded stays so).
-                moved.__dict__.update(step.__dict__, state=state, updated_at=time.time(), **changes)
-                chain[index] = moved
-                return
+        chain, index = place
+        moved = object.__new__(ChainStep)
+        # Its fields as they are (a payload kept encoded stays so).
+        moved.__dict__.update(chain[index].__dict__, state=state, updated_at=time.time(), **changes)
+        chain[index] = moved
 
     def assemble_response(self, request_id: str) -> Awaitable[JSON]:
         return self.store.assemble_response(request_id)  # type: ignore[no-any-return]
