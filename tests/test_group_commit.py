@@ -1,10 +1,12 @@
 """The event log's group commit: a served response's outcome is kept in the
 commit that writes its terminal event (no statement of its own, no lease to
 give up after it), its steps' completions in the commit of the events they
-produced, and neither for a run whose lease was taken over."""
+produced, and neither for a run whose lease was taken over; a response's
+opening batch shares the commit of the batch after it."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from stepwell import UpstreamTarget
 from stepwell.errors import LeaseLost
 from stepwell.openresponses import Responses
 from stepwell.server import create_app
+from stepwell.server import log as event_log
 from stepwell.server.log import EventLog, LogHub
 from stepwell.stores import IllegalTransition, MemoryStore, SQLiteStore
 from stepwell.testing import JsonReply, ScriptedUpstream, UpstreamRequest, chat_completion
@@ -22,6 +25,7 @@ from stepwell.types import StepDescriptor, StepState
 
 COMPLETED = 'event: response.completed\ndata: {"sequence_number":1}\n\n'
 CREATED = 'event: response.created\ndata: {"sequence_number":0}\n\n'
+DELTA = 'event: response.output_text.delta\ndata: {"sequence_number":1,"delta":"hi"}\n\n'
 KEPT = {"request": {"model": "m", "input": "hi"}, "created_at": 0}
 
 
@@ -63,6 +67,30 @@ async def test_an_outcome_without_a_terminal_event_is_kept_when_its_run_finishes
     log.keep_outcome("r", "failed", {"status": "failed"}, fence)
     assert await log.finish("r") is True
     assert await store.outcome("r") == ("failed", {"status": "failed"})
+
+
+async def test_an_opening_batch_waits_to_share_the_commit_of_what_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its wait made long, so only the next batch can start the commit.
+    monkeypatch.setattr(event_log, "OPENING_WAIT", 3600.0)
+    store = SQLiteStore(tmp_path / "opening.db")
+    fence = await store.save_request("r", KEPT, lease=("here", 30.0))
+    hub = LogHub()
+    log = EventLog(store, hub)
+    log.append("r", 0, CREATED, fence)
+    for _ in range(3):
+        await asyncio.sleep(0)  # turns of the loop in which a commit would start
+    assert await store.events_after("r", -1) == []
+
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    changed = hub.changed("r")
+    log.append("r", 1, DELTA, fence)
+    await changed.wait()  # set once the commit is kept
+    store._db.set_trace_callback(None)
+    assert statements.count("BEGIN IMMEDIATE") == 1
+    assert await store.events_after("r", -1) == [CREATED, DELTA]
 
 
 async def test_a_run_that_lost_its_lease_keeps_neither_outcome_nor_events(store: Any) -> None:

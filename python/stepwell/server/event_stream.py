@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncGenerator, Mapping
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 
 class EventStream(Response):
@@ -44,10 +44,18 @@ class EventStream(Response):
 
         watcher = asyncio.ensure_future(watch())
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            started = False
             async for piece in self.pieces:
+                if not started:
+                    # The headers go out with the first piece, not before it:
+                    # until then the loop's time is the run's, which has its
+                    # first model call to make.
+                    await send(self._start())
+                    started = True
                 body = piece.encode()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not started:
+                await send(self._start())
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             sent = True
         except asyncio.CancelledError:
@@ -60,3 +68,6 @@ class EventStream(Response):
         finally:
             watcher.cancel()
             await self.pieces.aclose()
+
+    def _start(self) -> Message:
+        return {"type": "http.response.start", "status": 200, "headers": self.raw_headers}

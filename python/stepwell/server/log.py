@@ -4,7 +4,8 @@ of clients: a live stream is the log's tail.
 Every batch of frames a running response produces is queued; once per turn of
 the event loop the queue is written to the store in one transaction (group
 commit: many responses, one commit), and only then are the batches handed to
-the readers. A reader keeps a cursor (the last `sequence_number` it sent) and
+the readers. A response's opening batch waits a little (`OPENING_WAIT`) for
+the commit of what follows it. A reader keeps a cursor (the last `sequence_number` it sent) and
 reads after it, from memory while the response runs here, else from the store:
 a reader that joins late, or after a restart, gets exactly the frames the live
 stream sent, with no gap and no duplicate, and nothing is sent before it is
@@ -27,6 +28,13 @@ from ..stores._events import FRAME_END, count_frames, split_frames
 log = logging.getLogger("stepwell.server")
 
 _RETRY_AFTER = 0.2  # seconds before a failed group commit is tried again
+
+OPENING_WAIT = 0.002
+"""Seconds a response's opening batch (`response.created` and what comes with
+it) waits for the next commit before it starts one of its own. The run's
+first step is decided and recorded meanwhile, and its first deltas usually
+come in time to share the commit: a stream's opening costs no commit of its
+own, and never delays the first model call."""
 
 
 TAIL_CHARS = 64 * 1024
@@ -202,7 +210,10 @@ class EventLog:
         `streamed` deltas is sealed once it ends (one without is as small)."""
         count = count_frames(frames)
         if count:
-            self._soon()
+            if first_sequence == 0 and not is_terminal(frames):
+                self._soon_after(OPENING_WAIT)
+            else:
+                self._soon()
             self._queued.append((request_id, first_sequence, count, frames, streamed))
             if fence is not None:
                 self._fences[request_id] = fence
@@ -253,9 +264,14 @@ class EventLog:
             self._tasks.add(task)
             task.add_done_callback(self._written)
 
-    def _retry_later(self) -> None:
+    def _soon_after(self, seconds: float) -> None:
+        """Starts a commit in `seconds`, unless what is queued by then was
+        written by another."""
         loop = asyncio.get_running_loop()
-        loop.call_later(_RETRY_AFTER, lambda: self._soon() if self._queued or self._due else None)
+        loop.call_later(seconds, lambda: self._soon() if self._queued or self._due else None)
+
+    def _retry_later(self) -> None:
+        self._soon_after(_RETRY_AFTER)
 
     def _written(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
