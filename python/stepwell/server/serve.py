@@ -82,10 +82,12 @@ SERVERS = {
 }
 """How `stepwell serve --server` runs uvicorn: `(event loop, HTTP parser)`.
 The default is asyncio's loop with the httptools parser (the `server` extra
-installs it): in three full runs of `benches/` S11 it served within 10% of
-h11 or more (1.10x and 1.29x its S7 responses/s in the last two, S6 within
-2%), and uvloop never served more; `uvicorn-h11` is what a plain install of
-uvicorn runs, `uvicorn-uvloop` needs uvloop installed."""
+installs it). Over ten runs of `benches/` S11 (nine full runs, one alone) on
+one 2-core machine, uvloop served 0.68x to 1.31x of the default's S7
+responses/s (median 0.93x) and 0.83x to 1.03x of its S6 deltas/s (median
+0.94x): more only now and then, within the machine's noise, so it is not the
+default. `uvicorn-h11` is what a plain install of uvicorn runs,
+`uvicorn-uvloop` needs uvloop installed."""
 
 
 def _coerce(name: str, value: Any) -> Any:
