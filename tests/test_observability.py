@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,3 +158,21 @@ async def test_logs_name_steps_but_never_keys_or_bodies(caplog: pytest.LogCaptur
     assert "upstream_error" in failure.getMessage()
     starts = [r for r in records if "started" in r.getMessage()]
     assert len(starts) == 4 and all(r.levelno == logging.DEBUG for r in starts)
+
+
+def test_runs_open_spans_only_once_a_tracer_provider_is_configured() -> None:
+    # The provider is global and set at most once: a fresh interpreter sees
+    # the API's placeholder first.
+    script = (
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from stepwell._observe import configured_tracer\n"
+        "print(configured_tracer())\n"
+        "trace.set_tracer_provider(TracerProvider())\n"
+        "print(type(configured_tracer()).__module__)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OTEL_PYTHON_TRACER_PROVIDER"}
+    printed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
+    assert printed == ["None", "opentelemetry.sdk.trace"]

@@ -54,6 +54,21 @@ def on_sink_finished(listener: SinkListener) -> Callable[[], None]:
 
 
 _TRACER_NAME = "stepwell"
+_tracer: Any = None
+"""The tracer of the provider the application configured, once it has one
+(a provider is set at most once per process)."""
+
+
+def configured_tracer() -> Any:
+    """The tracer spans go to, or `None` while the application has configured
+    no tracer provider (the API's placeholder, or its no-op one): those spans
+    would be recorded nowhere, and opening them costs every run and step."""
+    global _tracer
+    if _tracer is None and trace is not None:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            _tracer = provider.get_tracer(_TRACER_NAME)
+    return _tracer
 
 
 class RunObserver:
@@ -62,7 +77,7 @@ class RunObserver:
     def __init__(self, request_id: str, stats: RunStats | None = None) -> None:
         self.request_id = request_id
         self.stats = stats if stats is not None else RunStats()
-        self._tracer: Any = trace.get_tracer(_TRACER_NAME) if trace is not None else None
+        self._tracer: Any = configured_tracer()
         self._response_span: Any = None
         self._step_spans: dict[str, Any] = {}
 
