@@ -100,6 +100,13 @@ class Upstream:
         self.process.terminate()
         self.process.wait()
 
+    @classmethod
+    def at(cls, url: str) -> Upstream:
+        """One another process started, at `url` (not stopped here)."""
+        upstream = cls.__new__(cls)
+        upstream.url = url
+        return upstream
+
     def target(self) -> UpstreamTarget:
         return UpstreamTarget(self.url)
 
@@ -531,13 +538,12 @@ def rss_kib(field: str) -> int:
     return int(match.group(1))
 
 
-async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
+async def s5_measure(p: Pipelines, chunks: int) -> dict[str, Any]:
     """A sink that never returns from its first call: the loop must still read
     the whole stream, persist the exact body, and return by itself once the
     drain timeout has run out, with every undelivered event counted."""
     step_done = asyncio.Event()
     never = asyncio.Event()
-    drain = 1.0
 
     class GatedStore(MemoryStore):
         async def complete_step(self, step_id: str, payload: Any) -> None:
@@ -568,7 +574,7 @@ async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
             p.target,
             request_id="s5",
             sink=StalledSink(),
-            config=LoopConfig(bridge_overflow="drop_newest", sink_drain_timeout=drain),
+            config=LoopConfig(bridge_overflow="drop_newest", sink_drain_timeout=S5_DRAIN),
             client=p.client,
             stats=stats,
         )
@@ -576,18 +582,79 @@ async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
     await asyncio.wait_for(step_done.wait(), 600)
     persisted_at = time.perf_counter()
     # No cancel: the loop returns by itself once the drain timeout has run out.
-    await asyncio.wait_for(run, drain + 60)
+    await asyncio.wait_for(run, S5_DRAIN + 60)
     returned_after = time.perf_counter() - persisted_at
     peak = rss_kib("VmHWM")
     [step] = await store.steps("s5")
     content = step.response_payload["choices"][0]["message"]["content"]
-    exact = content == expected
-    growth = (peak - before) / 1024
-    content_mib = len(expected) / 2**20
-    say(
-        f"  S5 peak RSS growth {growth:.1f} MiB, body exact: {exact}, returned "
-        f"{returned_after:.2f} s after the step persisted, {stats.dropped_events:,} events dropped"
+    return {
+        "growth": (peak - before) / 1024,
+        "exact": content == expected,
+        "content_mib": len(expected) / 2**20,
+        "returned_after": returned_after,
+        "dropped": stats.dropped_events,
+    }
+
+
+S5_DRAIN = 1.0
+
+
+def s5_mapped(upstream: Upstream, chunks: int) -> dict[str, Any]:
+    """`s5_measure` in a fresh process whose C allocator maps big blocks on
+    their own, as `stepwell serve` and `stepwell worker` set it; its error, if
+    it fails."""
+    done = subprocess.run(
+        [sys.executable, __file__, "--s5-child", str(chunks), upstream.url],
+        capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+async def s5_child(chunks: int, url: str) -> None:
+    from stepwell.server.allocator import return_large_blocks
+
+    assert return_large_blocks(), "glibc did not take the threshold"
+    pipelines = Pipelines(Upstream.at(url))
+    try:
+        print(json.dumps(await s5_measure(pipelines, chunks)))
+    finally:
+        await pipelines.close()
+
+
+async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
+    rows = []
+    mapped = "big blocks mapped on their own (as `stepwell serve` sets)"
+    for allocator, found in (
+        ("the C allocator as it is", await s5_measure(p, chunks)),
+        (mapped, s5_mapped(p.upstream, chunks)),
+    ):
+        scenario = (
+            f"{chunks:,} chunks, sink never returns, drop_newest, drain timeout {S5_DRAIN:g} s; "
+            f"{allocator}"
+        )
+        if "error" in found:
+            say(f"  S5 ({allocator}) failed: {found['error']}")
+            rows.append([scenario, "", "", "", "", f"error: {found['error']}"])
+            continue
+        growth, exact = found["growth"], found["exact"]
+        say(
+            f"  S5 ({allocator}) peak RSS growth {growth:.1f} MiB, body exact: {exact}, returned "
+            f"{found['returned_after']:.2f} s after the step persisted, "
+            f"{found['dropped']:,} events dropped"
+        )
+        rows.append(
+            [
+                scenario,
+                f"{growth:.1f} MiB",
+                f"{'exact' if exact else 'WRONG'} ({found['content_mib']:.1f} MiB of text)",
+                f"{found['returned_after']:.2f} s (by itself)",
+                f"{found['dropped']:,}",
+                f"≤ 16 MiB: {verdict(growth <= 16 and exact)}",
+            ]
+        )
     return table(
         [
             "scenario",
@@ -597,16 +664,7 @@ async def s5_stalled_sink(p: Pipelines, chunks: int) -> str:
             "events counted as dropped",
             "target",
         ],
-        [
-            [
-                f"{chunks:,} chunks, sink never returns, drop_newest, drain timeout {drain:g} s",
-                f"{growth:.1f} MiB",
-                f"{'exact' if exact else 'WRONG'} ({content_mib:.1f} MiB of text)",
-                f"{returned_after:.2f} s (by itself)",
-                f"{stats.dropped_events:,}",
-                f"≤ 16 MiB: {verdict(growth <= 16 and exact)}",
-            ]
-        ],
+        rows,
     )
 
 
@@ -1045,7 +1103,11 @@ async def main() -> None:
         choices=["S6", "S7", "S8", "S9", "S10", "S11"],
         help="run this server scenario alone and print its table (writes nothing)",
     )
+    parser.add_argument("--s5-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.s5_child:
+        await s5_child(int(args.s5_child[0]), args.s5_child[1])
+        return
     quick = args.quick
     if args.only:
         with Upstream() as upstream:

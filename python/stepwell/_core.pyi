@@ -26,6 +26,7 @@ __all__ = [
     "count_frames",
     "function_call_item",
     "function_output_item",
+    "hand_long_texts_over_in_pieces",
     "id_prefix",
     "loop_config_defaults",
     "mcp_approval_request_item",
@@ -141,6 +142,7 @@ def run_response_loop(
 ) -> Awaitable[Any]: ...
 def loop_config_defaults() -> dict[str, Any]: ...
 def check_loop_config(config: Any) -> None: ...
+def hand_long_texts_over_in_pieces(on: bool) -> None: ...
 
 # Open Responses in one place: ids, items and terminal events, built by the
 # same Rust functions the stream encoder uses.

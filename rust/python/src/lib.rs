@@ -19,6 +19,7 @@ mod items;
 mod json_value;
 mod local;
 mod observer;
+mod owned;
 mod responses_sink;
 mod run;
 mod sealed_log;
@@ -37,6 +38,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(http_tool::post_json, m)?)?;
     m.add_function(wrap_pyfunction!(config::loop_config_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_loop_config, m)?)?;
+    m.add_function(wrap_pyfunction!(owned::hand_long_texts_over_in_pieces, m)?)?;
     items::register(m)?;
     sealed_log::register(m)?;
     // A test hook, not part of the module's API: only a process that asks

@@ -20,6 +20,7 @@ use crate::errors::PyErrors;
 use crate::executor::PyToolExecutor;
 use crate::local::{awaitable, panic_message};
 use crate::observer::PyObserver;
+use crate::owned;
 use crate::responses_sink::PyResponsesStream;
 use crate::sink::PySink;
 use crate::store::PyStore;
@@ -138,7 +139,7 @@ fn spawn_guarded<'py>(
     awaitable(event_loop, handle.waker(), Box::pin(work), |py, outcome| {
         let errors = PyErrors::get(py)?;
         match outcome {
-            Ok(Ok(payload)) => convert::to_py(py, &payload),
+            Ok(Ok(payload)) => owned::into_py(py, payload),
             Ok(Err(error)) => Err(errors.loop_error(py, &error)),
             Err(panic) => {
                 Err(errors.internal(py, format!("stepwell panicked: {}", panic_message(&*panic))))

@@ -11,6 +11,7 @@ use stepwell_core::{
 
 use crate::callee::Callee;
 use crate::convert;
+use crate::owned;
 
 /// Adapts a Python store. Any exception it raises, or a malformed answer,
 /// becomes a [`StoreError`] that keeps the Python exception as its cause.
@@ -179,7 +180,8 @@ impl MultiStepStore for PyStore {
         let step_id = step_id.to_owned();
         Box::pin(self.call(
             "complete_step",
-            move |py| (step_id, convert::to_py(py, &payload)?).into_pyobject(py),
+            // By value: a completion's content is handed over, not copied whole.
+            move |py| (step_id, owned::into_py(py, payload)?).into_pyobject(py),
             ignore,
         ))
     }
