@@ -102,7 +102,7 @@ class Upstream:
 
     @classmethod
     def at(cls, url: str) -> Upstream:
-        """One another process started, at `url` (not stopped here)."""
+        """The upstream another process started at `url` (not stopped here)."""
         upstream = cls.__new__(cls)
         upstream.url = url
         return upstream
@@ -538,6 +538,10 @@ def rss_kib(field: str) -> int:
     return int(match.group(1))
 
 
+S5_DRAIN = 1.0
+"""Seconds the stalled sink's undelivered events are given once the run ended."""
+
+
 async def s5_measure(p: Pipelines, chunks: int) -> dict[str, Any]:
     """A sink that never returns from its first call: the loop must still read
     the whole stream, persist the exact body, and return by itself once the
@@ -594,9 +598,6 @@ async def s5_measure(p: Pipelines, chunks: int) -> dict[str, Any]:
         "returned_after": returned_after,
         "dropped": stats.dropped_events,
     }
-
-
-S5_DRAIN = 1.0
 
 
 def s5_mapped(upstream: Upstream, chunks: int) -> dict[str, Any]:
