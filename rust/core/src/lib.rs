@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod items;
+pub mod json_text;
 pub mod model_call;
 pub mod observe;
 pub mod payload;

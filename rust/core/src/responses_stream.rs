@@ -22,6 +22,7 @@ use crate::items::{
     self, McpOutcome, function_call_id, function_output_id, mcp_approval_request_id, mcp_call_id,
     message_id, reasoning_id,
 };
+use crate::json_text;
 
 /// The name of the tool step that compacts a response's context: its output
 /// is a `compaction` item, not a function call's output. The dot keeps it
@@ -76,6 +77,30 @@ enum Open {
         arguments: String,
         route: Option<McpRoute>,
     },
+}
+
+/// What a delta frame holds besides its type and sequence number.
+#[derive(Debug, Clone, Copy)]
+struct DeltaFields<'a> {
+    item_id: &'a str,
+    output_index: usize,
+    content_index: Option<usize>,
+    delta: &'a str,
+    /// Whether it carries an (empty) `logprobs` list.
+    logprobs: bool,
+}
+
+impl<'a> DeltaFields<'a> {
+    /// The delta of an item's first content part.
+    fn content(item_id: &'a str, output_index: usize, delta: &'a str) -> Self {
+        DeltaFields {
+            item_id,
+            output_index,
+            content_index: Some(0),
+            delta,
+            logprobs: false,
+        }
+    }
 }
 
 /// Encodes one response's events as the Open Responses SSE stream.
@@ -179,22 +204,18 @@ impl ResponsesEncoder {
             (LoopEventKind::ReasoningDelta, data) => {
                 let Some(delta) = data.delta() else { return };
                 let (id, index) = self.reasoning(event.sequence, out);
-                self.frame(
-                    "response.reasoning.delta",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "delta": delta}),
-                    out,
-                );
+                let fields = DeltaFields::content(&id, index, delta);
+                self.delta_frame("response.reasoning.delta", fields, out);
             }
             (LoopEventKind::OutputTextDelta, data) => {
                 let Some(delta) = data.delta() else { return };
                 self.close_reasoning(event.sequence, out);
                 let (id, index) = self.message(event.sequence, delta, out);
-                self.frame(
-                    "response.output_text.delta",
-                    json!({"item_id": id, "output_index": index, "content_index": 0,
-                           "delta": delta, "logprobs": []}),
-                    out,
-                );
+                let fields = DeltaFields {
+                    logprobs: true,
+                    ..DeltaFields::content(&id, index, delta)
+                };
+                self.delta_frame("response.output_text.delta", fields, out);
             }
             (LoopEventKind::FunctionCallArgumentsDelta, data) => {
                 let (call_id, name, delta) = match data {
@@ -218,11 +239,11 @@ impl ResponsesEncoder {
                     // An approval request has no arguments stream of its own.
                     Some(true) => return,
                 };
-                self.frame(
-                    kind,
-                    json!({"item_id": id, "output_index": index, "delta": delta}),
-                    out,
-                );
+                let fields = DeltaFields {
+                    content_index: None,
+                    ..DeltaFields::content(&id, index, delta)
+                };
+                self.delta_frame(kind, fields, out);
             }
             (LoopEventKind::OutputItemDone, EventData::Json(result)) => {
                 // A tool result: the round that called the tool is over.
@@ -387,6 +408,38 @@ impl ResponsesEncoder {
         out.push_str("\ndata: ");
         out.push_str(&body.to_string());
         out.push_str("\n\n");
+    }
+
+    /// A delta frame, written as `frame` would write it (its keys in the
+    /// same order) without building its body: a stream is mostly these.
+    fn delta_frame(&mut self, kind: &str, fields: DeltaFields<'_>, out: &mut String) {
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push_str("\ndata: {");
+        if let Some(content_index) = fields.content_index {
+            json_text::push_key(out, "content_index");
+            json_text::push_number(out, content_index as u64);
+            out.push(',');
+        }
+        json_text::push_key(out, "delta");
+        json_text::push_string(out, fields.delta);
+        out.push(',');
+        json_text::push_key(out, "item_id");
+        json_text::push_string(out, fields.item_id);
+        if fields.logprobs {
+            out.push_str(",\"logprobs\":[]");
+        }
+        out.push(',');
+        json_text::push_key(out, "output_index");
+        json_text::push_number(out, fields.output_index as u64);
+        out.push(',');
+        json_text::push_key(out, "sequence_number");
+        json_text::push_number(out, self.sequence_number);
+        out.push(',');
+        json_text::push_key(out, "type");
+        json_text::push_string(out, kind);
+        out.push_str("}\n\n");
+        self.sequence_number += 1;
     }
 
     fn add_item(&mut self, item: Value, out: &mut String) -> usize {
@@ -670,6 +723,48 @@ mod tests {
                 value
             })
             .collect()
+    }
+
+    #[test]
+    fn delta_frames_are_written_as_their_bodies_print() {
+        let texts = [
+            "",
+            "Hello",
+            "é \"q\" \\ \n\t\u{1}\u{1f}\u{7f} 🦊",
+            "\u{2028}",
+        ];
+        for (kind, content_index, logprobs) in [
+            ("response.output_text.delta", Some(3), true),
+            ("response.reasoning.delta", Some(0), false),
+            ("response.function_call_arguments.delta", None, false),
+        ] {
+            for delta in texts {
+                let mut fast = ResponsesEncoder::new("r");
+                let mut printed = ResponsesEncoder::new("r");
+                fast.sequence_number = 41;
+                printed.sequence_number = 41;
+                let fields = DeltaFields {
+                    item_id: "msg_\"x\"",
+                    output_index: 7,
+                    content_index,
+                    delta,
+                    logprobs,
+                };
+                let mut body =
+                    json!({"item_id": fields.item_id, "output_index": 7, "delta": delta});
+                if let Some(index) = content_index {
+                    body["content_index"] = json!(index);
+                }
+                if logprobs {
+                    body["logprobs"] = json!([]);
+                }
+                let (mut one, mut other) = (String::new(), String::new());
+                fast.delta_frame(kind, fields, &mut one);
+                printed.frame(kind, body, &mut other);
+                assert_eq!(one, other);
+                assert_eq!(fast.sequence_number, printed.sequence_number);
+            }
+        }
     }
 
     fn delta(sequence: i64, kind: LoopEventKind, data: EventData) -> LoopEvent {
