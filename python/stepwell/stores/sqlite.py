@@ -7,7 +7,9 @@ process can resume the response with ``run_response_loop``. A unique index on
 find the step it already recorded instead of recording it twice, and each
 step's sequence is allocated inside its own insert.
 
-Calls are short local transactions and run on the caller's thread; a database
+Calls are short local transactions and run on the caller's thread; a thread
+of the store's own copies the write-ahead log back into the file, so that
+pause seldom falls on a caller (see ``_checkpoint``). A database
 locked by another writer for longer than ``busy_timeout`` seconds raises
 ``StoreLocked``, a file that is not a SQLite database raises ``StoreCorrupt``.
 """
@@ -19,6 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +38,7 @@ from ..types import (
     StepKind,
     StepState,
 )
+from ._checkpoint import WRITER_PAGES, Checkpointer
 from ._events import (
     Sealing,
     count_frames,
@@ -161,17 +165,22 @@ class SQLiteStore:
         self.path = str(path)
         self.decide = decide
         self._lock = threading.Lock()
+        self._checkpointer: Checkpointer | None = None
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             with self._errors():
-                self._db.execute("PRAGMA journal_mode=WAL")
+                (mode,) = self._db.execute("PRAGMA journal_mode=WAL").fetchone()
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.executescript(_SCHEMA)
                 self._migrate()
         except sqlite3.DatabaseError as error:
             raise _translate(error, self.path) from error
+        if str(mode).lower() == "wal":
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WRITER_PAGES}")
+            self._checkpointer = Checkpointer(self.path)
+            weakref.finalize(self, self._checkpointer.close)
 
     def _migrate(self) -> None:
         """Brings a file made by an earlier version up to the current schema."""
@@ -209,6 +218,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close the database connection."""
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         self._db.close()
 
     # ------------------------------------------------------------ the protocol
@@ -734,12 +745,16 @@ class SQLiteStore:
         """One statement, committed on its own (a lone statement is atomic);
         returns how many rows it changed."""
         with self._errors(), self._lock:
-            return int(self._db.execute(sql, args).rowcount)
+            changed = int(self._db.execute(sql, args).rowcount)
+        self._wrote()
+        return changed
 
     def _write_returning(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         """One statement with ``RETURNING``, committed on its own; its rows."""
         with self._errors(), self._lock:
-            return self._db.execute(sql, args).fetchall()
+            rows = self._db.execute(sql, args).fetchall()
+        self._wrote()
+        return rows
 
     def _query_one(self, sql: str, args: tuple[Any, ...]) -> Any:
         with self._errors(), self._lock:
@@ -757,6 +772,11 @@ class SQLiteStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        self._wrote()
+
+    def _wrote(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.wrote()
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
