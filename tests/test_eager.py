@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+from pathlib import Path
+from typing import Any
 
 import pytest
 from stepwell._eager import EAGER, runs_without_task, start
+from stepwell.openresponses import ResponsesTransition
+from stepwell.stores import MemoryStore, SQLiteStore
+from stepwell.stores._transition import WithTransition
+from stepwell.types import AppendSteps, ChainStep, StepDescriptor
 
 who = contextvars.ContextVar("who", default="nobody")
 
@@ -172,3 +178,52 @@ async def test_a_marked_coroutine_fails_and_is_cancelled_as_a_task_would() -> No
     with pytest.raises(asyncio.CancelledError):
         await task
     assert cancelled.is_set()
+
+
+async def test_the_responses_transition_over_a_store_shipped_here_starts_at_once(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        body = {"model": "m", "input": "Hello."}
+        await store.save_request("r", {"request": body, "created_at": 1, "tenant": ""})
+        over = WithTransition(store, ResponsesTransition(store))
+        # Reading the chain and deciding its first step finish in their first
+        # step, on every Python: no turn of the event loop before the answer.
+        finished, chain = start(contextvars.copy_context(), over.list_chain("r", None))
+        assert (finished, chain) == (True, [])
+        finished, action = start(contextvars.copy_context(), over.next_action_for("r", None))
+        assert finished is True
+        assert isinstance(action, AppendSteps) and len(action.steps) == 1
+    finally:
+        store.close()
+
+
+class _Unmarked(MemoryStore):
+    """A store whose reads may need a task (they are not marked)."""
+
+    async def load_request(self, request_id: str, *, tenant: str | None = None) -> Any:
+        return await super().load_request(request_id, tenant=tenant)
+
+
+async def test_a_transition_that_may_need_a_task_gets_one() -> None:
+    body = {"model": "m", "input": "Hello."}
+
+    def decide(chain: list[ChainStep], request_id: str, scope_parent: str | None) -> AppendSteps:
+        return AppendSteps([StepDescriptor.tool_call("t")])
+
+    marked, unmarked = MemoryStore(), _Unmarked()
+    for store in (marked, unmarked):
+        await store.save_request("r", {"request": body, "created_at": 1, "tenant": ""})
+    for over in (
+        WithTransition(marked, decide),  # says nothing of what it needs
+        WithTransition(unmarked, ResponsesTransition(unmarked)),  # its store's reads are not marked
+    ):
+        finished, outcome = start(contextvars.copy_context(), over.next_action_for("r", None))
+        if not EAGER:
+            assert finished is False  # a task: the first step may need one
+        action = outcome if finished else await outcome
+        assert isinstance(action, AppendSteps)
+    # One reaching an MCP server runs code of the SDK's, which needs a task.
+    assert ResponsesTransition(marked).needs_no_task is True
+    assert ResponsesTransition(marked, mcp=object()).needs_no_task is False  # type: ignore[arg-type]

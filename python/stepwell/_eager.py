@@ -11,8 +11,9 @@ Pythons have no eager tasks, and running the first step outside any task would
 break code that needs one (`asyncio.timeout`, task groups, anyio), so there a
 coroutine becomes an ordinary Task, unless its function is marked
 `runs_without_task`: one that needs no task and runs no code but its own (the
-step writes of the stores shipped here). Its first step then runs at once,
-and if it suspends, a task carries it on from there.
+calls of the stores shipped here, and the Open Responses transition over
+them when it reaches no MCP server). Its first step then runs at once, and
+if it suspends, a task carries it on from there.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def runs_without_task(function: F) -> F:
     return function
 
 
-def without_task(function: Callable[..., Any]) -> bool:
+def without_task(function: Callable[..., Any] | None) -> bool:
     """Whether `function` (or the method) is marked `runs_without_task`."""
     return getattr(function, "__code__", None) in _WITHOUT_TASK
 

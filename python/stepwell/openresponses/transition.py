@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import _core
+from .._eager import without_task
 from ..protocols import ResponseStore
 from ..types import (
     AppendSteps,
@@ -115,6 +116,18 @@ def _arguments(raw: str) -> Any:
     return parsed if isinstance(parsed, dict) else {"_invalid_arguments": raw}
 
 
+_STORE_CALLS = (
+    "load_request",
+    "outcome",
+    "step",
+    "steps",
+    "load_conversation",
+    "conversation_items",
+    "add_conversation_items",
+)
+"""The store's methods a transition calls."""
+
+
 class ResponsesTransition:
     """The transition function of Open Responses, for any store that keeps requests.
 
@@ -160,6 +173,15 @@ class ResponsesTransition:
                 agent.name,
                 ToolSchema(agent.name, ToolKind.AGENT, agent.description, agent.parameters),
             )
+
+    @property
+    def needs_no_task(self) -> bool:
+        """Whether a call's first step needs no asyncio task (see
+        `runs_without_task`): it reaches no MCP server and runs no code but
+        its own and the store's, whose methods it calls are each marked."""
+        return self.mcp is None and all(
+            without_task(getattr(self.store, name, None)) for name in _STORE_CALLS
+        )
 
     async def __call__(
         self, chain: list[ChainStep], request_id: str, scope_parent: str | None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,6 +200,14 @@ class WithTransition:
         if callable(recording):
             eager = without_task(recording)
             self.record_steps = self._record_steps_at_once if eager else self._record_steps
+        # The chain's read, and the transition over it, started at once rather
+        # than as a task where what they run says it needs none.
+        self._reads_at_once = without_task(getattr(store, "list_chain", None))
+        self._decides_at_once = (
+            self._reads_at_once
+            and getattr(decide, "needs_no_task", False) is True
+            and (self.keep_outcome is not None or without_task(getattr(store, "set_outcome", None)))
+        )
         # Each level's chain as this run read it (as a level starts) and then
         # wrote it: the transition is handed that, not a new read of the store
         # after every step. Nobody else writes a response's steps while this
@@ -210,7 +218,19 @@ class WithTransition:
         # Where each step of those chains is: its chain, and its place there.
         self._places: dict[str, tuple[list[ChainStep], int]] = {}
 
-    async def next_action_for(self, request_id: str, scope_parent: str | None) -> NextAction:
+    def next_action_for(
+        self, request_id: str, scope_parent: str | None
+    ) -> Coroutine[Any, Any, NextAction]:
+        if self._decides_at_once:
+            return self._next_action_at_once(request_id, scope_parent)
+        return self._next_action(request_id, scope_parent)
+
+    @runs_without_task
+    async def _next_action_at_once(self, request_id: str, scope_parent: str | None) -> NextAction:
+        """`_next_action` for a transition and a store that need no task."""
+        return await self._next_action(request_id, scope_parent)
+
+    async def _next_action(self, request_id: str, scope_parent: str | None) -> NextAction:
         chain = self._chains.get((request_id, scope_parent))
         if chain is None:
             chain = await self.list_chain(request_id, scope_parent)
@@ -298,7 +318,21 @@ class WithTransition:
         self._moved(step_id, StepState.FAILED, error=error)
         return self.store.fail_step(step_id, error, **self._fenced)  # type: ignore[no-any-return]
 
-    async def list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
+    def list_chain(
+        self, request_id: str, scope_parent: str | None
+    ) -> Coroutine[Any, Any, list[ChainStep]]:
+        if self._reads_at_once:
+            return self._list_chain_at_once(request_id, scope_parent)
+        return self._list_chain(request_id, scope_parent)
+
+    @runs_without_task
+    async def _list_chain_at_once(
+        self, request_id: str, scope_parent: str | None
+    ) -> list[ChainStep]:
+        """`_list_chain` for a store whose own needs no task."""
+        return await self._list_chain(request_id, scope_parent)
+
+    async def _list_chain(self, request_id: str, scope_parent: str | None) -> list[ChainStep]:
         chain: list[ChainStep] = await self.store.list_chain(request_id, scope_parent)
         kept = self._chains[(request_id, scope_parent)] = list(chain)
         for index, step in enumerate(kept):

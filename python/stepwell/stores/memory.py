@@ -95,6 +95,7 @@ class MemoryStore:
             self._leases[request_id] = _Lease(owner, 1, time.time() + ttl)
             return 1
 
+    @runs_without_task
     async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON:
         """The request a response was created from, if saved (and, when
         ``tenant`` is given, owned by that tenant: another's is not found)."""
@@ -103,6 +104,7 @@ class MemoryStore:
                 return None
             return self._requests.get(request_id)
 
+    @runs_without_task
     async def set_outcome(
         self, request_id: str, status: str, output: JSON, *, fence: int | None = None
     ) -> None:
@@ -132,6 +134,7 @@ class MemoryStore:
             self._conversations.setdefault(conversation_id, (tenant, kept))
             self._conversation_items.setdefault(conversation_id, {})
 
+    @runs_without_task
     async def load_conversation(
         self, conversation_id: str, *, tenant: str | None = None
     ) -> JSON | None:
@@ -157,6 +160,7 @@ class MemoryStore:
             self._conversation_items.pop(conversation_id, None)
             return self._conversations.pop(conversation_id, None) is not None
 
+    @runs_without_task
     async def add_conversation_items(self, conversation_id: str, items: list[JSON]) -> None:
         """Append items after those held; an id already held is skipped."""
         with self._lock:
@@ -166,6 +170,7 @@ class MemoryStore:
             for item in items:
                 held.setdefault(item["id"], item)
 
+    @runs_without_task
     async def conversation_items(self, conversation_id: str) -> list[JSON]:
         """A conversation's items, in the order they were added."""
         with self._lock:
@@ -239,6 +244,7 @@ class MemoryStore:
         if lease is None or lease.token != fence:
             raise LeaseLost(f"response {request_id} is held under another lease")
 
+    @runs_without_task
     async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
         with self._lock:
@@ -482,11 +488,13 @@ class MemoryStore:
             request_id, await self.outcome(request_id), await self.steps(request_id)
         )
 
+    @runs_without_task
     async def steps(self, request_id: str) -> list[ChainStep]:
         """Every step of a request, in all scopes, ordered by sequence."""
         with self._lock:
             return self._all_steps(request_id)
 
+    @runs_without_task
     async def step(self, step_id: str) -> ChainStep:
         """One step by id."""
         with self._lock:

@@ -368,6 +368,7 @@ class SQLiteStore:
             (conversation_id, tenant, json.dumps(metadata), int(time.time())),
         )
 
+    @runs_without_task
     async def load_conversation(
         self, conversation_id: str, *, tenant: str | None = None
     ) -> JSON | None:
@@ -400,6 +401,7 @@ class SQLiteStore:
             )
             return deleted.rowcount > 0
 
+    @runs_without_task
     async def add_conversation_items(self, conversation_id: str, items: list[JSON]) -> None:
         """Append items after those held, in one transaction; an id already
         held is skipped."""
@@ -417,6 +419,7 @@ class SQLiteStore:
                 [(conversation_id, item["id"], json.dumps(item)) for item in items],
             )
 
+    @runs_without_task
     async def conversation_items(self, conversation_id: str) -> list[JSON]:
         """A conversation's items, in the order they were added."""
         with self._errors(), self._lock:
@@ -588,6 +591,7 @@ class SQLiteStore:
             db.executemany("DELETE FROM events WHERE request_id = ?", [(i,) for i in ids])
         return len(ids)
 
+    @runs_without_task
     async def load_request(self, request_id: str, *, tenant: str | None = None) -> JSON | None:
         """The request a response was created from, if saved (and, when
         ``tenant`` is given, owned by that tenant: the query itself checks it,
@@ -603,6 +607,7 @@ class SQLiteStore:
             )
         return json.loads(row[0]) if row else None
 
+    @runs_without_task
     async def set_outcome(
         self, request_id: str, status: str, output: JSON, *, fence: int | None = None
     ) -> None:
@@ -681,6 +686,7 @@ class SQLiteStore:
             > 0
         )
 
+    @runs_without_task
     async def outcome(self, request_id: str) -> tuple[str, JSON] | None:
         """``(status, output)`` of a finished response, else ``None``."""
         row = self._query_one(
@@ -689,6 +695,7 @@ class SQLiteStore:
         )
         return (row[0], json.loads(row[1])) if row else None
 
+    @runs_without_task
     async def step(self, step_id: str) -> ChainStep:
         """One step by id."""
         rows = self._steps("s.id = ?", (step_id,))
@@ -696,6 +703,7 @@ class SQLiteStore:
             raise KeyError(f"no step {step_id!r}")
         return rows[0]
 
+    @runs_without_task
     async def steps(self, request_id: str) -> list[ChainStep]:
         """Every step of a request, in all scopes, ordered by sequence."""
         return self._steps("s.request_id = ?", (request_id,))
