@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 from stepwell._eager import EAGER, runs_without_task, start
+from stepwell.errors import ToolNotFound
 from stepwell.openresponses import ResponsesTransition
 from stepwell.stores import MemoryStore, SQLiteStore
 from stepwell.stores._transition import WithTransition
-from stepwell.types import AppendSteps, ChainStep, StepDescriptor
+from stepwell.tools import FunctionTools, HttpTool, HttpTools
+from stepwell.types import AppendSteps, ChainStep, RequestContext, StepDescriptor
 
 who = contextvars.ContextVar("who", default="nobody")
 
@@ -227,3 +229,20 @@ async def test_a_transition_that_may_need_a_task_gets_one() -> None:
     # One reaching an MCP server runs code of the SDK's, which needs a task.
     assert ResponsesTransition(marked).needs_no_task is True
     assert ResponsesTransition(marked, mcp=object()).needs_no_task is False  # type: ignore[arg-type]
+
+
+async def test_the_tool_listings_shipped_here_answer_at_once() -> None:
+    def add(a: int, b: int) -> int:
+        """Adds."""
+        return a + b
+
+    endpoint = HttpTool(name="lookup", url="http://127.0.0.1:9/lookup", description="Looks up.")
+    ctx = RequestContext(model="m")
+    for executor in (FunctionTools(add), HttpTools([endpoint])):
+        finished, schemas = start(contextvars.copy_context(), executor.tools(ctx))
+        assert finished is True
+        assert [s.name for s in schemas] in (["add"], ["lookup"])
+    # An HTTP call's first step needs no task either: a tool it does not
+    # have is refused from there, as a task would have raised it.
+    with pytest.raises(ToolNotFound):
+        start(contextvars.copy_context(), HttpTools([endpoint]).execute("nope", "c", {}, ctx))

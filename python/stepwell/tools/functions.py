@@ -11,6 +11,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, Union
 
+from .._eager import runs_without_task
 from ..errors import InvalidToolArguments, ToolError, ToolExecutionError, ToolNotFound
 from ..types import RequestContext, ToolKind, ToolSchema
 
@@ -115,6 +116,7 @@ class FunctionTools:
         """The schemas of every registered function."""
         return [f.schema for f in self._functions.values()]
 
+    @runs_without_task
     async def tools(self, ctx: RequestContext) -> list[ToolSchema]:
         return self.schemas()
 

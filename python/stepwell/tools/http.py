@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _core
+from .._eager import runs_without_task
 from ..errors import ToolExecutionError, ToolNotFound, ToolTimeout
 from ..types import RequestContext, ToolKind, ToolSchema
 
@@ -61,12 +62,14 @@ class HttpTools:
             tools.append(HttpTool(**entry))
         return cls(tools, client=client)
 
+    @runs_without_task
     async def tools(self, ctx: RequestContext) -> list[ToolSchema]:
         return [
             ToolSchema(t.name, ToolKind.HTTP, t.description, t.parameters)
             for t in self._tools.values()
         ]
 
+    @runs_without_task
     async def execute(
         self, tool_name: str, tool_call_id: str, arguments: Any, ctx: RequestContext
     ) -> Any:
