@@ -16,6 +16,10 @@
 //! leaves the Python coroutines that work awaited running. [`PyCall`] cancels
 //! them: dropping it before it resolves posts a job that cancels its task.
 //!
+//! A call whose answer comes later (a task, a future) is finished by a
+//! done-callback on the loop thread, which then runs at once the jobs that
+//! answer posted (the poll of the Rust future it woke), not a turn later.
+//!
 //! A coroutine becomes a task through `stepwell._eager`: on Python 3.12 and later
 //! an eager one, so a store or tool call that finishes without suspending
 //! answers in the same job, with no turn of the event loop.
@@ -90,6 +94,24 @@ impl LoopWaker {
         }
     }
 
+    /// Runs `work` on the loop thread, then at once the jobs it posted (the
+    /// poll of a future it woke, say), rather than a turn of the loop later
+    /// through the socket: a Python call's answer goes back into the core in
+    /// the callback that delivers it.
+    fn run_here(&self, py: Python<'_>, work: impl FnOnce()) {
+        let inside = match self.queue.lock() {
+            Ok(mut queue) => std::mem::replace(&mut queue.draining, true),
+            Err(_) => return work(),
+        };
+        work();
+        if inside {
+            return; // the drain under way takes what `work` posted
+        }
+        // Not draining before: the queue was empty (a post wakes otherwise),
+        // so the jobs now queued are those `work` posted.
+        self.run_queue(py);
+    }
+
     /// Runs queued jobs until none is left, including jobs those jobs post,
     /// for at most [`DRAIN_BUDGET`]: then the rest waits for the next turn of
     /// the loop. Called on the loop thread by [`Drain`].
@@ -103,6 +125,10 @@ impl LoopWaker {
                 Err(_) => break,
             }
         }
+        self.run_queue(py);
+    }
+
+    fn run_queue(&self, py: Python<'_>) {
         let started = Instant::now();
         loop {
             // Taking the jobs and clearing `draining` happen under the lock a
@@ -254,8 +280,11 @@ impl LoopHandle {
         let job_state = state.clone();
         let context = self.context.clone();
         let finish: Finish<T> = Box::new(finish);
+        let waker = self.waker.clone();
         self.waker.post(Box::new(move |py| {
-            start_call(py, &obj, method, args, &context, &job_state, tx, finish);
+            start_call(
+                py, &obj, method, args, &context, &job_state, tx, finish, waker,
+            );
         }));
         PyCall {
             rx,
@@ -286,6 +315,7 @@ fn start_call<T: Send + 'static>(
     state: &Mutex<CallState>,
     tx: oneshot::Sender<T>,
     finish: Finish<T>,
+    waker: Arc<LoopWaker>,
 ) {
     if state.lock().map_or(true, |s| s.abandoned) {
         return;
@@ -320,6 +350,7 @@ fn start_call<T: Send + 'static>(
     });
     let on_done = FinishCall {
         complete: Mutex::new(Some(complete)),
+        waker,
     };
     if task.call_method1("add_done_callback", (on_done,)).is_err() {
         let _ = task.call_method0("cancel");
@@ -387,6 +418,7 @@ type Complete = Box<dyn for<'py> FnOnce(PyResult<Bound<'py, PyAny>>) + Send>;
 #[pyclass(frozen)]
 struct FinishCall {
     complete: Mutex<Option<Complete>>,
+    waker: Arc<LoopWaker>,
 }
 
 #[pymethods]
@@ -402,7 +434,7 @@ impl FinishCall {
         } else {
             task.call_method0("result")
         };
-        complete(outcome);
+        self.waker.run_here(task.py(), || complete(outcome));
         Ok(())
     }
 }
