@@ -223,7 +223,8 @@ class Runs:
                         # failed it) gives the response up, to be taken over;
                         # a kept outcome ended the lease with it.
                         self._unreleased.append((request_id, fence))
-                    await asyncio.shield(self._release_ended())
+                    if self._unreleased:
+                        await asyncio.shield(self._release_ended())
                     if forget:
                         await asyncio.shield(self._forget_ended(request_id))
             if kept:
