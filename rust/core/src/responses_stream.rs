@@ -175,13 +175,9 @@ impl ResponsesEncoder {
             object.insert("output".into(), json!([]));
             object.insert("status".into(), json!("in_progress"));
         }
-        self.snapshot = response.clone();
-        self.frame("response.created", json!({ "response": response }), out);
-        self.frame(
-            "response.in_progress",
-            json!({ "response": self.snapshot.clone() }),
-            out,
-        );
+        self.response_frame("response.created", &response, out);
+        self.response_frame("response.in_progress", &response, out);
+        self.snapshot = response;
     }
 
     /// Continues a stream that another encoder began (before a crash or a
@@ -367,21 +363,12 @@ impl ResponsesEncoder {
 
     fn terminal(&mut self, kind: LoopEventKind, payload: &Value, out: &mut String) {
         let is_response = payload.get("object").and_then(Value::as_str) == Some("response");
+        let failed;
         let response = if is_response {
-            payload.clone()
+            payload
         } else {
-            // A loop error (e.g. the iteration cap): the announced response, failed.
-            let mut failed = self.snapshot.clone();
-            if let Some(object) = failed.as_object_mut() {
-                let code = payload.get("type").cloned().unwrap_or(json!("loop_error"));
-                let message = payload
-                    .get("message")
-                    .cloned()
-                    .unwrap_or_else(|| json!(code.as_str().unwrap_or("the response failed")));
-                object.insert("status".into(), json!("failed"));
-                object.insert("error".into(), json!({"code": code, "message": message}));
-            }
-            failed
+            failed = self.failed(payload);
+            &failed
         };
         let status = match kind {
             LoopEventKind::Completed => response.get("status").and_then(Value::as_str),
@@ -393,7 +380,41 @@ impl ResponsesEncoder {
             None if kind == LoopEventKind::Completed => "response.completed",
             None => "response.failed",
         };
-        self.frame(name, json!({ "response": response }), out);
+        self.response_frame(name, response, out);
+    }
+
+    /// A loop error (e.g. the iteration cap) as the announced response, failed.
+    fn failed(&self, error: &Value) -> Value {
+        let mut failed = self.snapshot.clone();
+        if let Some(object) = failed.as_object_mut() {
+            let code = error.get("type").cloned().unwrap_or(json!("loop_error"));
+            let message = error
+                .get("message")
+                .cloned()
+                .unwrap_or_else(|| json!(code.as_str().unwrap_or("the response failed")));
+            object.insert("status".into(), json!("failed"));
+            object.insert("error".into(), json!({"code": code, "message": message}));
+        }
+        failed
+    }
+
+    /// A frame whose body is `{"response": response}`, written as `frame`
+    /// would write it without copying the response into a body of its own.
+    fn response_frame(&mut self, kind: &str, response: &Value, out: &mut String) {
+        out.push_str("event: ");
+        out.push_str(kind);
+        out.push_str("\ndata: {");
+        json_text::push_key(out, "response");
+        // Printing a `Value` cannot fail.
+        out.push_str(&serde_json::to_string(response).unwrap_or_default());
+        out.push(',');
+        json_text::push_key(out, "sequence_number");
+        json_text::push_number(out, self.sequence_number);
+        out.push(',');
+        json_text::push_key(out, "type");
+        json_text::push_string(out, kind);
+        out.push_str("}\n\n");
+        self.sequence_number += 1;
     }
 
     fn frame(&mut self, kind: &str, mut body: Value, out: &mut String) {
@@ -723,6 +744,22 @@ mod tests {
                 value
             })
             .collect()
+    }
+
+    #[test]
+    fn response_frames_are_written_as_their_bodies_print() {
+        let response = json!({"id": "resp_\"r\"", "object": "response", "output": [{"a": 1}],
+                              "text": "é\n🦊", "usage": null});
+        let (mut fast, mut printed) = (ResponsesEncoder::new("r"), ResponsesEncoder::new("r"));
+        let (mut one, mut other) = (String::new(), String::new());
+        fast.response_frame("response.completed", &response, &mut one);
+        printed.frame(
+            "response.completed",
+            json!({ "response": response }),
+            &mut other,
+        );
+        assert_eq!(one, other);
+        assert_eq!(fast.sequence_number, printed.sequence_number);
     }
 
     #[test]
