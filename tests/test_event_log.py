@@ -168,6 +168,26 @@ async def test_a_reader_behind_the_tail_reads_the_store_a_window_at_a_time() -> 
     assert store._events["r"][0][1].startswith(SEALED_LOG)
 
 
+async def test_the_readers_a_commit_wakes_find_all_it_wrote_in_memory() -> None:
+    store = MemoryStore()
+    hub = LogHub()
+    log = EventLog(store, hub)
+    frame = 'event: e\ndata: {{"sequence_number":{n},"pad":"%s"}}\n\n' % ("x" * 1000)
+    log.append("r", 0, frame.format(n=0))
+    await log.flush()
+    # One commit writes far more than the tail holds, in several batches.
+    for first in range(1, 301, 30):
+        log.append("r", first, "".join(frame.format(n=n) for n in range(first, first + 30)))
+    await log.flush()
+    held = hub.text_after("r", 0)
+    assert held is not None and held[1] == 300  # none of it is left to the store
+    assert hub.text_after("r", -1) is None  # what an earlier commit wrote may be
+    # The next commit's tail is bounded again.
+    log.append("r", 301, frame.format(n=301))
+    await log.flush()
+    assert sum(len(b[2]) for b in hub._recent["r"]) <= TAIL_CHARS + len(frame)
+
+
 async def test_a_reader_of_a_run_here_that_logged_nothing_waits_without_reading_the_store() -> None:
     class Unread(MemoryStore):
         async def events_after(self, *args: object, **kwargs: object) -> list[str]:

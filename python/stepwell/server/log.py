@@ -38,9 +38,9 @@ own, and never delays the first model call."""
 
 
 TAIL_CHARS = 64 * 1024
-"""How much of a running response's log the hub keeps in memory (at least its
-last batch): a reader at the tail takes frames from there, one further behind
-reads them from the store."""
+"""How much of a running response's log the hub keeps in memory (at least what
+its last commit wrote): a reader at the tail takes frames from there, one
+further behind reads them from the store."""
 
 ENDED_TAILS_CHARS = 2 * 1024 * 1024
 """How much of the tails of responses that ended here the hub keeps, all
@@ -107,12 +107,15 @@ class LogHub:
         self._recent_chars[request_id] = 0
         self._next[request_id] = next_sequence
 
-    def kept(self, request_id: str, first_sequence: int, count: int, frames: str) -> None:
-        """A batch of `count` frames the store now holds."""
+    def kept(self, request_id: str, written: list[tuple[int, int, str]]) -> None:
+        """Batches `(first_sequence, count, frames)` the store now holds, all
+        written in one commit: the tail keeps at least them, so the readers
+        this wakes find all they were woken for here."""
         batches = self._recent.setdefault(request_id, deque())
-        batches.append((first_sequence, count, frames))
-        kept = self._recent_chars.get(request_id, 0) + len(frames)
-        while kept > TAIL_CHARS and len(batches) > 1:
+        batches.extend(written)
+        added = sum(len(frames) for _, _, frames in written)
+        kept = self._recent_chars.get(request_id, 0) + added
+        while kept > max(TAIL_CHARS, added) and len(batches) > len(written):
             kept -= len(batches.popleft()[2])
         self._recent_chars[request_id] = kept
         self.notify(request_id)
@@ -326,8 +329,11 @@ class EventLog:
                 # Before readers get the terminal event: once a client has
                 # it, the log it may read again is the sealed one.
                 await self._seal(ended)
+            written: dict[str, list[tuple[int, int, str]]] = {}
             for request_id, first, count, frames, _ in kept:
-                self.hub.kept(request_id, first, count, frames)
+                written.setdefault(request_id, []).append((first, count, frames))
+            for request_id, tail in written.items():
+                self.hub.kept(request_id, tail)
 
     async def _write(
         self,

@@ -106,6 +106,9 @@ impl PyResponsesStream {
     }
 }
 
+/// About the length of a delta frame but for its text.
+const FRAME_BYTES: usize = 192;
+
 /// Encodes a batch in Rust, then makes one Python call with the frames.
 pub struct ResponsesSink {
     encoder: Arc<Mutex<ResponsesEncoder>>,
@@ -114,7 +117,9 @@ pub struct ResponsesSink {
 
 impl EventSink for ResponsesSink {
     fn emit_many<'a>(&'a self, events: Vec<LoopEvent>) -> BoxFuture<'a, Result<(), SinkError>> {
-        let mut frames = String::new();
+        // Room for as many delta frames, so a long batch is not copied again
+        // and again as it grows.
+        let mut frames = String::with_capacity(events.len().saturating_mul(FRAME_BYTES));
         if let Ok(mut encoder) = self.encoder.lock() {
             for event in &events {
                 encoder.encode(event, &mut frames);
