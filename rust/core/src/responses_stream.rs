@@ -79,6 +79,14 @@ enum Open {
     },
 }
 
+/// Begins a frame of `kind` written field by field: its event line, and
+/// the opening of its body.
+fn open_frame(kind: &str, out: &mut String) {
+    out.push_str("event: ");
+    out.push_str(kind);
+    out.push_str("\ndata: {");
+}
+
 /// What a delta frame holds besides its type and sequence number.
 #[derive(Debug, Clone, Copy)]
 struct DeltaFields<'a> {
@@ -401,13 +409,19 @@ impl ResponsesEncoder {
     /// A frame whose body is `{"response": response}`, written as `frame`
     /// would write it without copying the response into a body of its own.
     fn response_frame(&mut self, kind: &str, response: &Value, out: &mut String) {
-        out.push_str("event: ");
-        out.push_str(kind);
-        out.push_str("\ndata: {");
+        open_frame(kind, out);
         json_text::push_key(out, "response");
         // Printing a `Value` cannot fail.
         out.push_str(&serde_json::to_string(response).unwrap_or_default());
         out.push(',');
+        self.close_frame(kind, out);
+    }
+
+    /// Ends a frame that `open_frame` began and whose other fields (those
+    /// that sort before `sequence_number`) are written, each followed by a
+    /// comma: its number and type close its body, in the order `frame`
+    /// writes them.
+    fn close_frame(&mut self, kind: &str, out: &mut String) {
         json_text::push_key(out, "sequence_number");
         json_text::push_number(out, self.sequence_number);
         out.push(',');
@@ -434,9 +448,7 @@ impl ResponsesEncoder {
     /// A delta frame, written as `frame` would write it (its keys in the
     /// same order) without building its body: a stream is mostly these.
     fn delta_frame(&mut self, kind: &str, fields: DeltaFields<'_>, out: &mut String) {
-        out.push_str("event: ");
-        out.push_str(kind);
-        out.push_str("\ndata: {");
+        open_frame(kind, out);
         if let Some(content_index) = fields.content_index {
             json_text::push_key(out, "content_index");
             json_text::push_number(out, content_index as u64);
@@ -454,13 +466,7 @@ impl ResponsesEncoder {
         json_text::push_key(out, "output_index");
         json_text::push_number(out, fields.output_index as u64);
         out.push(',');
-        json_text::push_key(out, "sequence_number");
-        json_text::push_number(out, self.sequence_number);
-        out.push(',');
-        json_text::push_key(out, "type");
-        json_text::push_string(out, kind);
-        out.push_str("}\n\n");
-        self.sequence_number += 1;
+        self.close_frame(kind, out);
     }
 
     fn add_item(&mut self, item: Value, out: &mut String) -> usize {
