@@ -131,6 +131,24 @@ async def test_sqlite_keeps_an_outcome_in_the_transaction_of_its_batches(tmp_pat
     assert await store.outcome("done") == ("completed", {"first": True})
 
 
+async def test_sqlite_reads_the_leases_of_many_responses_at_once(tmp_path: Path) -> None:
+    # More responses than one statement reads, and counts that are not
+    # powers of two: every stale lease is refused, every held one kept.
+    store = SQLiteStore(tmp_path / "leases.db")
+    fences = {}
+    for n in range(300):
+        fence = await store.save_request(f"r{n}", KEPT, lease=("here", 30.0))
+        assert fence is not None
+        fences[f"r{n}"] = fence if n % 7 else fence + 1
+    stale = sorted(r for r in fences if int(r[1:]) % 7 == 0)
+    for sequence, some in enumerate((dict(list(fences.items())[:3]), fences)):
+        frames = DELTA if sequence else CREATED
+        refused, _ = await store.group_commit([(r, sequence, frames) for r in some], fences=some)
+        assert sorted(refused) == [r for r in stale if r in some]
+    assert await store.events_after("r1", -1) == [CREATED, DELTA]
+    assert await store.events_after("r0", -1) == []
+
+
 async def test_a_step_completes_in_the_commit_of_its_events(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "steps.db")
     fence = await store.save_request("r", KEPT, lease=("here", 30.0))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -142,7 +143,8 @@ class Responses:
         response is kept leased to `owner` (its token in `Prepared.fence`), so
         no other process takes it before it runs."""
         body = validate(body)
-        request_id = request_id or uuid.uuid4().hex
+        # Random hex as uuid4's, without building a UUID for it.
+        request_id = request_id or secrets.token_hex(16)
         created_at = int(time.time())
         # Setting up converts the whole input, so a request refused there is
         # refused before anything of it is kept.

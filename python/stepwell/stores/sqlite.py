@@ -16,7 +16,9 @@ locked by another writer for longer than ``busy_timeout`` seconds raises
 
 from __future__ import annotations
 
+import functools
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -852,7 +854,7 @@ def _record(
     ).fetchone()
     if existing is not None:
         return RecordedStep(existing[0], existing[1], existing[2]), StepState(existing[3])
-    step_id = f"step_{uuid.uuid4().hex}"
+    step_id = f"step_{secrets.token_hex(16)}"
     sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
     (sequence,) = db.execute(
         "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
@@ -903,14 +905,28 @@ def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:
 
 def _refused(db: sqlite3.Connection, fences: Mapping[str, int]) -> list[str]:
     """The responses of `fences` whose lease no longer has the given token."""
-    marks = ", ".join("?" for _ in fences)
-    current = dict(
-        db.execute(
-            f"SELECT request_id, lease_token FROM responses WHERE request_id IN ({marks})",
-            tuple(fences),
-        ).fetchall()
-    )
+    ids = list(fences)
+    current: dict[str, int] = {}
+    for start in range(0, len(ids), _MOST_FENCES):
+        some: list[str | None] = [*ids[start : start + _MOST_FENCES]]
+        # Padded to a power of two with NULLs (which match nothing): a few
+        # statements of each size, each prepared once and then cached,
+        # rather than one per count of responses in a commit.
+        size = 1 << (len(some) - 1).bit_length()
+        some += [None] * (size - len(some))
+        current.update(db.execute(_lease_tokens(size), some).fetchall())
     return [request_id for request_id, fence in fences.items() if current.get(request_id) != fence]
+
+
+_MOST_FENCES = 256
+"""Most responses whose leases one statement reads (within SQLite's limit on
+a statement's parameters)."""
+
+
+@functools.cache
+def _lease_tokens(size: int) -> str:
+    marks = ", ".join(["?"] * size)
+    return f"SELECT request_id, lease_token FROM responses WHERE request_id IN ({marks})"
 
 
 def _translate(error: sqlite3.DatabaseError, path: str) -> Exception:

@@ -175,12 +175,26 @@ impl Sealer {
         }
         let first = self.sequence;
         let mut records = Records::new(sealed)?;
+        // This sealer's number for each of the log's templates met so far: a
+        // delta of the current one is kept without a copy of its template.
+        let mut ours: Vec<Option<usize>> = Vec::new();
         while let Some(record) = records.next_frame()? {
             match record {
                 Record::Delta { template, text } => {
-                    self.shape.clear();
-                    self.shape.push_str(records.template(template));
-                    self.delta(text);
+                    let known = ours.get(template).copied().flatten();
+                    if known.is_some() && known == self.current {
+                        self.current_delta(text);
+                    } else {
+                        self.shape.clear();
+                        self.shape.push_str(records.template(template));
+                        self.delta(text);
+                        if ours.len() <= template {
+                            ours.resize(template + 1, None);
+                        }
+                        if let Some(slot) = ours.get_mut(template) {
+                            *slot = self.current;
+                        }
+                    }
                 }
                 Record::Kept(kept) => {
                     let frame = records.as_it_was(kept)?;
