@@ -6,8 +6,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-from .. import _core
-
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 LARGE_BLOCK = 256 * 1024
 """Blocks at least this large are mapped on their own, and unmapped when freed."""
@@ -21,11 +19,10 @@ def return_large_blocks() -> bool:
     moment later) have been freed, blocks that size come from the heap
     instead, and what they took stays with the process after they are freed.
     A fixed threshold keeps every big block mapped, so what a response
-    allocates big it gives back, and a long completion's text can cross from
-    the core to Python in pieces, never held whole twice. Returns whether the
-    allocator took the setting: `False` where there is no glibc, or when the
-    process was started with `MALLOC_MMAP_THRESHOLD_` (the operator's choice
-    stands)."""
+    allocates big it gives back (the core maps its own big blocks whatever
+    this says). Returns whether the allocator took the setting: `False`
+    where there is no glibc, or when the process was started with
+    `MALLOC_MMAP_THRESHOLD_` (the operator's choice stands)."""
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     try:
@@ -33,9 +30,4 @@ def return_large_blocks() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    if not mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK):
-        return False
-    # Big blocks given back as they are freed: a long completion's text can
-    # then cross to Python a piece at a time, held once rather than twice.
-    _core.hand_long_texts_over_in_pieces(True)
-    return True
+    return bool(mallopt(_M_MMAP_THRESHOLD, LARGE_BLOCK))

@@ -6,6 +6,8 @@
 //! behaviour lives in `stepwell-core`; this crate only adapts.
 
 mod aio;
+#[cfg(target_os = "linux")]
+mod big_blocks;
 mod callee;
 mod client;
 mod config;
@@ -27,6 +29,11 @@ mod sink;
 mod store;
 
 use pyo3::prelude::*;
+
+/// Big blocks of the extension's own are mapped on their own (see `big_blocks`).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: big_blocks::BigBlocks = big_blocks::BigBlocks;
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {

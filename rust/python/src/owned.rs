@@ -7,11 +7,12 @@
 //! a piece at a time instead: pieces are cut from its end, each shrinking the
 //! Rust text as it becomes a Python `str`, then joined front to back, each
 //! piece freed once it is appended (CPython grows a `str` nobody else holds in
-//! place). That holds the text about once, plus a piece, only where the
-//! allocator gives big blocks back as they are freed (it maps them on their
-//! own, as `stepwell serve` has glibc do); elsewhere freed pieces stay with
-//! the process and the pieces cost a third copy, so they are used only once
-//! [`hand_long_texts_over_in_pieces`] says so.
+//! place). That holds the text about once, plus a piece, where freed memory
+//! goes back to the system: the Rust text is in a block mapped on its own
+//! (see `big_blocks`), and glibc is asked to give back what the pieces
+//! leave in its heap. Elsewhere freed pieces would stay with the process and
+//! cost a third copy, so there the text is handed over whole unless
+//! [`hand_long_texts_over_in_pieces`] says otherwise.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,11 +26,10 @@ use crate::convert;
 /// this size.
 const PIECE: usize = 1 << 20;
 
-static IN_PIECES: AtomicBool = AtomicBool::new(false);
+static IN_PIECES: AtomicBool = AtomicBool::new(CAN_GIVE_BACK);
 
-/// Hands long strings to Python in pieces (`on`), or whole: call it with
-/// `True` once the C allocator maps big blocks on their own and unmaps them
-/// when freed.
+/// Hands long strings to Python in pieces (`on`), or whole. Pieces are the
+/// default where freed memory can be given back (Linux with glibc).
 #[pyfunction]
 pub fn hand_long_texts_over_in_pieces(on: bool) {
     IN_PIECES.store(on, Ordering::Relaxed);
@@ -73,13 +73,38 @@ fn long_str(py: Python<'_>, mut text: String) -> PyResult<Bound<'_, PyAny>> {
         tail.push(PyString::new(py, text.get(cut..).unwrap_or_default()));
         text.truncate(cut);
         text.shrink_to_fit();
+        give_back();
     }
     let mut joined = PyString::new(py, &text).into_any();
     drop(text);
     for piece in tail.into_iter().rev() {
         joined = append(py, joined, &piece)?;
+        drop(piece);
+        give_back();
     }
     Ok(joined)
+}
+
+/// Whether [`give_back`] returns freed memory to the system here.
+const CAN_GIVE_BACK: bool = cfg!(all(target_os = "linux", target_env = "gnu"));
+
+/// Returns the C allocator's free memory to the system, where it can be
+/// asked to: glibc otherwise keeps a block freed inside its heap, and each
+/// piece handed over would stay with the process, a third copy of the text.
+/// It walks the allocator's free lists (a fraction of a millisecond), which a
+/// text long enough to be handed over in pieces is worth.
+fn give_back() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's `malloc_trim` takes no pointer and only releases
+        // memory its allocator holds free; it is safe to call at any time.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
 }
 
 /// `left + right`, in place when `left` is held only here.
