@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use stepwell_core::chunk::Chunk;
+use stepwell_core::chunk::{Chunk, RepeatedShape};
 use stepwell_core::deltas::DeltaExtractor;
 use stepwell_core::reassemble::Reassembler;
 use stepwell_core::sse::SseParser;
@@ -28,10 +28,11 @@ fn stream() -> Vec<u8> {
     body
 }
 
-fn run(reads: &[&[u8]], parse: bool, reassemble: bool, extract: bool) -> usize {
+fn run(reads: &[&[u8]], parse: bool, reassemble: bool, extract: bool, repeats: bool) -> usize {
     let mut parser = SseParser::default();
     let mut reassembler = Reassembler::default();
     let mut extractor = DeltaExtractor::default();
+    let mut shape = RepeatedShape::default();
     let mut deltas = Vec::new();
     let mut events = 0;
     for read in reads {
@@ -41,12 +42,20 @@ fn run(reads: &[&[u8]], parse: bool, reassemble: bool, extract: bool) -> usize {
                 if !parse {
                     return;
                 }
+                if repeats && let Some((index, text)) = shape.content(event.data) {
+                    reassembler.push_content(index, text);
+                    extractor.content(text, 1);
+                    return;
+                }
                 let chunk = Chunk::parse(event.data).expect("bench chunks parse");
                 if reassemble {
                     reassembler.push(&chunk);
                 }
                 if extract {
                     extractor.extract(&chunk, 1);
+                }
+                if repeats {
+                    shape.learn(event.data, &chunk);
                 }
             })
             .unwrap();
@@ -61,17 +70,30 @@ fn main() {
     let body = stream();
     let reads: Vec<&[u8]> = body.chunks(16 * 1024).collect();
     let stages = [
-        ("SSE parse", false, false, false),
-        ("+ chunk parse", true, false, false),
-        ("+ reassembly", true, true, false),
-        ("+ delta extraction (whole path)", true, true, true),
+        ("SSE parse", false, false, false, false),
+        ("+ chunk parse", true, false, false, false),
+        ("+ reassembly", true, true, false, false),
+        (
+            "+ delta extraction (every chunk parsed)",
+            true,
+            true,
+            true,
+            false,
+        ),
+        (
+            "the whole path, a chunk repeating the last one's shape not parsed again",
+            true,
+            true,
+            true,
+            true,
+        ),
     ];
     println!("| stage | ns per chunk |\n|---|---|");
-    for (name, parse, reassemble, extract) in stages {
+    for (name, parse, reassemble, extract, repeats) in stages {
         let mut best = f64::MAX;
         for _ in 0..5 {
             let start = Instant::now();
-            assert_eq!(run(&reads, parse, reassemble, extract), CHUNKS);
+            assert_eq!(run(&reads, parse, reassemble, extract, repeats), CHUNKS);
             best = best.min(start.elapsed().as_nanos() as f64 / CHUNKS as f64);
         }
         println!("| {name} | {best:.0} |");

@@ -98,6 +98,15 @@ impl DeltaExtractor {
         }
     }
 
+    /// Collects the content delta of a chunk that repeats the one extracted
+    /// last but for its content (see
+    /// [`RepeatedShape`](crate::chunk::RepeatedShape)).
+    pub fn content(&mut self, text: &str, sequence: i64) {
+        if !text.is_empty() {
+            self.collect(sequence, LoopEventKind::OutputTextDelta, text, None);
+        }
+    }
+
     fn collect(
         &mut self,
         sequence: i64,

@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use crate::bridge::BridgeSender;
-use crate::chunk::Chunk;
+use crate::chunk::{Chunk, RepeatedShape};
 use crate::deltas::DeltaExtractor;
 use crate::error::ExecutorError;
 use crate::events::{EventScope, LoopEvent};
@@ -127,6 +127,7 @@ pub async fn fire_model_call(
             parser: SseParser::new(client.config().max_event_bytes),
             reassembler: Reassembler::default(),
             extractor: DeltaExtractor::scoped(call.scope.clone()),
+            shape: RepeatedShape::default(),
             sequence: call.sequence,
             live,
             first_sent: false,
@@ -173,6 +174,8 @@ struct StreamReader<'a> {
     parser: SseParser,
     reassembler: Reassembler,
     extractor: DeltaExtractor,
+    /// The last chunk's shape: a chunk repeating it is not parsed again.
+    shape: RepeatedShape,
     sequence: i64,
     live: Option<&'a BridgeSender>,
     /// Whether a live delta went over yet.
@@ -274,6 +277,7 @@ impl StreamReader<'_> {
             parser,
             reassembler,
             extractor,
+            shape,
             sequence,
             live,
             ..
@@ -289,6 +293,13 @@ impl StreamReader<'_> {
                 end = Some(End::Done);
                 return;
             }
+            if let Some((index, text)) = shape.content(event.data) {
+                reassembler.push_content(index, text);
+                if live.is_some() {
+                    extractor.content(text, *sequence);
+                }
+                return;
+            }
             // A malformed chunk carries nothing usable; it must not end the stream.
             let Some(parsed) = Chunk::parse(event.data) else {
                 return;
@@ -301,6 +312,7 @@ impl StreamReader<'_> {
             if live.is_some() {
                 extractor.extract(&parsed, *sequence);
             }
+            shape.learn(event.data, &parsed);
         };
         match chunk {
             Some(chunk) => parser.feed_with(chunk, &mut on_event),

@@ -94,6 +94,16 @@ impl Reassembler {
         }
     }
 
+    /// Folds in a chunk that repeats the one folded last but for its content
+    /// (see [`RepeatedShape`](crate::chunk::RepeatedShape)): choice `index`'s
+    /// content grows by `text`, and nothing else changes.
+    pub fn push_content(&mut self, index: u64, text: &str) {
+        append(
+            &mut self.choices.entry(index).or_default().content,
+            Some(text),
+        );
+    }
+
     /// Whether every choice seen so far has its finish reason (and there is one).
     pub fn all_choices_finished(&self) -> bool {
         !self.choices.is_empty() && self.choices.values().all(|c| c.finish_reason.is_some())

@@ -13,7 +13,10 @@
 //! it defers to serde, which decides. Both give the same view for every input
 //! the scanner accepts (tested differentially and by fuzzing).
 
+mod repeat;
 mod scan;
+
+pub use repeat::RepeatedShape;
 
 use std::borrow::Cow;
 
