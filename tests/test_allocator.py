@@ -37,10 +37,26 @@ print(rss() - before)
 """
 
 
-def held_after_freeing(mode: str) -> float:
-    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+# Frees 16 MiB of small blocks (the frames of a commit, say), each touched,
+# and prints how much of them the process still holds.
+SMALL_FREES = FREES.replace(
+    """for _ in range(3):
+    block = bytearray(8 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    del block""",
+    """blocks = [bytearray(b"x" * 40_000) for _ in range(400)]
+del blocks""",
+)
+
+
+def held_after_freeing(mode: str, script: str = FREES) -> float:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+    }
     done = subprocess.run(
-        [sys.executable, "-c", FREES, mode], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", script, mode], capture_output=True, text=True, env=env, check=True
     )
     return float(done.stdout)
 
@@ -50,6 +66,13 @@ def test_a_big_block_freed_goes_back_to_the_system() -> None:
     # glibc's default: the first block freed raises the threshold to its
     # size, the next ones come from the heap and stay with the process.
     assert held_after_freeing("default") > 4
+
+
+def test_the_heaps_top_is_kept_rather_than_given_back_and_taken_again() -> None:
+    assert SMALL_FREES != FREES
+    assert held_after_freeing("fixed", SMALL_FREES) > 12
+    # glibc's default gives the top of the heap back as soon as it is free.
+    assert held_after_freeing("default", SMALL_FREES) < 4
 
 
 def test_an_operators_own_threshold_stands(monkeypatch: pytest.MonkeyPatch) -> None:
