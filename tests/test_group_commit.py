@@ -131,6 +131,28 @@ async def test_sqlite_keeps_an_outcome_in_the_transaction_of_its_batches(tmp_pat
     assert await store.outcome("done") == ("completed", {"first": True})
 
 
+async def test_a_streams_first_delta_asks_for_a_commit_of_its_own_only_when_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    yields: list[str] = []
+    monkeypatch.setattr(event_log, "yield_to_loop", lambda: yields.append("yield"))
+    store = SQLiteStore(tmp_path / "first.db")
+    log = EventLog(store, LogHub())
+    alone = event_log.LogWriter(log, "a")
+    alone(CREATED)
+    alone(DELTA)
+    alone(DELTA.replace(":1,", ":2,"))  # not the first delta: no pause
+    assert yields == ["yield"]
+    # Another stream's batches wait for the same commit: the pause would
+    # only split it.
+    assert not log.only_queued("b")
+    crowded = event_log.LogWriter(log, "b")
+    crowded(DELTA.replace(":1,", ":0,"))
+    assert yields == ["yield"]
+    await log.flush()
+    assert log.only_queued("b")
+
+
 async def test_sqlite_reads_the_leases_of_many_responses_at_once(tmp_path: Path) -> None:
     # More responses than one statement reads, and counts that are not
     # powers of two: every stale lease is refused, every held one kept.

@@ -41,6 +41,7 @@ __all__ = [
     "sealed_count",
     "terminal_event",
     "unseal_log",
+    "yield_to_loop",
 ]
 
 @final
@@ -143,6 +144,7 @@ def run_response_loop(
 def loop_config_defaults() -> dict[str, Any]: ...
 def check_loop_config(config: Any) -> None: ...
 def hand_long_texts_over_in_pieces(on: bool) -> None: ...
+def yield_to_loop() -> None: ...
 
 # Open Responses in one place: ids, items and terminal events, built by the
 # same Rust functions the stream encoder uses.

@@ -21,7 +21,7 @@ from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .._core import TERMINAL_EVENTS, terminal_event
+from .._core import TERMINAL_EVENTS, terminal_event, yield_to_loop
 from ..errors import LeaseLost
 from ..stores._events import FRAME_END, count_frames, split_frames
 
@@ -242,6 +242,10 @@ class EventLog:
         self._completions.append((step_id, payload, fence, done))
         return done
 
+    def only_queued(self, request_id: str) -> bool:
+        """Whether every batch waiting for the next commit is `request_id`'s."""
+        return all(queued[0] == request_id for queued in self._queued)
+
     def has_outcome(self, request_id: str) -> bool:
         """Whether a run handed the response's outcome here (kept or not yet)."""
         return request_id in self._outcomes or request_id in self._kept
@@ -426,10 +430,18 @@ class LogWriter:
         self.streamed = next_sequence > 0
 
     def __call__(self, frames: str) -> None:
-        self.streamed = self.streamed or _DELTA in frames
+        first_delta = not self.streamed and _DELTA in frames
+        self.streamed = self.streamed or first_delta
         self.next_sequence += self.log.append(
             self.request_id, self.next_sequence, frames, self.fence, streamed=self.streamed
         )
+        if first_delta and self.log.only_queued(self.request_id):
+            # The commit that sends the stream's first delta starts before the
+            # core hands over what came after it: an upstream that answers at
+            # once would otherwise have the whole answer, its completion and
+            # its end folded into that commit first. With other streams
+            # queued, the commit is theirs too and would only be split.
+            yield_to_loop()
 
 
 _DELTA = ".delta\ndata: "  # in a batch holding a delta frame, only there

@@ -130,6 +130,8 @@ impl LoopWaker {
 
     fn run_queue(&self, py: Python<'_>) {
         let started = Instant::now();
+        // A request made outside a drain is not this one's.
+        YIELD.set(false);
         loop {
             // Taking the jobs and clearing `draining` happen under the lock a
             // poster takes, so a job is either taken here or wakes the loop.
@@ -151,12 +153,47 @@ impl LoopWaker {
             if jobs.is_empty() {
                 return;
             }
-            for job in jobs {
+            let mut jobs = jobs.into_iter();
+            let mut stopped = false;
+            for job in jobs.by_ref() {
                 // A panicking job loses only itself: its waiter sees the loop gone.
                 let _ = catch_unwind(AssertUnwindSafe(|| job(py)));
+                if YIELD.replace(false) {
+                    stopped = true;
+                    break;
+                }
+            }
+            if stopped {
+                let rest: Vec<Job> = jobs.collect();
+                match self.queue.lock() {
+                    Ok(mut queue) => {
+                        // Before what was posted meanwhile: jobs keep their order.
+                        queue.jobs.splice(0..0, rest);
+                        queue.draining = false;
+                    }
+                    Err(_) => return,
+                }
+                // The jobs left wake the loop again once it has run what is ready.
+                let _ = (&self.writer).write(&[1]);
+                return;
             }
         }
     }
+}
+
+thread_local! {
+    /// Set by [`yield_to_loop`]: the drain under way on this thread stops
+    /// after the job that set it.
+    static YIELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Asks the drain of jobs under way on this thread (the core's calls into
+/// Python) to stop after the current job and let the loop run what is ready
+/// (a task the job started) before the jobs left, which wait for the next
+/// turn. Outside a drain it does nothing.
+#[pyfunction]
+pub fn yield_to_loop() {
+    YIELD.with(|flag| flag.set(true));
 }
 
 /// The `add_reader` callback: runs the queued jobs.

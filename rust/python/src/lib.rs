@@ -46,6 +46,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::loop_config_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(config::check_loop_config, m)?)?;
     m.add_function(wrap_pyfunction!(owned::hand_long_texts_over_in_pieces, m)?)?;
+    m.add_function(wrap_pyfunction!(aio::yield_to_loop, m)?)?;
     items::register(m)?;
     sealed_log::register(m)?;
     // A test hook, not part of the module's API: only a process that asks
