@@ -13,13 +13,21 @@ from typing import Any
 import httpx
 import pytest
 from stepwell import UpstreamTarget
+from stepwell._core import yield_to_loop
 from stepwell.errors import LeaseLost
 from stepwell.openresponses import Responses
 from stepwell.server import create_app
 from stepwell.server import log as event_log
 from stepwell.server.log import EventLog, LogHub
 from stepwell.stores import IllegalTransition, MemoryStore, SQLiteStore
-from stepwell.testing import JsonReply, ScriptedUpstream, UpstreamRequest, chat_completion
+from stepwell.testing import (
+    JsonReply,
+    ScriptedUpstream,
+    StreamReply,
+    UpstreamRequest,
+    chat_completion,
+    text_chunks,
+)
 from stepwell.tools import HttpTools
 from stepwell.types import StepDescriptor, StepState
 
@@ -93,6 +101,23 @@ async def test_an_opening_batch_waits_to_share_the_commit_of_what_follows(
     assert await store.events_after("r", -1) == [CREATED, DELTA]
 
 
+async def test_an_opening_batch_committed_early_leaves_no_timer_to_commit_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "stale.db")
+    log = EventLog(store, LogHub())
+    monkeypatch.setattr(event_log, "OPENING_WAIT", 0.0)
+    log.append("a", 0, CREATED)
+    await log.flush()  # another commit takes it before its wait is over
+    monkeypatch.setattr(event_log, "OPENING_WAIT", 3600.0)
+    log.append("b", 0, CREATED)
+    await asyncio.sleep(0.01)  # past the end of the first opening's wait
+    # That wait's end commits nothing: the next response's opening still
+    # waits for what follows it.
+    assert await store.events_after("a", -1) == [CREATED]
+    assert await store.events_after("b", -1) == []
+
+
 async def test_a_run_that_lost_its_lease_keeps_neither_outcome_nor_events(store: Any) -> None:
     # A lease that expired as it was taken: another process takes it over.
     fence = await store.save_request("r", KEPT, lease=("here", -1.0))
@@ -134,23 +159,68 @@ async def test_sqlite_keeps_an_outcome_in_the_transaction_of_its_batches(tmp_pat
 async def test_a_streams_first_delta_asks_for_a_commit_of_its_own_only_when_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    yields: list[str] = []
-    monkeypatch.setattr(event_log, "yield_to_loop", lambda: yields.append("yield"))
+    yields: list[bool] = []
+    monkeypatch.setattr(
+        event_log, "yield_to_loop", lambda past_readers: yields.append(past_readers)
+    )
     store = SQLiteStore(tmp_path / "first.db")
-    log = EventLog(store, LogHub())
+    hub = LogHub()
+    log = EventLog(store, hub)
+    hub.started("a")
     alone = event_log.LogWriter(log, "a")
     alone(CREATED)
     alone(DELTA)
     alone(DELTA.replace(":1,", ":2,"))  # not the first delta: no pause
-    assert yields == ["yield"]
+    # The only response running here: the core waits until its delta is sent.
+    assert yields == [True]
     # Another stream's batches wait for the same commit: the pause would
     # only split it.
+    hub.started("b")
     assert not log.only_queued("b")
     crowded = event_log.LogWriter(log, "b")
     crowded(DELTA.replace(":1,", ":0,"))
-    assert yields == ["yield"]
+    assert yields == [True]
     await log.flush()
     assert log.only_queued("b")
+    # Alone in the commit but not running alone: a pause of one turn.
+    event_log.LogWriter(log, "c")(DELTA)
+    assert yields == [True, False]
+
+
+async def test_a_drain_stopped_past_readers_goes_on_once_the_commits_readers_ran() -> None:
+    # A stream of several chunks answered at once: the core hands its frames
+    # over in jobs run one after another, unless one asks to stop.
+    order: list[str] = []
+    committed = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def commit() -> None:  # the event log's commit: one step, which wakes its readers
+        order.append("commit")
+        committed.set()
+
+    async def read() -> None:
+        await committed.wait()
+        order.append("reader")
+
+    def on_frames(frames: str) -> None:
+        order.append("frames")
+        if ".delta\n" in frames and not tasks:
+            tasks.append(asyncio.ensure_future(commit()))
+            yield_to_loop(past_readers=True)
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0)  # the reader waits for the commit
+    pieces = [f"piece {n} " for n in range(200)]
+    reply = StreamReply(text_chunks(pieces))
+    with ScriptedUpstream(lambda request: reply) as upstream:
+        responses = Responses(MemoryStore(), HttpTools([]), UpstreamTarget(upstream.endpoint))
+        prepared = await responses.prepare({"model": "m", "input": "hi", "stream": True})
+        await responses.drive(prepared, on_frames=on_frames)
+    await reader
+    first_delta = order.index("commit") - 1
+    # The jobs left went on only after the commit and the reader it woke.
+    assert order[first_delta:][:3] == ["frames", "commit", "reader"]
+    assert order[first_delta + 3 :] and set(order[first_delta + 3 :]) == {"frames"}
 
 
 async def test_sqlite_reads_the_leases_of_many_responses_at_once(tmp_path: Path) -> None:

@@ -107,6 +107,10 @@ class LogHub:
         self._recent_chars[request_id] = 0
         self._next[request_id] = next_sequence
 
+    def running(self) -> int:
+        """How many runs here are logging a response."""
+        return len(self._recent)
+
     def kept(self, request_id: str, written: list[tuple[int, int, str]]) -> None:
         """Batches `(first_sequence, count, frames)` the store now holds, all
         written in one commit: the tail keeps at least them, so the readers
@@ -179,6 +183,10 @@ class EventLog:
         self.store = store
         self.hub = hub
         self._queued: list[tuple[str, int, int, str, bool]] = []
+        # How many batches were ever queued, and how many of the first of
+        # them commits took (they are taken in order).
+        self._appended = 0
+        self._taken = 0
         self._fences: dict[str, int] = {}
         # Outcomes handed and not written yet; those to write in the next commit.
         self._outcomes: dict[str, tuple[str, Any, int | None]] = {}
@@ -213,13 +221,14 @@ class EventLog:
         `streamed` deltas is sealed once it ends (one without is as small)."""
         count = count_frames(frames)
         if count:
-            if first_sequence == 0 and not is_terminal(frames):
-                self._soon_after(OPENING_WAIT)
-            else:
-                self._soon()
             self._queued.append((request_id, first_sequence, count, frames, streamed))
+            self._appended += 1
             if fence is not None:
                 self._fences[request_id] = fence
+            if first_sequence == 0 and not is_terminal(frames):
+                self._opening_later(self._appended)
+            else:
+                self._soon()
         return count
 
     def keep_outcome(
@@ -271,14 +280,19 @@ class EventLog:
             self._tasks.add(task)
             task.add_done_callback(self._written)
 
-    def _soon_after(self, seconds: float) -> None:
-        """Starts a commit in `seconds`, unless what is queued by then was
-        written by another."""
+    def _opening_later(self, batch: int) -> None:
+        """Starts a commit in `OPENING_WAIT`, unless the `batch`th batch ever
+        queued (an opening one) was taken by another by then: a timer left
+        over from a response whose opening went in another commit must not
+        break up the commits of the responses running when it fires."""
         loop = asyncio.get_running_loop()
-        loop.call_later(seconds, lambda: self._soon() if self._queued or self._due else None)
+        loop.call_later(OPENING_WAIT, lambda: self._soon() if self._taken < batch else None)
 
     def _retry_later(self) -> None:
-        self._soon_after(_RETRY_AFTER)
+        """Starts a commit in `_RETRY_AFTER`, unless what is queued by then
+        was written by another."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(_RETRY_AFTER, lambda: self._soon() if self._queued or self._due else None)
 
     def _written(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -291,6 +305,7 @@ class EventLog:
         async with self._writing:
             self._scheduled = False
             queued, self._queued = self._queued, []
+            self._taken += len(queued)
             fences, self._fences = self._fences, {}
             completions, self._completions = self._completions, []
             terminal = {r: streamed for r, _, _, frames, streamed in queued if is_terminal(frames)}
@@ -313,6 +328,7 @@ class EventLog:
                 # and the outcomes with them; the runs waiting on a step's
                 # completion are told.
                 self._queued[:0] = queued
+                self._taken -= len(queued)
                 self._fences = {**fences, **self._fences}
                 self._outcomes = {**outcomes, **self._outcomes}
                 self._due |= set(outcomes)
@@ -440,8 +456,10 @@ class LogWriter:
             # core hands over what came after it: an upstream that answers at
             # once would otherwise have the whole answer, its completion and
             # its end folded into that commit first. With other streams
-            # queued, the commit is theirs too and would only be split.
-            yield_to_loop()
+            # queued, the commit is theirs too and would only be split. The
+            # only response running here also has the delta sent before the
+            # core goes on; a busy server would have every stream wait a turn.
+            yield_to_loop(past_readers=self.log.hub.running() == 1)
 
 
 _DELTA = ".delta\ndata: "  # in a batch holding a delta frame, only there

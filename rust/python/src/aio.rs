@@ -98,7 +98,7 @@ impl LoopWaker {
     /// poll of a future it woke, say), rather than a turn of the loop later
     /// through the socket: a Python call's answer goes back into the core in
     /// the callback that delivers it.
-    fn run_here(&self, py: Python<'_>, work: impl FnOnce()) {
+    fn run_here(self: &Arc<Self>, py: Python<'_>, work: impl FnOnce()) {
         let inside = match self.queue.lock() {
             Ok(mut queue) => std::mem::replace(&mut queue.draining, true),
             Err(_) => return work(),
@@ -115,7 +115,7 @@ impl LoopWaker {
     /// Runs queued jobs until none is left, including jobs those jobs post,
     /// for at most [`DRAIN_BUDGET`]: then the rest waits for the next turn of
     /// the loop. Called on the loop thread by [`Drain`].
-    fn run_jobs(&self, py: Python<'_>) {
+    fn run_jobs(self: &Arc<Self>, py: Python<'_>) {
         let mut buf = [0u8; 256];
         loop {
             match (&self.reader).read(&mut buf) {
@@ -128,10 +128,10 @@ impl LoopWaker {
         self.run_queue(py);
     }
 
-    fn run_queue(&self, py: Python<'_>) {
+    fn run_queue(self: &Arc<Self>, py: Python<'_>) {
         let started = Instant::now();
         // A request made outside a drain is not this one's.
-        YIELD.set(false);
+        YIELD.set(Yield::No);
         loop {
             // Taking the jobs and clearing `draining` happen under the lock a
             // poster takes, so a job is either taken here or wakes the loop.
@@ -154,49 +154,103 @@ impl LoopWaker {
                 return;
             }
             let mut jobs = jobs.into_iter();
-            let mut stopped = false;
+            let mut stopped = Yield::No;
             for job in jobs.by_ref() {
                 // A panicking job loses only itself: its waiter sees the loop gone.
                 let _ = catch_unwind(AssertUnwindSafe(|| job(py)));
-                if YIELD.replace(false) {
-                    stopped = true;
+                stopped = YIELD.replace(Yield::No);
+                if stopped != Yield::No {
                     break;
                 }
             }
-            if stopped {
+            if stopped != Yield::No {
                 let rest: Vec<Job> = jobs.collect();
+                let past_readers = stopped == Yield::PastReaders;
                 match self.queue.lock() {
                     Ok(mut queue) => {
                         // Before what was posted meanwhile: jobs keep their order.
                         queue.jobs.splice(0..0, rest);
-                        queue.draining = false;
+                        // Going on past the readers (`resume_later`), what is
+                        // posted until then waits for it, with no wake-up.
+                        queue.draining = past_readers;
                     }
                     Err(_) => return,
                 }
-                // The jobs left wake the loop again once it has run what is ready.
-                let _ = (&self.writer).write(&[1]);
+                if past_readers {
+                    self.resume_later(py);
+                } else {
+                    // The jobs left wake the loop again once it has run what is ready.
+                    let _ = (&self.writer).write(&[1]);
+                }
                 return;
             }
         }
     }
+
+    /// Goes on with a drain stopped by [`yield_to_loop`] two turns of the
+    /// loop later. The job that asked started a task (the event log's commit)
+    /// that runs on the next turn and wakes its readers (a stream's first
+    /// delta) for the one after: the jobs left wait until those have run. A
+    /// wake-up byte would have them run on the next turn, ahead of the readers.
+    fn resume_later(self: &Arc<Self>, py: Python<'_>) {
+        let drain = Drain {
+            waker: self.clone(),
+        };
+        let scheduled = cached(py, &GET_RUNNING_LOOP, "asyncio", "get_running_loop")
+            .and_then(|get| get.call0())
+            .and_then(|event_loop| {
+                let call_soon = event_loop.getattr("call_soon")?;
+                call_soon.call1((call_soon.clone(), drain))
+            });
+        if scheduled.is_err() {
+            // No loop running here (it is closing): the byte wakes it if it
+            // ever runs again.
+            if let Ok(mut queue) = self.queue.lock() {
+                queue.draining = false;
+            }
+            let _ = (&self.writer).write(&[1]);
+        }
+    }
+}
+
+/// Whether, and for how long, the drain under way stops after a job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Yield {
+    No,
+    /// Until the next turn of the loop.
+    Turn,
+    /// Until what the next turn's tasks wake has run.
+    PastReaders,
 }
 
 thread_local! {
     /// Set by [`yield_to_loop`]: the drain under way on this thread stops
     /// after the job that set it.
-    static YIELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static YIELD: std::cell::Cell<Yield> = const { std::cell::Cell::new(Yield::No) };
 }
 
 /// Asks the drain of jobs under way on this thread (the core's calls into
 /// Python) to stop after the current job and let the loop run what is ready
-/// (a task the job started) before the jobs left, which wait for the next
-/// turn. Outside a drain it does nothing.
+/// (a task the job started) before the jobs left, which go on the next turn;
+/// with `past_readers`, also what that task wakes (the readers of a commit it
+/// makes): they go on two turns later. Outside a drain it does nothing.
+///
+/// Going past the readers costs a turn of the loop to every job waiting, so
+/// it suits a loop with little else to do: a busy one has its drains broken
+/// up for a few readers.
 #[pyfunction]
-pub fn yield_to_loop() {
-    YIELD.with(|flag| flag.set(true));
+#[pyo3(signature = (past_readers=false))]
+pub fn yield_to_loop(past_readers: bool) {
+    let mode = if past_readers {
+        Yield::PastReaders
+    } else {
+        Yield::Turn
+    };
+    YIELD.with(|flag| flag.set(mode));
 }
 
-/// The `add_reader` callback: runs the queued jobs.
+/// The `add_reader` callback, also scheduled by `resume_later`: runs the
+/// queued jobs.
 #[pyclass(frozen)]
 struct Drain {
     waker: Arc<LoopWaker>,
@@ -220,6 +274,7 @@ static ENSURE_FUTURE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static IS_AWAITABLE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static IS_COROUTINE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EAGER_START: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 fn cached<'py>(
     py: Python<'py>,
