@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 from urllib.parse import urlsplit
 
+import asyncpg
+import pytest
 from stepwell.stores.postgres import PostgresStore, StoreUnavailable
+from stepwell.types import StepDescriptor, StepState
 
 from . import pg
 
@@ -141,3 +145,36 @@ async def _until_ready(reader: asyncio.StreamReader) -> None:
         assert kind != b"E", body
         if kind == b"Z":
             return
+
+
+async def test_one_step_is_recorded_in_one_statement_without_a_transaction(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of one step is one statement, atomic by itself: no BEGIN and
+    COMMIT, two round trips of three. A link recorded before still moves its
+    step on in a transaction, under the lease."""
+    transactions: list[object] = []
+    opened = asyncpg.Connection.transaction
+
+    def counted(self: asyncpg.Connection, **options: Any) -> Any:
+        transactions.append(self)
+        return opened(self, **options)
+
+    monkeypatch.setattr(asyncpg.Connection, "transaction", counted)
+    store = PostgresStore(postgres_url)
+    try:
+        fence = await store.save_request("r", {"request": {"model": "m"}}, lease=("here", 30.0))
+        transactions.clear()  # the store's first use migrates the database in one
+        [step] = await store.record_steps(
+            "r", None, None, [StepDescriptor.tool_call("t", {})], fence=fence
+        )
+        assert transactions == []
+        assert [s.state for s in await store.list_chain("r", None)] == [StepState.PROCESSING]
+        pending = await store.record_step("r", None, step.id, StepDescriptor.tool_call("u", {}))
+        [again] = await store.record_steps(
+            "r", None, step.id, [StepDescriptor.tool_call("u", {})], fence=fence
+        )
+        assert again.id == pending.id and len(transactions) == 1
+        assert (await store.step(pending.id)).state is StepState.PROCESSING
+    finally:
+        await store.close()

@@ -425,6 +425,23 @@ class PostgresStore:
     ) -> list[RecordedStep]:
         """Every step of an `AppendSteps`, chained and already processing, in
         one transaction."""
+        if len(descriptors) == 1:
+            # One step is one statement, atomic by itself: no BEGIN and COMMIT
+            # around it, two round trips of the three.
+            async with self._connection() as db:
+                step, found = await _record(
+                    db,
+                    request_id,
+                    scope_parent,
+                    prev_step,
+                    descriptors[0],
+                    StepState.PROCESSING,
+                    fence,
+                )
+            if found is None:
+                return [step]
+            # The link held a step already (a transition run again): it is
+            # moved on below, under the lease the transaction holds.
         recorded: list[RecordedStep] = []
         async with self._connection() as db, db.transaction():
             for descriptor in descriptors:

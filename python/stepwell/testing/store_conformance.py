@@ -219,6 +219,8 @@ async def test_a_lost_lease_refuses_a_batch(make_store: Any) -> None:
     assert new is not None and new != old
     with pytest.raises(LeaseLost):
         await store.record_steps("r", None, None, [TOOL, MODEL], fence=old)
+    with pytest.raises(LeaseLost):
+        await store.record_steps("r", None, None, [TOOL], fence=old)
     assert await store.list_chain("r", None) == []
     batch = await store.record_steps("r", None, None, [TOOL, MODEL], fence=new)
     assert len(batch) == 2
