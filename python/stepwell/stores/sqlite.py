@@ -846,24 +846,29 @@ def _record(
     recorded, the state that step is in. The same link recorded twice is the
     same step: a re-run transition gets back what it recorded the first time."""
     kind = StepKind(descriptor.kind)
-    existing = db.execute(
-        "SELECT id, sequence, sub_request_id, state FROM steps WHERE request_id = ? "
-        "AND coalesce(scope_parent, '') = coalesce(?, '') "
-        "AND coalesce(prev_step_id, '') = coalesce(?, '') AND kind = ?",
-        (request_id, scope_parent, prev_step, kind.value),
-    ).fetchone()
-    if existing is not None:
-        return RecordedStep(existing[0], existing[1], existing[2]), StepState(existing[3])
     step_id = f"step_{secrets.token_hex(16)}"
     sub_request_id = str(uuid.uuid4()) if kind is StepKind.MODEL_CALL else None
-    (sequence,) = db.execute(
+    # Inserted unless the link holds a step (the chain link's unique index):
+    # the usual case costs one statement, not a look first.
+    inserted = db.execute(
         "INSERT INTO steps (id, request_id, scope_parent, prev_step_id, kind, state, "
         "sequence, sub_request_id, created_at) "
         "SELECT ?, ?, ?, ?, ?, ?, coalesce(max(sequence), 0) + 1, ?, ? "
-        "FROM steps WHERE request_id = ? RETURNING sequence",
+        "FROM steps WHERE request_id = ? ON CONFLICT DO NOTHING RETURNING sequence",
         (step_id, request_id, scope_parent, prev_step, kind.value, state.value, sub_request_id,
          time.time(), request_id),
     ).fetchone()  # fmt: skip
+    if inserted is None:
+        existing = db.execute(
+            "SELECT id, sequence, sub_request_id, state FROM steps WHERE request_id = ? "
+            "AND coalesce(scope_parent, '') = coalesce(?, '') "
+            "AND coalesce(prev_step_id, '') = coalesce(?, '') AND kind = ?",
+            (request_id, scope_parent, prev_step, kind.value),
+        ).fetchone()
+        if existing is None:  # another unique key clashed: a step id drawn twice
+            raise sqlite3.IntegrityError(f"a step of {request_id} could not be recorded")
+        return RecordedStep(existing[0], existing[1], existing[2]), StepState(existing[3])
+    (sequence,) = inserted
     db.execute(
         "INSERT INTO step_requests (request_id, sequence, payload) VALUES (?, ?, ?)",
         (request_id, sequence, descriptor.request_json()),
