@@ -50,12 +50,24 @@ async def test_a_response_reads_its_chain_once_per_round_and_never_its_request()
         )
         response = await responses.create({"model": "m", "input": "Weather?"})
     assert response["status"] == "completed"
-    # Four rounds (a model call, two tool calls, a model call, the end), one
-    # read: each round decides on the chain the loop read as it started, as
-    # the run wrote it since; and the request it was created from is the one
-    # just kept, not read back.
-    assert store.reads["list_chain"] == 1
+    # Four rounds (a model call, two tool calls, a model call, the end), no
+    # read: the response was just kept under a new id, so its chain starts
+    # empty, and each round decides on it as the run wrote it since; and the
+    # request it was created from is the one just kept, not read back.
+    assert store.reads["list_chain"] == 0
     assert store.reads["load_request"] == 0
+
+
+async def test_a_response_kept_under_an_id_of_the_callers_reads_its_chain_once() -> None:
+    # That id may be one the store holds steps of already.
+    store = CountingStore()
+    with ScriptedUpstream(two_round_model) as upstream:
+        responses = Responses(
+            store, Toolbox(FunctionTools(weather)), UpstreamTarget(upstream.endpoint)
+        )
+        response = await responses.create({"model": "m", "input": "Weather?"}, request_id="mine")
+    assert response["status"] == "completed"
+    assert store.reads["list_chain"] == 1
 
 
 def _fields(chain: list[Any]) -> list[tuple[Any, ...]]:

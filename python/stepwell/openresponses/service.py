@@ -143,6 +143,8 @@ class Responses:
         response is kept leased to `owner` (its token in `Prepared.fence`), so
         no other process takes it before it runs."""
         body = validate(body)
+        # An id of its own is new to the store: the response has no step yet.
+        fresh = request_id is None
         # Random hex as uuid4's, without building a UUID for it.
         request_id = request_id or secrets.token_hex(16)
         created_at = int(time.time())
@@ -160,7 +162,7 @@ class Responses:
         else:
             fence = await self.store.save_request(request_id, kept, tenant=tenant, lease=lease)
         run.transition.remember_request(request_id, kept)
-        return run if fence is None else replace(run, fence=fence)
+        return replace(run, fence=fence, fresh=fresh)
 
     async def input_tokens(self, body: Any, *, tenant: str = "") -> int:
         """How many tokens the input of a create with `body` comes to (its
@@ -269,9 +271,12 @@ class Responses:
             tools = Compacting(tools, self.target, self.compaction, self.client)
         if run.mcp is not None:
             tools = McpCalls(tools, run.mcp)
+        store = WithTransition(self.store, run.transition, fence, batched)
+        if run.fresh:
+            store.has_no_steps(request_id)
         try:
             result = await run_response_loop(
-                WithTransition(self.store, run.transition, fence, batched),
+                store,
                 tools,
                 RequestContext(model=body["model"], tenant=run.tenant),
                 self.target,
@@ -431,6 +436,9 @@ class Prepared:
     carried_tools: list[JSONDict] = field(default_factory=list)
     """The function tools the response has (its own, or carried over from
     the response it continues), for a later turn to carry over."""
+    fresh: bool = False
+    """Kept just now under an id made for it: it has no step yet, and its
+    run need not read its chain to know it."""
 
     async def close(self) -> None:
         """Closes the sessions the request opened with its own MCP servers."""

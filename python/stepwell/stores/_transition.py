@@ -217,6 +217,15 @@ class WithTransition:
         self._chains: dict[tuple[str, str | None], list[ChainStep]] = {}
         # Where each step of those chains is: its chain, and its place there.
         self._places: dict[str, tuple[list[ChainStep], int]] = {}
+        # Levels known empty without a read (`has_no_steps`), until the loop
+        # asks for their chain.
+        self._unread: set[tuple[str, str | None]] = set()
+
+    def has_no_steps(self, request_id: str) -> None:
+        """`request_id` was kept just now, under a new id: its top level's
+        chain is empty, and the run does not read it from the store."""
+        self._chains.setdefault((request_id, None), [])
+        self._unread.add((request_id, None))
 
     def next_action_for(
         self, request_id: str, scope_parent: str | None
@@ -321,6 +330,9 @@ class WithTransition:
     def list_chain(
         self, request_id: str, scope_parent: str | None
     ) -> Coroutine[Any, Any, list[ChainStep]]:
+        if (request_id, scope_parent) in self._unread:
+            self._unread.discard((request_id, scope_parent))
+            return _no_steps()
         if self._reads_at_once:
             return self._list_chain_at_once(request_id, scope_parent)
         return self._list_chain(request_id, scope_parent)
@@ -352,3 +364,9 @@ class WithTransition:
 
     def assemble_response(self, request_id: str) -> Awaitable[JSON]:
         return self.store.assemble_response(request_id)  # type: ignore[no-any-return]
+
+
+@runs_without_task
+async def _no_steps() -> list[ChainStep]:
+    """The chain of a level known empty."""
+    return []
