@@ -2,7 +2,8 @@
 commit that writes its terminal event (no statement of its own, no lease to
 give up after it), its steps' completions in the commit of the events they
 produced, and neither for a run whose lease was taken over; a response's
-opening batch shares the commit of the batch after it."""
+opening batch shares the commit of the batch after it while others run, and
+is committed once its run's first step is recorded when it runs alone."""
 
 from __future__ import annotations
 
@@ -85,6 +86,8 @@ async def test_an_opening_batch_waits_to_share_the_commit_of_what_follows(
     store = SQLiteStore(tmp_path / "opening.db")
     fence = await store.save_request("r", KEPT, lease=("here", 30.0))
     hub = LogHub()
+    hub.started("r")
+    hub.started("another")  # running here too
     log = EventLog(store, hub)
     log.append("r", 0, CREATED, fence)
     for _ in range(3):
@@ -105,7 +108,10 @@ async def test_an_opening_batch_committed_early_leaves_no_timer_to_commit_anothe
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = SQLiteStore(tmp_path / "stale.db")
-    log = EventLog(store, LogHub())
+    hub = LogHub()
+    hub.started("a")
+    hub.started("b")
+    log = EventLog(store, hub)
     monkeypatch.setattr(event_log, "OPENING_WAIT", 0.0)
     log.append("a", 0, CREATED)
     await log.flush()  # another commit takes it before its wait is over
@@ -116,6 +122,26 @@ async def test_an_opening_batch_committed_early_leaves_no_timer_to_commit_anothe
     # waits for what follows it.
     assert await store.events_after("a", -1) == [CREATED]
     assert await store.events_after("b", -1) == []
+
+
+async def test_the_opening_of_the_only_response_running_is_committed_without_a_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing would share its commit: it goes once the core's first stretch
+    # of the run (the next turn's drain) is done, not after a wait.
+    monkeypatch.setattr(event_log, "OPENING_WAIT", 3600.0)
+    store = SQLiteStore(tmp_path / "alone.db")
+    fence = await store.save_request("r", KEPT, lease=("here", 30.0))
+    hub = LogHub()
+    hub.started("r")
+    log = EventLog(store, hub)
+    changed = hub.changed("r")
+    log.append("r", 0, CREATED, fence)
+    await asyncio.sleep(0)  # the turn of the run's first stretch
+    assert await store.events_after("r", -1) == []
+    await asyncio.sleep(0)  # the commit's task runs (SQLite never suspends)
+    assert changed.is_set()
+    assert await store.events_after("r", -1) == [CREATED]
 
 
 async def test_a_run_that_lost_its_lease_keeps_neither_outcome_nor_events(store: Any) -> None:
@@ -312,3 +338,30 @@ async def test_a_served_response_ends_in_one_commit_of_outcome_and_terminal_even
     # Nothing after it: the lease ended with the outcome, nothing is read back.
     assert statements[commit + 1 :] == []
     assert await store.outcome(reply.json()["id"].removeprefix("resp_")) is not None
+
+
+async def test_the_only_streams_opening_is_committed_after_its_model_call_is_sent(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "opening.db")
+    statements: list[str] = []
+    reply = StreamReply(text_chunks(["Hello", " there"]))
+    with ScriptedUpstream(lambda request: reply) as upstream:
+        responses = Responses(store, HttpTools([]), UpstreamTarget(upstream.endpoint))
+        app = create_app(responses)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://x") as http:
+                store._db.set_trace_callback(statements.append)
+                body = {"model": "m", "input": "hi", "stream": True}
+                streamed = await http.post("/v1/responses", json=body)
+                store._db.set_trace_callback(None)
+    assert streamed.status_code == 200 and "Hello there" in streamed.text.replace('"', "")
+    events = [n for n, s in enumerate(statements) if s.startswith("INSERT INTO events")]
+    step = next(n for n, s in enumerate(statements) if s.startswith("INSERT INTO steps"))
+    # The opening waits for the step (the model asked), then goes alone: the
+    # first delta has a commit of its own.
+    assert step < events[0]
+    assert "response.created" in statements[events[0]]
+    assert ".delta" not in statements[events[0]]
+    assert ".delta" in statements[events[1]]

@@ -4,9 +4,10 @@ of clients: a live stream is the log's tail.
 Every batch of frames a running response produces is queued; once per turn of
 the event loop the queue is written to the store in one transaction (group
 commit: many responses, one commit), and only then are the batches handed to
-the readers. A response's opening batch waits a little (`OPENING_WAIT`) for
-the commit of what follows it. A reader keeps a cursor (the last `sequence_number` it sent) and
-reads after it, from memory while the response runs here, else from the store:
+the readers. While other responses run here, a response's opening batch
+waits a little (`OPENING_WAIT`) for the commit of what follows it. A reader
+keeps a cursor (the last `sequence_number` it sent) and reads after it, from
+memory while the response runs here, else from the store:
 a reader that joins late, or after a restart, gets exactly the frames the live
 stream sent, with no gap and no duplicate, and nothing is sent before it is
 persisted.
@@ -31,10 +32,14 @@ _RETRY_AFTER = 0.2  # seconds before a failed group commit is tried again
 
 OPENING_WAIT = 0.002
 """Seconds a response's opening batch (`response.created` and what comes with
-it) waits for the next commit before it starts one of its own. The run's
-first step is decided and recorded meanwhile, and its first deltas usually
-come in time to share the commit: a stream's opening costs no commit of its
-own, and never delays the first model call."""
+it) waits for the next commit before it starts one of its own, while other
+responses run here. The run's first step is decided and recorded meanwhile,
+and its first deltas, or other responses' batches, usually come in time to
+share the commit: on a busy server a response costs no commit of its own to
+open. The only response running here has nothing to share a commit with:
+its opening is committed as soon as the run's first step is recorded and
+its model call sent, and is sent while the model answers, so that its first
+delta goes out alone, in a commit and a write of its own."""
 
 
 TAIL_CHARS = 64 * 1024
@@ -226,7 +231,7 @@ class EventLog:
             if fence is not None:
                 self._fences[request_id] = fence
             if first_sequence == 0 and not is_terminal(frames):
-                self._opening_later(self._appended)
+                self._opening(self._appended)
             else:
                 self._soon()
         return count
@@ -280,13 +285,21 @@ class EventLog:
             self._tasks.add(task)
             task.add_done_callback(self._written)
 
-    def _opening_later(self, batch: int) -> None:
-        """Starts a commit in `OPENING_WAIT`, unless the `batch`th batch ever
-        queued (an opening one) was taken by another by then: a timer left
-        over from a response whose opening went in another commit must not
-        break up the commits of the responses running when it fires."""
+    def _opening(self, batch: int) -> None:
+        """Starts a commit for the `batch`th batch ever queued, an opening
+        one: in `OPENING_WAIT` unless another commit took it by then (a timer
+        left over from a response whose opening went in another commit must
+        not break up the commits of the responses running when it fires), or,
+        for the only response running here, two turns of the loop from now.
+        Its run is starting: the core's first stretch of it (the first step
+        decided and recorded, its model call sent) runs in the next turn's
+        drain of the core's jobs, after the callbacks scheduled before it,
+        and the commit must not go before it."""
         loop = asyncio.get_running_loop()
-        loop.call_later(OPENING_WAIT, lambda: self._soon() if self._taken < batch else None)
+        if self.hub.running() > 1:
+            loop.call_later(OPENING_WAIT, lambda: self._soon() if self._taken < batch else None)
+        else:
+            loop.call_soon(self._soon)  # `_soon` itself starts the commit a turn later
 
     def _retry_later(self) -> None:
         """Starts a commit in `_RETRY_AFTER`, unless what is queued by then
