@@ -3,6 +3,7 @@ not the chain: what a turn asks of the store does not grow with its depth."""
 
 from __future__ import annotations
 
+import gc
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 from stepwell import UpstreamTarget
 from stepwell.openresponses import Responses, ResponsesTransition
-from stepwell.stores import MemoryStore, SQLiteStore
+from stepwell.stores import MemoryStore, SQLiteStore, WithTransition
 from stepwell.testing import ScriptedUpstream
 from stepwell.tools import FunctionTools, Toolbox
 
@@ -167,3 +168,30 @@ async def test_a_turn_carries_the_earlier_messages_as_the_text_they_were_stored_
     assert [m["role"] for m in messages][-5:] == ["assistant", "tool", "tool", "assistant", "user"]
     assert len(messages) == len(sent) - 1 + 4 + 1
     store.close()
+
+
+async def test_a_finished_responses_objects_are_freed_without_the_cyclic_collector(
+    tmp_path: Path,
+) -> None:
+    # A reference cycle through a response's objects would keep all of them
+    # (its transition, context, chain) until the cyclic collector ran: a
+    # server's memory would climb between its collections.
+    store = SQLiteStore(tmp_path / "freed.db")
+    with ScriptedUpstream(two_round_model) as upstream:
+        responses = Responses(
+            store, Toolbox(FunctionTools(weather)), UpstreamTarget(upstream.endpoint)
+        )
+        await responses.create({"model": "m", "input": "Weather?"})  # imports, caches
+        gc.collect()
+        gc.disable()
+        try:
+            response = await responses.create({"model": "m", "input": "Weather?"})
+            alive = [
+                type(o).__name__
+                for o in gc.get_objects()
+                if isinstance(o, (WithTransition, ResponsesTransition))
+            ]
+        finally:
+            gc.enable()
+    assert response["status"] == "completed"
+    assert alive == []

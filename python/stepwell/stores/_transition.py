@@ -194,12 +194,9 @@ class WithTransition:
         self.keep_outcome = batched.keep_outcome if batched is not None else None
         self._complete = batched.complete_step if batched is not None else None
         self._fenced: dict[str, int] = {} if fence is None else {"fence": fence}
-        # Offered only when the store offers it: the loop asks, once. Started
-        # at once, not as a task, where the store's own one is.
+        # Offered only when the store offers it (see `record_steps`).
         recording = getattr(store, "record_steps", None)
-        if callable(recording):
-            eager = without_task(recording)
-            self.record_steps = self._record_steps_at_once if eager else self._record_steps
+        self._records: bool | None = without_task(recording) if callable(recording) else None
         # The chain's read, and the transition over it, started at once rather
         # than as a task where what they run says it needs none.
         self._reads_at_once = without_task(getattr(store, "list_chain", None))
@@ -266,6 +263,18 @@ class WithTransition:
         return self.store.record_step(  # type: ignore[no-any-return]
             request_id, scope_parent, prev_step, descriptor, **self._fenced
         )
+
+    @property
+    def record_steps(self) -> Callable[..., Coroutine[Any, Any, list[RecordedStep]]]:
+        """The store's `record_steps`, seen through the chains kept here;
+        there only when the store has it (the loop asks, once). Started at
+        once, not as a task, where the store's own one is. Looked up at each
+        call rather than kept bound: a method of its own kept on the object
+        would be a reference cycle, and the whole of a response's transition
+        would wait for the cyclic collector to be freed."""
+        if self._records is None:
+            raise AttributeError("record_steps")
+        return self._record_steps_at_once if self._records else self._record_steps
 
     async def _record_steps(
         self,
