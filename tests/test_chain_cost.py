@@ -193,5 +193,6 @@ async def test_a_finished_responses_objects_are_freed_without_the_cyclic_collect
             ]
         finally:
             gc.enable()
+    store.close()
     assert response["status"] == "completed"
     assert alive == []
