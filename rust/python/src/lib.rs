@@ -35,8 +35,22 @@ use pyo3::prelude::*;
 #[global_allocator]
 static ALLOCATOR: big_blocks::BigBlocks = big_blocks::BigBlocks;
 
+/// One tokio worker unless `TOKIO_WORKER_THREADS` asks for more. The core's
+/// work on tokio (HTTP, SSE parsing, reassembly) is a small share of a
+/// response's next to the event loop's, and a second worker mostly wakes to
+/// find nothing: with every wake-up of the first it is woken too, on the CPU
+/// the event loop, the upstream or a client needs at that moment.
+fn one_tokio_worker() {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(1).enable_all();
+        pyo3_async_runtimes::tokio::init(builder);
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    one_tokio_worker();
     m.add_class::<client::PyHttpClient>()?;
     m.add_class::<event::PyLoopEvent>()?;
     m.add_class::<counting_sink::PyCountingSink>()?;
