@@ -84,11 +84,36 @@ def _marks(events: list[Event]) -> dict[str, list[float]]:
     return marks
 
 
-def _first(span: list[Event], after: float | None, test: Callable[..., bool]) -> float | None:
+def _first(span: list[Event], after: float, client: int, test: Callable[..., bool]) -> float | None:
     """When the first call of `span` after `after` that passes `test` was made."""
-    if after is None:
-        return None
-    return next((at for at, *rest in span if at > after and test(*rest)), None)
+    return next((at for at, *rest in span if at > after and test(*rest, client)), None)
+
+
+_AFTER_THE_STEP: list[tuple[str, Callable[..., bool]]] = [
+    (
+        "the model request written (tokio)",
+        lambda main, call, a, client: not main and call == "enter_writev",
+    ),
+    (
+        "the upstream's answer read (tokio)",
+        lambda main, call, a, client: not main and call == "enter_recvfrom",
+    ),
+    (
+        "the delta handed to the event loop",
+        lambda main, call, a, client: (
+            not main and call == "enter_sendto" and a["flags"] == _WAKE_UP
+        ),
+    ),
+    ("the event loop sees it", lambda main, call, a, client: main and call == "exit_epoll_wait"),
+    ("the delta's commit", lambda main, call, a, client: main and call == "enter_pwrite64"),
+    (
+        "the delta sent to the client",
+        lambda main, call, a, client: main and call == "enter_sendto" and a["fd"] == client,
+    ),
+]
+"""The marks after the first step's commit, in order: each is the first call
+that passes its test (`main thread, call, arguments, the client's socket`)
+after the mark before."""
 
 
 def _request_marks(span: list[Event], client: int) -> dict[str, float] | None:
@@ -102,34 +127,14 @@ def _request_marks(span: list[Event], client: int) -> dict[str, float] | None:
             last = at
     if len(commits) < 2:
         return None
-    sent = _first(span, commits[1], lambda main, call, a: not main and call == "enter_writev")
-    answer = _first(span, sent, lambda main, call, a: not main and call == "enter_recvfrom")
-    handed = _first(
-        span,
-        answer,
-        lambda main, call, a: not main and call == "enter_sendto" and a["flags"] == _WAKE_UP,
-    )
-    seen = _first(span, handed, lambda main, call, a: main and call == "exit_epoll_wait")
-    committed = _first(span, seen, lambda main, call, a: main and call == "enter_pwrite64")
-    delivered = _first(
-        span,
-        committed,
-        lambda main, call, a: main and call == "enter_sendto" and a["fd"] == client,
-    )
-    if sent is None or answer is None or handed is None or seen is None:
-        return None
-    if committed is None or delivered is None:
-        return None
-    return {
-        "the request's commit": commits[0],
-        "the first step's commit": commits[1],
-        "the model request written (tokio)": sent,
-        "the upstream's answer read (tokio)": answer,
-        "the delta handed to the event loop": handed,
-        "the event loop sees it": seen,
-        "the delta's commit": committed,
-        "the delta sent to the client": delivered,
-    }
+    row = {"the request's commit": commits[0], "the first step's commit": commits[1]}
+    at = commits[1]
+    for name, test in _AFTER_THE_STEP:
+        found = _first(span, at, client, test)
+        if found is None:
+            return None
+        row[name] = at = found
+    return row
 
 
 def main() -> None:
