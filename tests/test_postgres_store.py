@@ -178,3 +178,29 @@ async def test_one_step_is_recorded_in_one_statement_without_a_transaction(
         assert (await store.step(pending.id)).state is StepState.PROCESSING
     finally:
         await store.close()
+
+
+async def test_a_step_is_recorded_into_only_the_indexes_its_reads_use(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    try:
+        await store.record_step("r", None, None, StepDescriptor.tool_call("t", {}))
+        connection = await asyncpg.connect(postgres_url)
+        try:
+            indexes = {
+                row[0]
+                for row in await connection.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'steps'"
+                )
+            }
+        finally:
+            await connection.close()
+        # The one by scope is gone (a scope's chain is matched by value, which
+        # it never served); the chain's unique link and (request_id, sequence)
+        # stay.
+        assert "steps_scope" not in indexes
+        assert {"steps_chain_link", "steps_request_id_sequence_key"} <= indexes
+        assert [s.request_payload for s in await store.list_chain("r", None)] == [
+            {"name": "t", "args": {}}
+        ]
+    finally:
+        await store.close()

@@ -272,3 +272,33 @@ async def test_a_file_with_payloads_in_its_steps_rows_is_migrated(tmp_path: Path
     again = SQLiteStore(path)
     assert len(await again.steps("r")) == 2
     again.close()
+
+
+async def test_a_step_is_recorded_into_only_the_indexes_its_reads_use(tmp_path: Path) -> None:
+    path = tmp_path / "indexes.db"
+    with sqlite3.connect(path) as db:
+        # What earlier versions made: an index by scope, which no read uses.
+        db.execute(
+            "CREATE TABLE steps (id TEXT PRIMARY KEY, request_id TEXT NOT NULL, "
+            "scope_parent TEXT, prev_step_id TEXT, kind TEXT NOT NULL, state TEXT NOT NULL, "
+            "sequence INTEGER NOT NULL, response_payload TEXT, error TEXT, "
+            "sub_request_id TEXT, created_at REAL NOT NULL, updated_at REAL, "
+            "UNIQUE (request_id, sequence))"
+        )
+        db.execute("CREATE INDEX steps_scope ON steps (request_id, scope_parent, sequence)")
+    store = SQLiteStore(path)
+    indexes = {row[1] for row in store._db.execute("PRAGMA index_list(steps)")}
+    assert "steps_scope" not in indexes
+    recorded = await store.record_step("r", None, None, StepDescriptor.tool_call("t"))
+    # A scope's chain and a response's steps are still read through an index.
+    reads: list[str] = []
+    store._db.set_trace_callback(reads.append)
+    assert [s.id for s in await store.list_chain("r", None)] == [recorded.id]
+    assert [s.id for s in await store.steps("r")] == [recorded.id]
+    store._db.set_trace_callback(None)
+    assert len(reads) == 2
+    for read in reads:
+        details = [row[3] for row in store._db.execute(f"EXPLAIN QUERY PLAN {read}")]
+        assert any("USING INDEX" in d and "request_id=?" in d for d in details), details
+        assert not any(d.startswith("SCAN") or "TEMP B-TREE" in d for d in details), details
+    store.close()

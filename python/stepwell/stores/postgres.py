@@ -149,6 +149,10 @@ MIGRATIONS: list[str] = [
         UNIQUE (conversation_id, item_id)
     );
     """,
+    # 3: a scope's chain is read through (request_id, sequence); the scope is
+    # matched by value, which this index never served, and every step
+    # recorded wrote to it.
+    "DROP INDEX IF EXISTS steps_scope;",
 ]
 
 # Errors that mean the connection, not the statement, failed.

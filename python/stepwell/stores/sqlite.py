@@ -95,7 +95,6 @@ CREATE TABLE IF NOT EXISTS steps (
 CREATE UNIQUE INDEX IF NOT EXISTS steps_chain_link ON steps (
     request_id, coalesce(scope_parent, ''), coalesce(prev_step_id, ''), kind
 );
-CREATE INDEX IF NOT EXISTS steps_scope ON steps (request_id, scope_parent, sequence);
 -- A step's request payload, apart from its row: it never changes and can be
 -- large (a model call carries the whole conversation so far), and SQLite
 -- writes a whole row again when any of its columns changes.
@@ -203,6 +202,11 @@ class SQLiteStore:
             self._db.execute("ALTER TABLE steps ADD COLUMN updated_at REAL")
         if "request_payload" in step_columns:
             self._move_request_payloads()
+        # Made by earlier versions: a scope's chain is read through the
+        # request's (request_id, sequence) index (the scope is matched by
+        # value, which no index serves), so this one only cost a page more
+        # in the commit of every step recorded.
+        self._db.execute("DROP INDEX IF EXISTS steps_scope")
 
     def _move_request_payloads(self) -> None:
         """Moves the request payloads a file made before `step_requests`
