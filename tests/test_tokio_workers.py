@@ -14,10 +14,12 @@ import pytest
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc")
 
 # Makes the core start its runtime (a request to a port that refuses it),
-# then prints how many of the process's threads are tokio workers.
+# then prints how many of the process's threads are tokio workers. A worker
+# names itself once it runs, so until then it has the main thread's name:
+# the names are read until only the main thread has it.
 _COUNT_WORKERS = textwrap.dedent(
     """
-    import asyncio, os
+    import asyncio, os, time
     from stepwell import _core
 
     async def main():
@@ -27,8 +29,14 @@ _COUNT_WORKERS = textwrap.dedent(
             pass
 
     asyncio.run(main())
-    tasks = os.listdir("/proc/self/task")
-    names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks]
+    main_name = open(f"/proc/self/task/{os.getpid()}/comm").read().strip()
+    deadline = time.monotonic() + 30
+    while True:
+        tasks = os.listdir("/proc/self/task")
+        names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in tasks]
+        if names.count(main_name) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.001)
     print(names.count("tokio-rt-worker"))
     """
 )
