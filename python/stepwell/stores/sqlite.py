@@ -524,21 +524,16 @@ class SQLiteStore:
         moved (``complete_step`` says why)."""
         rows = event_rows(batches)
         now = time.time()
-        ends = [
-            (status, json.dumps(output), now, request_id)
-            for request_id, (status, output) in (outcomes or {}).items()
-        ]
-        moves = [(step_id, json.dumps(payload), fence) for step_id, payload, fence in completions]
         with self._transaction() as db:
             refused = _refused(db, fences) if fences else []
+            # Each outcome and completion is encoded just before its
+            # statement, and let go of after it: a long response's are never
+            # all in memory at once, nor beside its log being sealed.
             unmoved = [
                 step_id
-                for step_id, payload, fence in moves
-                if not db.execute(
-                    *_moving(step_id, StepState.COMPLETED, fence, now, response_payload=payload)
-                ).rowcount
+                for step_id, payload, fence in completions
+                if not _complete(db, step_id, json.dumps(payload), fence, now)
             ]
-            db.executemany(_SET_OUTCOME, [end for end in ends if end[3] not in refused])
             ending = set(ended).difference(refused)
             db.executemany(
                 _INSERT_EVENTS,
@@ -556,6 +551,12 @@ class SQLiteStore:
                     db.executemany(_INSERT_EVENTS, stored_rows(last))
                     continue
                 _replace_log(db, request_id, one)
+                del one
+            for request_id, (status, output) in (outcomes or {}).items():
+                if request_id not in refused:
+                    args = (status, json.dumps(output), now, request_id)
+                    db.execute(_SET_OUTCOME, args)
+                    _let_go(db, _SET_OUTCOME, args)
         return refused, unmoved
 
     async def events_after(
@@ -624,7 +625,7 @@ class SQLiteStore:
         sql = _SET_OUTCOME
         args: tuple[Any, ...] = (status, json.dumps(output), time.time(), request_id)
         if fence is None:
-            self._write(sql, args)
+            self._update(sql, args)
             return
         with self._transaction() as db:
             row = db.execute(
@@ -636,6 +637,7 @@ class SQLiteStore:
             if row[0] != fence:
                 raise LeaseLost(f"response {request_id} is held under another lease")
             db.execute(sql, args)
+            _let_go(db, sql, args)
 
     # ------------------------------------------------------------ leases
 
@@ -738,7 +740,7 @@ class SQLiteStore:
         # writer moved the step between the two statements. A fence is checked
         # in the same statement.
         for _ in range(3):
-            moved = self._write(*_moving(step_id, to, fence, time.time(), **columns))
+            moved = self._update(*_moving(step_id, to, fence, time.time(), **columns))
             if moved:
                 return
             row = self._query_one(
@@ -760,6 +762,15 @@ class SQLiteStore:
         returns how many rows it changed."""
         with self._errors(), self._lock:
             changed = int(self._db.execute(sql, args).rowcount)
+        self._wrote()
+        return changed
+
+    def _update(self, sql: str, args: tuple[Any, ...]) -> int:
+        """`_write` of an UPDATE that changes no row with NULL for each of
+        its values, and so can let go of a long one it bound (`_let_go`)."""
+        with self._errors(), self._lock:
+            changed = int(self._db.execute(sql, args).rowcount)
+            _let_go(self._db, sql, args)
         self._wrote()
         return changed
 
@@ -803,6 +814,10 @@ class SQLiteStore:
 _INSERT_EVENTS = (
     "INSERT INTO events (request_id, first_sequence, last_sequence, frames) VALUES (?, ?, ?, ?)"
 )
+
+_INSERT_SEALED = _INSERT_EVENTS.replace("INSERT", "INSERT OR IGNORE", 1)
+"""A sealed log's row, written once its response's rows are deleted (so
+nothing else can clash with it): with NULLs it writes nothing (`_let_go`)."""
 
 _SET_OUTCOME = (
     "UPDATE responses SET status = ?, output = ?, completed_at = ?, "
@@ -901,7 +916,37 @@ def _sealed_with(
 def _replace_log(db: sqlite3.Connection, request_id: str, row: tuple[int, int, str]) -> None:
     """A response's log rows replaced by its one sealed `row`."""
     db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
-    db.execute(_INSERT_EVENTS, (request_id, *row))
+    values = (request_id, *row)
+    db.execute(_INSERT_SEALED, values)
+    _let_go(db, _INSERT_SEALED, values)
+
+
+def _complete(
+    db: sqlite3.Connection, step_id: str, payload: str, fence: int | None, now: float
+) -> bool:
+    """Moves a step to completed with its JSON `payload`, inside the caller's
+    transaction; whether it moved."""
+    sql, args = _moving(step_id, StepState.COMPLETED, fence, now, response_payload=payload)
+    moved = bool(db.execute(sql, args).rowcount)
+    _let_go(db, sql, args)
+    return moved
+
+
+_LONG_VALUE = 64 * 1024
+"""Characters of a bound text past which `_let_go` unbinds it."""
+
+
+def _let_go(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
+    """Binds NULL to each parameter of `sql` when `args` held a long text.
+    SQLite keeps its own copy of every value bound to a statement until the
+    statement is bound again, and the connection keeps its statements for
+    reuse: the outcome, completion and sealed log of a long response would
+    stay in memory after its commit, until the next response long enough
+    replaced them. Only for statements that write nothing with NULLs (an
+    UPDATE of the row whose key is NULL, an INSERT OR IGNORE of a NOT NULL
+    column)."""
+    if any(isinstance(arg, str) and len(arg) > _LONG_VALUE for arg in args):
+        db.execute(sql, (None,) * len(args))
 
 
 def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:
