@@ -55,6 +55,34 @@ pub fn push_number(out: &mut String, number: u64) {
     let _ = write!(out, "{number}");
 }
 
+/// Appends `value` as `serde_json` prints it, printed straight into `out`
+/// rather than into a string of its own first: a long response's last frames
+/// each hold its whole text, and a copy more of it, at once, is megabytes.
+pub fn push_value(out: &mut String, value: &serde_json::Value) {
+    let start = out.len();
+    if serde_json::to_writer(Appender(out), value).is_err() {
+        // Not reached (serde_json writes whole characters at a time): the
+        // value is printed the other way rather than cut short.
+        out.truncate(start);
+        out.push_str(&value.to_string());
+    }
+}
+
+/// `serde_json`'s writer over a `String`: each piece it writes is text.
+struct Appender<'a>(&'a mut String);
+
+impl std::io::Write for Appender<'_> {
+    fn write(&mut self, piece: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(piece).map_err(std::io::Error::other)?;
+        self.0.push_str(text);
+        Ok(piece.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +116,14 @@ mod tests {
         ] {
             assert_eq!(written(text), serde_json::to_string(text).unwrap());
         }
+    }
+
+    #[test]
+    fn a_value_is_appended_as_serde_json_prints_it() {
+        let value = serde_json::json!({"b": [1, 2.5, null, true], "a": "é\n🦊\"\u{1}", "c": {}});
+        let mut out = String::from("x");
+        push_value(&mut out, &value);
+        assert_eq!(out, format!("x{value}"));
     }
 
     #[test]

@@ -79,6 +79,19 @@ enum Open {
     },
 }
 
+/// `object` with `key` set to `value` (moved in, not copied).
+fn with_field(mut object: Value, key: &str, value: Value) -> Value {
+    if let Some(fields) = object.as_object_mut() {
+        fields.insert(key.into(), value);
+    }
+    object
+}
+
+/// The value of `object`'s `key`, moved out (null left in its place).
+fn take_field(object: &mut Value, key: &str) -> Value {
+    object.get_mut(key).map(Value::take).unwrap_or_default()
+}
+
 /// Begins a frame of `kind` written field by field: its event line, and
 /// the opening of its body.
 fn open_frame(kind: &str, out: &mut String) {
@@ -411,8 +424,7 @@ impl ResponsesEncoder {
     fn response_frame(&mut self, kind: &str, response: &Value, out: &mut String) {
         open_frame(kind, out);
         json_text::push_key(out, "response");
-        // Printing a `Value` cannot fail.
-        out.push_str(&serde_json::to_string(response).unwrap_or_default());
+        json_text::push_value(out, response);
         out.push(',');
         self.close_frame(kind, out);
     }
@@ -431,7 +443,9 @@ impl ResponsesEncoder {
         self.sequence_number += 1;
     }
 
-    fn frame(&mut self, kind: &str, mut body: Value, out: &mut String) {
+    /// Appends the frame of `body`; gives `body` back, so a long text moved
+    /// into it can be moved on into the next frame rather than copied.
+    fn frame(&mut self, kind: &str, mut body: Value, out: &mut String) -> Value {
         if let Some(object) = body.as_object_mut() {
             object.insert("type".into(), json!(kind));
             object.insert("sequence_number".into(), json!(self.sequence_number));
@@ -441,8 +455,9 @@ impl ResponsesEncoder {
         out.push_str("event: ");
         out.push_str(kind);
         out.push_str("\ndata: ");
-        out.push_str(&body.to_string());
+        json_text::push_value(out, &body);
         out.push_str("\n\n");
+        body
     }
 
     /// A delta frame, written as `frame` would write it (its keys in the
@@ -652,18 +667,18 @@ impl ResponsesEncoder {
             Open::Message {
                 id, index, text, ..
             } => {
-                let part = items::output_text(&text, json!([]));
-                self.frame(
-                    "response.output_text.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0,
-                           "text": text, "logprobs": []}),
-                    out,
-                );
-                self.frame(
-                    "response.content_part.done",
-                    json!({"item_id": id, "output_index": index, "content_index": 0, "part": part}),
-                    out,
-                );
+                // The text is moved from frame to frame, never copied: a long
+                // answer's is megabytes.
+                let done = json!({"item_id": id, "output_index": index, "content_index": 0,
+                                  "logprobs": []});
+                let done = with_field(done, "text", Value::String(text));
+                let mut done = self.frame("response.output_text.done", done, out);
+                let part = items::output_text("", json!([]));
+                let part = with_field(part, "text", take_field(&mut done, "text"));
+                let body = json!({"item_id": id, "output_index": index, "content_index": 0});
+                let body = with_field(body, "part", part);
+                let mut body = self.frame("response.content_part.done", body, out);
+                let part = take_field(&mut body, "part");
                 let phase = items::phase(called_tools);
                 let item = items::message(&id, "completed", Some(phase), vec![part]);
                 self.frame(

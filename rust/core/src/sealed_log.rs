@@ -24,6 +24,7 @@
 //! taken out, so a replay is the stream as it was sent, whatever the frames
 //! hold.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use memchr::memmem;
@@ -529,29 +530,40 @@ fn render(template: &str, sequence: i64, delta: &str) -> String {
 }
 
 /// `frame` with each repeat of a template's deltas (the longest first) written
-/// as a reference to them.
-fn with_references(frame: &str, texts: &[String], repeats: &mut Repeats) -> String {
+/// as a reference to them; `frame` itself when it repeats none (a long
+/// response's last frames are megabytes, and most frames repeat nothing).
+fn with_references<'f>(frame: &'f str, texts: &[String], repeats: &mut Repeats) -> Cow<'f, str> {
     let mut order: Vec<usize> = (0..texts.len())
         .filter(|&k| texts.get(k).is_some_and(|t| t.len() >= SHORTEST_REPEAT))
         .collect();
     order.sort_by_key(|&k| std::cmp::Reverse(texts.get(k).map_or(0, String::len)));
-    let mut frame = frame.to_owned();
+    let mut frame = Cow::Borrowed(frame);
     for k in order {
         if let Some(text) = texts.get(k) {
             if frame.len() < text.len() {
                 continue;
             }
-            let (built_for, finder) = repeats.entry(k).or_insert_with(|| (0, searcher("")));
-            if *built_for != text.len() {
-                (*built_for, *finder) = (text.len(), searcher(text));
-            }
-            if let Some(replaced) = replace_repeats(&frame, text, finder, k) {
-                frame = replaced;
+            let replaced = if text.len() > LONGEST_KEPT_SEARCHER {
+                // Built for this frame alone: a kept searcher holds a copy
+                // of its needle.
+                replace_repeats(&frame, text, &memmem::Finder::new(text.as_bytes()), k)
+            } else {
+                let (built_for, finder) = repeats.entry(k).or_insert_with(|| (0, searcher("")));
+                if *built_for != text.len() {
+                    (*built_for, *finder) = (text.len(), searcher(text));
+                }
+                replace_repeats(&frame, text, finder, k)
+            };
+            if let Some(replaced) = replaced {
+                frame = Cow::Owned(replaced);
             }
         }
     }
     frame
 }
+
+/// The longest text whose searcher a sealer keeps for the next frame.
+const LONGEST_KEPT_SEARCHER: usize = 64 << 10;
 
 /// `frame` with every occurrence of `text` (which `finder` finds) written as
 /// a reference to the deltas of template `k`; `None` when it holds none.

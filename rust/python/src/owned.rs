@@ -60,7 +60,7 @@ pub fn into_py(py: Python<'_>, value: Value) -> PyResult<Bound<'_, PyAny>> {
 
 /// `text` as a Python `str`; in pieces, when it is longer than [`PIECE`] and
 /// they are on, so it is never held whole in both forms at once.
-fn long_str(py: Python<'_>, mut text: String) -> PyResult<Bound<'_, PyAny>> {
+pub fn long_str(py: Python<'_>, mut text: String) -> PyResult<Bound<'_, PyAny>> {
     if text.len() <= PIECE || !IN_PIECES.load(Ordering::Relaxed) {
         return Ok(PyString::new(py, &text).into_any());
     }

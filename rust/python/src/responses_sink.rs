@@ -14,6 +14,7 @@ use stepwell_core::traits::{EventSink, SinkError};
 use crate::aio::LoopHandle;
 use crate::callee::Callee;
 use crate::convert;
+use crate::owned;
 
 /// Encodes the events of the response `request_id`; `on_frames(text)` receives
 /// the encoded frames, batch by batch, on the event loop thread. `mcp` maps
@@ -131,7 +132,10 @@ impl EventSink for ResponsesSink {
             }
             let call = self.on_frames.call(
                 "__call__",
-                move |py| (frames,).into_pyobject(py),
+                // A response's last batch repeats its whole text in each of
+                // its `.done` frames and the response: handed over as
+                // `owned` hands a long text, it is never held twice.
+                move |py| (owned::long_str(py, frames)?,).into_pyobject(py),
                 |outcome| outcome.map(drop).map_err(|e| SinkError(e.to_string())),
             );
             call.await
