@@ -81,8 +81,10 @@ pub struct Sealer {
 
 /// A searcher for each template's delta text, by template, built for the
 /// text's length at the time: an item's several `.done` frames, and the
-/// response at the end, all repeat the same text, which is one long needle.
-/// Boxed: a searcher is over-aligned (see [`Needles`]).
+/// response at the end, all repeat the same text, one needle searched for
+/// again and again. Only for texts up to [`LONGEST_KEPT_SEARCHER`]: a kept
+/// searcher owns a copy of its needle. Boxed: a searcher is over-aligned (see
+/// [`Needles`]).
 type Repeats = HashMap<usize, (usize, Box<memmem::Finder<'static>>)>;
 
 /// What the sealer looks for in every frame, each searcher built once per
