@@ -1,9 +1,9 @@
 """SQLiteStore lets go of a long value once it is written: SQLite keeps its own
 copy of every value bound to a statement until the statement is bound again,
-and Python's sqlite3 keeps statements for reuse, so a long response's
-outcome, completion and sealed log would otherwise stay in the process's
-memory after their commit. Measured with SQLite's own count of the memory it
-holds, read from the library Python's sqlite3 uses."""
+and Python's sqlite3 keeps statements for reuse, so a long request, or a long
+response's outcome, completion and sealed log, would otherwise stay in the
+process's memory after their commit. Measured with SQLite's own count of the
+memory it holds, read from the library Python's sqlite3 uses."""
 
 from __future__ import annotations
 
@@ -59,12 +59,15 @@ async def recorded_model_call(store: SQLiteStore, request_id: str) -> str:
     return step.id
 
 
-async def test_a_long_outcome_and_completion_are_let_go_of_once_written(tmp_path: Path) -> None:
+async def test_a_long_request_outcome_and_completion_are_let_go_of_once_written(
+    tmp_path: Path,
+) -> None:
     store = SQLiteStore(tmp_path / "long.db")
     step_id = await recorded_model_call(store, "r")
     await store.save_request("fenced", KEPT, lease=("here", 30.0))
     fence = await store.claim("fenced", "here", 30.0)
     before = held()
+    await store.save_request("long", {"request": {"model": "m", "input": LONG}, "created_at": 0})
     await store.complete_step(step_id, {"text": LONG})
     await store.set_outcome("r", "completed", {"text": LONG})
     await store.set_outcome("fenced", "completed", {"text": LONG}, fence=fence)
@@ -74,6 +77,10 @@ async def test_a_long_outcome_and_completion_are_let_go_of_once_written(tmp_path
     assert (await store.step(step_id)).response_payload == {"text": LONG}
     assert await store.outcome("r") == ("completed", {"text": LONG})
     assert await store.outcome("fenced") == ("completed", {"text": LONG})
+    assert await store.load_request("long") == {
+        "request": {"model": "m", "input": LONG},
+        "created_at": 0,
+    }
 
 
 async def test_a_long_response_ending_in_a_group_commit_is_let_go_of(tmp_path: Path) -> None:

@@ -325,6 +325,7 @@ class SQLiteStore:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (request_id, tenant, json.dumps(request), now, previous_of(request), owner,
              1 if lease else 0, expires),
+            let_go=True,
         )  # fmt: skip
         return 1 if kept and lease else None
 
@@ -625,7 +626,7 @@ class SQLiteStore:
         sql = _SET_OUTCOME
         args: tuple[Any, ...] = (status, json.dumps(output), time.time(), request_id)
         if fence is None:
-            self._update(sql, args)
+            self._write(sql, args, let_go=True)
             return
         with self._transaction() as db:
             row = db.execute(
@@ -740,7 +741,7 @@ class SQLiteStore:
         # writer moved the step between the two statements. A fence is checked
         # in the same statement.
         for _ in range(3):
-            moved = self._update(*_moving(step_id, to, fence, time.time(), **columns))
+            moved = self._write(*_moving(step_id, to, fence, time.time(), **columns), let_go=True)
             if moved:
                 return
             row = self._query_one(
@@ -757,20 +758,15 @@ class SQLiteStore:
             f"step {step_id} kept changing state; it was not moved to {to.value}"
         )
 
-    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+    def _write(self, sql: str, args: tuple[Any, ...], *, let_go: bool = False) -> int:
         """One statement, committed on its own (a lone statement is atomic);
-        returns how many rows it changed."""
+        returns how many rows it changed. With `let_go`, for a statement that
+        writes nothing with NULL for each of its values, a long value it
+        bound is let go of (`_let_go`)."""
         with self._errors(), self._lock:
             changed = int(self._db.execute(sql, args).rowcount)
-        self._wrote()
-        return changed
-
-    def _update(self, sql: str, args: tuple[Any, ...]) -> int:
-        """`_write` of an UPDATE that changes no row with NULL for each of
-        its values, and so can let go of a long one it bound (`_let_go`)."""
-        with self._errors(), self._lock:
-            changed = int(self._db.execute(sql, args).rowcount)
-            _let_go(self._db, sql, args)
+            if let_go:
+                _let_go(self._db, sql, args)
         self._wrote()
         return changed
 
@@ -940,10 +936,10 @@ def _let_go(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
     """Binds NULL to each parameter of `sql` when `args` held a long text.
     SQLite keeps its own copy of every value bound to a statement until the
     statement is bound again, and the connection keeps its statements for
-    reuse: the outcome, completion and sealed log of a long response would
-    stay in memory after its commit, until the next response long enough
-    replaced them. Only for statements that write nothing with NULLs (an
-    UPDATE of the row whose key is NULL, an INSERT OR IGNORE of a NOT NULL
+    reuse: a long request, or the outcome, completion and sealed log of a
+    long response, would stay in memory after its commit, until the next one
+    as long replaced it. Only for statements that write nothing with NULLs (an
+    UPDATE of the row whose key is NULL, an INSERT OR IGNORE into a NOT NULL
     column)."""
     if any(isinstance(arg, str) and len(arg) > _LONG_VALUE for arg in args):
         db.execute(sql, (None,) * len(args))
