@@ -14,7 +14,7 @@ import httpx
 import jsonschema
 import pytest
 from openai import AsyncOpenAI
-from stepwell import StepDescriptor, StepState, UpstreamTarget
+from stepwell import StepDescriptor, StepState, UpstreamTarget, _core
 from stepwell.openresponses import InvalidRequest, Responses, model_request, stored
 from stepwell.openresponses.transition import ResponsesTransition
 from stepwell.stores import MemoryStore, SQLiteStore
@@ -532,6 +532,20 @@ async def test_bad_requests_are_typed_errors(model: ScriptedUpstream, body: Any)
     with pytest.raises(InvalidRequest):
         await service(model).create(body)
     assert model.requests == []
+
+
+def test_an_assembled_item_holds_the_completions_own_text() -> None:
+    # A long answer's text is megabytes: the response assembled from a
+    # completion holds the completion's own `str`, not a copy.
+    text, reasoning = "A long answer. " * 1000, "Thinking. " * 1000
+    message = _core.message_item("r", 1, text, [], False)
+    thought = _core.reasoning_item("r", 1, reasoning)
+    assert message["content"][0]["text"] is text
+    assert thought["content"][0]["text"] is reasoning
+    assert list(message["content"][0].items()) == [
+        ("annotations", []), ("logprobs", []), ("text", text), ("type", "output_text")
+    ]  # fmt: skip
+    assert thought["content"] == [{"text": reasoning, "type": "reasoning_text"}]
 
 
 async def test_reasoning_items_and_failed_tools(model: ScriptedUpstream) -> None:

@@ -4,7 +4,7 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyString, PyTuple};
 use serde_json::Value;
 use stepwell_core::items;
 use stepwell_core::responses_stream::COMPACTION_TOOL;
@@ -41,10 +41,21 @@ fn reasoning_item<'py>(
     py: Python<'py>,
     request_id: &str,
     sequence: i64,
-    text: &str,
+    text: Bound<'py, PyString>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let id = items::reasoning_id(request_id, sequence);
-    convert::to_py(py, &items::reasoning(&id, Some(text)))
+    let item = convert::to_py(py, &items::reasoning(&id, Some("")))?;
+    with_text(&item, text)?;
+    Ok(item)
+}
+
+/// Puts `text` into the first content part of `item`: the caller's own
+/// `str`, not a copy of it made through Rust (a long answer's is megabytes,
+/// and the response assembled from it is kept until its outcome is).
+fn with_text<'py>(item: &Bound<'py, PyAny>, text: Bound<'py, PyString>) -> PyResult<()> {
+    item.get_item("content")?
+        .get_item(0)?
+        .set_item("text", text)
 }
 
 /// The assistant message of a model step, finished; `called_tools` says
@@ -54,17 +65,19 @@ fn message_item<'py>(
     py: Python<'py>,
     request_id: &str,
     sequence: i64,
-    text: &str,
+    text: Bound<'py, PyString>,
     logprobs: &Bound<'py, PyAny>,
     called_tools: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let id = items::message_id(request_id, sequence);
-    let part = items::output_text(text, convert::from_py(logprobs, "logprobs")?);
+    let part = items::output_text("", convert::from_py(logprobs, "logprobs")?);
     let phase = items::phase(called_tools);
-    convert::to_py(
+    let item = convert::to_py(
         py,
         &items::message(&id, "completed", Some(phase), vec![part]),
-    )
+    )?;
+    with_text(&item, text)?;
+    Ok(item)
 }
 
 /// A function call a model step made, finished.
