@@ -552,12 +552,12 @@ class SQLiteStore:
                     db.executemany(_INSERT_EVENTS, stored_rows(last))
                     continue
                 _replace_log(db, request_id, one)
-                del one
+                del one  # a long sealed log is not held while the outcomes are encoded
             for request_id, (status, output) in (outcomes or {}).items():
                 if request_id not in refused:
-                    args = (status, json.dumps(output), now, request_id)
-                    db.execute(_SET_OUTCOME, args)
-                    _let_go(db, _SET_OUTCOME, args)
+                    _execute_letting_go(
+                        db, _SET_OUTCOME, (status, json.dumps(output), now, request_id)
+                    )
         return refused, unmoved
 
     async def events_after(
@@ -637,8 +637,7 @@ class SQLiteStore:
                 return  # unknown, or already ended: the first outcome stands
             if row[0] != fence:
                 raise LeaseLost(f"response {request_id} is held under another lease")
-            db.execute(sql, args)
-            _let_go(db, sql, args)
+            _execute_letting_go(db, sql, args)
 
     # ------------------------------------------------------------ leases
 
@@ -762,11 +761,10 @@ class SQLiteStore:
         """One statement, committed on its own (a lone statement is atomic);
         returns how many rows it changed. With `let_go`, for a statement that
         writes nothing with NULL for each of its values, a long value it
-        bound is let go of (`_let_go`)."""
+        bound is let go of (`_execute_letting_go`)."""
         with self._errors(), self._lock:
-            changed = int(self._db.execute(sql, args).rowcount)
-            if let_go:
-                _let_go(self._db, sql, args)
+            run = _execute_letting_go if let_go else sqlite3.Connection.execute
+            changed = int(run(self._db, sql, args).rowcount)
         self._wrote()
         return changed
 
@@ -813,7 +811,7 @@ _INSERT_EVENTS = (
 
 _INSERT_SEALED = _INSERT_EVENTS.replace("INSERT", "INSERT OR IGNORE", 1)
 """A sealed log's row, written once its response's rows are deleted (so
-nothing else can clash with it): with NULLs it writes nothing (`_let_go`)."""
+nothing else can clash with it): with NULLs it writes nothing (`_execute_letting_go`)."""
 
 _SET_OUTCOME = (
     "UPDATE responses SET status = ?, output = ?, completed_at = ?, "
@@ -912,9 +910,7 @@ def _sealed_with(
 def _replace_log(db: sqlite3.Connection, request_id: str, row: tuple[int, int, str]) -> None:
     """A response's log rows replaced by its one sealed `row`."""
     db.execute("DELETE FROM events WHERE request_id = ?", (request_id,))
-    values = (request_id, *row)
-    db.execute(_INSERT_SEALED, values)
-    _let_go(db, _INSERT_SEALED, values)
+    _execute_letting_go(db, _INSERT_SEALED, (request_id, *row))
 
 
 def _complete(
@@ -923,26 +919,26 @@ def _complete(
     """Moves a step to completed with its JSON `payload`, inside the caller's
     transaction; whether it moved."""
     sql, args = _moving(step_id, StepState.COMPLETED, fence, now, response_payload=payload)
-    moved = bool(db.execute(sql, args).rowcount)
-    _let_go(db, sql, args)
-    return moved
+    return bool(_execute_letting_go(db, sql, args).rowcount)
+
+
+def _execute_letting_go(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> sqlite3.Cursor:
+    """Runs `sql` with `args`; its cursor. When `args` held a long text, then
+    binds NULL to each of its parameters: SQLite keeps its own copy of every
+    value bound to a statement until the statement is bound again, and the
+    connection keeps its statements for reuse, so a long request, or the
+    outcome, completion and sealed log of a long response, would stay in
+    memory after its commit, until the next one as long replaced it. Only for
+    statements that write nothing with NULLs (an UPDATE of the row whose key
+    is NULL, an INSERT OR IGNORE into a NOT NULL column)."""
+    cursor = db.execute(sql, args)
+    if any(isinstance(arg, str) and len(arg) > _LONG_VALUE for arg in args):
+        db.execute(sql, (None,) * len(args))
+    return cursor
 
 
 _LONG_VALUE = 64 * 1024
-"""Characters of a bound text past which `_let_go` unbinds it."""
-
-
-def _let_go(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> None:
-    """Binds NULL to each parameter of `sql` when `args` held a long text.
-    SQLite keeps its own copy of every value bound to a statement until the
-    statement is bound again, and the connection keeps its statements for
-    reuse: a long request, or the outcome, completion and sealed log of a
-    long response, would stay in memory after its commit, until the next one
-    as long replaced it. Only for statements that write nothing with NULLs (an
-    UPDATE of the row whose key is NULL, an INSERT OR IGNORE into a NOT NULL
-    column)."""
-    if any(isinstance(arg, str) and len(arg) > _LONG_VALUE for arg in args):
-        db.execute(sql, (None,) * len(args))
+"""Characters of a bound text past which `_execute_letting_go` unbinds it."""
 
 
 def _check_fence(db: sqlite3.Connection, request_id: str, fence: int) -> None:
